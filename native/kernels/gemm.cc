@@ -1,0 +1,341 @@
+// GEMM driver: the Goto/BLIS loop nest (JC -> PC -> IC -> JR -> IR) around
+// the per-ISA micro-kernel, an unpacked path for small and skinny shapes, and
+// threading over M and N only. K is never split, and the K blocking depends
+// only on the ISA and caches, so every element of C is computed by the same
+// sequence of operations whatever the thread count.
+#include "gemm.h"
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "../runtime/cpu.h"
+#include "../runtime/thread_pool.h"
+
+namespace attn {
+namespace {
+
+inline long min_l(long a, long b) { return a < b ? a : b; }
+inline long max_l(long a, long b) { return a > b ? a : b; }
+inline long round_down(long v, long m) { return v / m * m; }
+inline long ceil_div(long a, long b) { return (a + b - 1) / b; }
+
+// Element (i, j) of a matrix view is p[i * rs + j * cs].
+struct View {
+  const float* p;
+  long rs, cs;
+};
+
+// A per-thread, 64-byte aligned scratch area, grown on demand and reused.
+class Scratch {
+ public:
+  ~Scratch() { std::free(data_); }
+  float* get(std::size_t floats) {
+    if (floats > cap_) {
+      std::free(data_);
+      std::size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!data_) {
+        cap_ = 0;
+        throw std::bad_alloc();
+      }
+      cap_ = floats;
+    }
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  std::size_t cap_ = 0;
+};
+
+thread_local Scratch tl_pack_a;
+thread_local Scratch tl_pack_b;
+
+// Packs rows [i0, i0 + rows) x cols [p0, p0 + kc) of A into mr-row panels:
+// panel q holds, for each k, mr consecutive rows (zero past the edge).
+void pack_a(const KernelTable& kt, View a, long i0, long rows, long p0, long kc, float* dst) {
+  const int mr = kt.mr;
+  for (long ip = 0; ip < rows; ip += mr) {
+    kt.gemm_pack(a.p + (i0 + ip) * a.rs + p0 * a.cs, a.rs, a.cs, min_l(mr, rows - ip), kc, mr,
+                 dst + ip * kc);
+  }
+}
+
+// Packs rows [p0, p0 + kc) x cols [j0, j0 + cols) of B into nr-column panels.
+void pack_b(const KernelTable& kt, View b, long p0, long kc, long j0, long cols, float* dst) {
+  const int nr = kt.nr;
+  for (long jp = 0; jp < cols; jp += nr) {
+    kt.gemm_pack(b.p + p0 * b.rs + (j0 + jp) * b.cs, b.cs, b.rs, min_l(nr, cols - jp), kc, nr,
+                 dst + jp * kc);
+  }
+}
+
+struct Problem {
+  long m, n, k;
+  View a, b;
+  float* c;
+  long ldc;
+  float alpha, beta;
+};
+
+// C = beta * C, for the degenerate cases (k == 0 or alpha == 0).
+void scale_c(const Problem& p) {
+  for (long i = 0; i < p.m; ++i) {
+    float* row = p.c + i * p.ldc;
+    if (p.beta == 0.0f) {
+      for (long j = 0; j < p.n; ++j) row[j] = 0.0f;
+    } else if (p.beta != 1.0f) {
+      for (long j = 0; j < p.n; ++j) row[j] *= p.beta;
+    }
+  }
+}
+
+// Runs `tasks` tasks on the pool or, when !parallel, on this thread.
+template <class F>
+void for_tasks(bool parallel, long tasks, F&& f) {
+  if (parallel && tasks > 1) {
+    parallel_for(tasks, f);
+  } else {
+    for (long t = 0; t < tasks; ++t) f(t);
+  }
+}
+
+// Work below this many flops stays on the calling thread; each extra thread
+// must get at least this much.
+constexpr double kMinParallelFlops = 1 << 22;
+
+int threads_for(double flops, bool parallel) {
+  if (!parallel || flops < kMinParallelFlops) return 1;
+  int pool = ThreadPool::global().size();
+  long want = static_cast<long>(flops / (kMinParallelFlops / 2));
+  return static_cast<int>(max_l(1, min_l(pool, want)));
+}
+
+// Splits [0, len) into `parts` ranges whose inner boundaries are multiples of
+// `align`, as evenly as that allows.
+inline long split_point(long len, long parts, long idx, long align) {
+  if (idx >= parts) return len;
+  long units = ceil_div(len, align);
+  return min_l(len, (units * idx / parts) * align);
+}
+
+// Chooses a tm x tn thread grid (tm * tn == nt) with the smallest largest
+// block, then the smallest block perimeter (less duplicated packing).
+void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_out) {
+  long best_tm = 1, best_tn = nt;
+  double best_area = -1, best_perim = 0;
+  for (long tm = 1; tm <= nt; ++tm) {
+    if (nt % tm) continue;
+    long tn = nt / tm;
+    if (tm > ceil_div(m, mr) || tn > ceil_div(n, nr)) continue;
+    long rows = ceil_div(ceil_div(m, mr), tm) * mr;
+    long cols = ceil_div(ceil_div(n, nr), tn) * nr;
+    double area = static_cast<double>(min_l(rows, m)) * static_cast<double>(min_l(cols, n));
+    double perim = static_cast<double>(rows + cols);
+    if (best_area < 0 || area < best_area || (area == best_area && perim < best_perim)) {
+      best_area = area;
+      best_perim = perim;
+      best_tm = tm;
+      best_tn = tn;
+    }
+  }
+  if (best_area < 0) {  // too small to split in both: fall back to one dimension
+    best_tm = 1;
+    best_tn = 1;
+  }
+  *tm_out = best_tm;
+  *tn_out = best_tn;
+}
+
+void gemm_packed(const KernelTable& kt, const Problem& p, int nt) {
+  const GemmBlocking blk = gemm_blocking(kt);
+  const int mr = kt.mr, nr = kt.nr;
+  long tm = 1, tn = 1;
+  if (nt > 1) choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
+  const long tasks = tm * tn;
+  const bool parallel = tasks > 1;
+
+  const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
+  const long kc_max = min_l(blk.kc, p.k);
+  float* bpack = tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
+
+  for (long jc = 0; jc < p.n; jc += blk.nc) {
+    const long ncur = min_l(blk.nc, p.n - jc);
+    const long panels = ceil_div(ncur, nr);
+    for (long pc = 0; pc < p.k; pc += blk.kc) {
+      const long kc = min_l(blk.kc, p.k - pc);
+      const float beta = pc == 0 ? p.beta : 1.0f;
+
+      // Pack this B panel, split by micro-panels across the threads.
+      const long pack_tasks = parallel ? min_l(tasks, panels) : 1;
+      for_tasks(parallel, pack_tasks, [&](long t) {
+        long q0 = split_point(panels, pack_tasks, t, 1);
+        long q1 = split_point(panels, pack_tasks, t + 1, 1);
+        if (q1 <= q0) return;
+        long c0 = q0 * nr, c1 = min_l(q1 * nr, ncur);
+        pack_b(kt, p.b, pc, kc, jc + c0, c1 - c0, bpack + c0 * kc);
+      });
+
+      for_tasks(parallel, tasks, [&](long t) {
+        const long ti = t / tn, tj = t % tn;
+        const long r0 = split_point(p.m, tm, ti, mr), r1 = split_point(p.m, tm, ti + 1, mr);
+        const long c0 = split_point(ncur, tn, tj, nr), c1 = split_point(ncur, tn, tj + 1, nr);
+        if (r1 <= r0 || c1 <= c0) return;
+        float* apack = tl_pack_a.get(static_cast<std::size_t>(blk.mc * kc));
+        for (long ic = r0; ic < r1; ic += blk.mc) {
+          const long mcur = min_l(blk.mc, r1 - ic);
+          pack_a(kt, p.a, ic, mcur, pc, kc, apack);
+          for (long jr = c0; jr < c1; jr += nr) {
+            const int ncols = static_cast<int>(min_l(nr, c1 - jr));
+            const float* bp = bpack + jr * kc;
+            float* cp = p.c + ic * p.ldc + jc + jr;
+            for (long ir = 0; ir < mcur; ir += mr) {
+              const int mrows = static_cast<int>(min_l(mr, mcur - ir));
+              kt.gemm_micro(kc, apack + ir * kc, bp, cp + ir * p.ldc, p.ldc, p.alpha, beta, mrows,
+                            ncols);
+            }
+          }
+        }
+      });
+    }
+  }
+}
+
+void gemm_small(const KernelTable& kt, const Problem& p, bool dot, int nt) {
+  SmallGemm g{dot,    p.m,    p.n,    p.k,    p.a.p, p.a.rs,  p.a.cs,
+              p.b.p,  p.b.rs, p.b.cs, p.c,    p.ldc, p.alpha, p.beta};
+  if (nt <= 1) {
+    kt.gemm_small(g, 0, p.m, 0, p.n);
+    return;
+  }
+  // Rows when there are enough of them, otherwise columns in whole vectors.
+  const long row_unit = 4;
+  if (p.m >= row_unit * nt) {
+    parallel_for(nt, [&](long t) {
+      long i0 = split_point(p.m, nt, t, row_unit), i1 = split_point(p.m, nt, t + 1, row_unit);
+      if (i1 > i0) kt.gemm_small(g, i0, i1, 0, p.n);
+    });
+  } else {
+    const long col_unit = 4L * kt.vector_width;
+    parallel_for(nt, [&](long t) {
+      long j0 = split_point(p.n, nt, t, col_unit), j1 = split_point(p.n, nt, t + 1, col_unit);
+      if (j1 > j0) kt.gemm_small(g, 0, p.m, j0, j1);
+    });
+  }
+}
+
+// Unpacked when packing would cost about as much as the multiply: few rows,
+// or a small problem overall; the layout must suit one of its two forms.
+bool use_small(const KernelTable& kt, const Problem& p, bool* dot) {
+  const bool row_ok = p.b.cs == 1;
+  const bool dot_ok = p.a.cs == 1 && p.b.rs == 1;
+  if (!row_ok && !dot_ok) return false;
+  *dot = dot_ok && (!row_ok || p.n < kt.vector_width);
+  const double work = static_cast<double>(p.m) * p.n * p.k;
+  return p.m <= 4 || p.n < kt.vector_width || work <= 48.0 * 48.0 * 48.0;
+}
+
+void gemm_one(const KernelTable& kt, const Problem& p, bool parallel) {
+  if (p.m <= 0 || p.n <= 0) return;
+  if (p.k <= 0 || p.alpha == 0.0f) {
+    scale_c(p);
+    return;
+  }
+  const int nt = threads_for(2.0 * p.m * p.n * p.k, parallel);
+  bool dot = false;
+  if (use_small(kt, p, &dot)) {
+    gemm_small(kt, p, dot, nt);
+  } else {
+    gemm_packed(kt, p, nt);
+  }
+}
+
+Problem problem_of(const GemmArgs& g, long item) {
+  Problem p;
+  p.m = g.m;
+  p.n = g.n;
+  p.k = g.k;
+  p.a = View{g.a + item * g.stride_a, g.trans_a ? 1 : g.lda, g.trans_a ? g.lda : 1};
+  p.b = View{g.b + item * g.stride_b, g.trans_b ? 1 : g.ldb, g.trans_b ? g.ldb : 1};
+  p.c = g.c + item * g.stride_c;
+  p.ldc = g.ldc;
+  p.alpha = g.alpha;
+  p.beta = g.beta;
+  return p;
+}
+
+void run_gemm(const KernelTable& kt, const GemmArgs& g, bool parallel) {
+  if (g.batch <= 0) return;
+  const double item_flops = 2.0 * g.m * g.n * g.k;
+  const int pool = parallel ? ThreadPool::global().size() : 1;
+  // One item per task when the items divide evenly among the threads, are
+  // many, or are too small to split; otherwise threads work inside each item.
+  const bool by_item = g.batch > 1 && pool > 1 && item_flops * g.batch >= kMinParallelFlops &&
+                       (item_flops < 2.0 * kMinParallelFlops || g.batch % pool == 0 ||
+                        g.batch >= 4L * pool);
+  if (by_item) {
+    parallel_for(g.batch, [&](long t) { gemm_one(kt, problem_of(g, t), false); });
+    return;
+  }
+  for (long t = 0; t < g.batch; ++t) gemm_one(kt, problem_of(g, t), parallel);
+}
+
+long parse_blocking_env(const char* name, int which) {
+  const char* env = std::getenv(name);
+  if (!env) return 0;
+  long v[3] = {0, 0, 0};
+  char* s = const_cast<char*>(env);
+  for (int i = 0; i < 3; ++i) {
+    char* end = nullptr;
+    v[i] = std::strtol(s, &end, 10);
+    if (end == s) return 0;
+    s = end;
+    if (*s == ',') ++s;
+  }
+  return v[which];
+}
+
+}  // namespace
+
+GemmBlocking gemm_blocking(const KernelTable& kt) {
+  const CacheSizes& cs = cpu_info().cache_used;
+  const long mr = kt.mr, nr = kt.nr;
+  // KC: a packed B micro-panel (kc x nr) fills about half of L1, so it stays
+  // there while every A micro-panel of the block streams past it.
+  long kc = static_cast<long>(cs.l1d / 2) / (nr * 4);
+  kc = max_l(64, min_l(1024, round_down(kc, 8)));
+  // MC: the packed A block (mc x kc) fills about half of L2.
+  long mc = static_cast<long>(cs.l2 / 2) / (kc * 4);
+  mc = max_l(mr, round_down(min_l(mc, 1024), mr));
+  // NC: the packed B panel (kc x nc) takes a quarter of L3.
+  long nc = static_cast<long>(cs.l3 / 4) / (kc * 4);
+  nc = max_l(nr, round_down(min_l(nc, 8192), nr));
+  // Tuning override: ATTN_GEMM_BLOCKING=mc,kc,nc (each rounded to the tile).
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 0)) mc = max_l(mr, round_down(v, mr));
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 1)) kc = max_l(8, v);
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 2)) nc = max_l(nr, round_down(v, nr));
+  return GemmBlocking{mc, kc, nc};
+}
+
+void sgemm(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, true); }
+
+void sgemm_serial(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, false); }
+
+namespace {
+long extent(long rows, long cols, long rs, long cs, long stride, long batch) {
+  if (rows <= 0 || cols <= 0 || batch <= 0) return 0;
+  return (batch - 1) * stride + (rows - 1) * rs + (cols - 1) * cs + 1;
+}
+}  // namespace
+
+long gemm_extent_a(const GemmArgs& g) {
+  return g.trans_a ? extent(g.m, g.k, 1, g.lda, g.stride_a, g.batch)
+                   : extent(g.m, g.k, g.lda, 1, g.stride_a, g.batch);
+}
+long gemm_extent_b(const GemmArgs& g) {
+  return g.trans_b ? extent(g.k, g.n, 1, g.ldb, g.stride_b, g.batch)
+                   : extent(g.k, g.n, g.ldb, 1, g.stride_b, g.batch);
+}
+long gemm_extent_c(const GemmArgs& g) { return extent(g.m, g.n, g.ldc, 1, g.stride_c, g.batch); }
+
+}  // namespace attn

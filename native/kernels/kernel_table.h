@@ -1,0 +1,67 @@
+// The per-ISA kernel table. Each ISA's translation unit fills one of these with
+// internal-linkage functions; the dispatcher picks one table per process.
+// Pure C++17: no Node headers, testable on its own.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace attn {
+
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
+
+// Unpacked GEMM on a sub-range of C: C[i0:i1, j0:j1] = alpha * A B + beta * C.
+// Element (i, k) of A is a[i * rsa + k * csa]; element (k, j) of B is
+// b[k * rsb + j * csb]; C is row-major with leading dimension ldc.
+// Row form (dot == false) needs csb == 1: broadcast A, stream rows of B.
+// Dot form (dot == true) needs csa == 1 and rsb == 1: dot products along k.
+struct SmallGemm {
+  bool dot;
+  long m, n, k;
+  const float* a;
+  long rsa, csa;
+  const float* b;
+  long rsb, csb;
+  float* c;
+  long ldc;
+  float alpha, beta;
+};
+
+struct KernelTable {
+  Isa isa;
+  const char* name;
+  int vector_width;  // float lanes per register
+
+  // Packed GEMM micro-kernel: an mr x nr tile of C from kc steps of packed A
+  // (mr floats per step) and packed B (nr floats per step). Writes the top-left
+  // m x n corner: C = alpha * acc + beta * C, C untouched-as-input when beta == 0.
+  int mr, nr;
+  void (*gemm_micro)(long kc, const float* a, const float* b, float* c, long ldc,
+                     float alpha, float beta, int m, int n);
+  // Packs a panel for the micro-kernel: dst[k * w + l] = src[l * ls + k * ks]
+  // for l < lanes (zero up to w), k < kc. w is mr (A) or nr (B).
+  void (*gemm_pack)(const float* src, long ls, long ks, long lanes, long kc, int w, float* dst);
+  void (*gemm_small)(const SmallGemm& g, long i0, long i1, long j0, long j1);
+
+  // One softmax row of n entries: z = scale * x (+ fmask) (uint8 mask: nonzero
+  // -> -inf); entries at or after `valid` are excluded and written as 0.
+  // y may alias x. fmask and umask may be null; they hold n entries.
+  void (*softmax_row)(const float* x, float* y, long n, long valid, float scale,
+                      const float* fmask, const std::uint8_t* umask);
+
+  // y[i] = exp(x[i]); exposed for accuracy tests.
+  void (*exp)(const float* x, float* y, long n);
+
+  // Runs `iterations` rounds of independent FMAs and returns the flop count;
+  // the benchmark divides by the elapsed time to get this core's FMA peak.
+  double (*fma_peak)(long iterations);
+};
+
+// Tables compiled into this binary; each returns null when the ISA is not
+// compiled for this architecture. They do not check the CPU: see dispatch.h.
+const KernelTable* scalar_kernels();
+const KernelTable* avx2_kernels();
+const KernelTable* avx512_kernels();
+const KernelTable* neon_kernels();
+
+}  // namespace attn

@@ -1,0 +1,72 @@
+#include "softmax.h"
+
+#include <vector>
+
+#include "../runtime/thread_pool.h"
+
+namespace attn {
+namespace {
+
+constexpr long kElemsPerTask = 1L << 15;  // below this, one thread
+
+}  // namespace
+
+void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
+  const int lead = s.rank - 1;
+  const long cols = s.shape[s.rank - 1];
+  long rows = 1;
+  for (int d = 0; d < lead; ++d) rows *= s.shape[d];
+  if (rows == 0 || cols == 0) return;
+  const bool has_mask = s.fmask || s.umask;
+  const bool mask_bcast_cols = has_mask && s.m_strides[s.rank - 1] == 0;
+  const long q_rows = lead >= 1 ? s.shape[lead - 1] : 1;
+
+  const long total = rows * cols;
+  long tasks = parallel ? total / kElemsPerTask : 1;
+  if (tasks > rows) tasks = rows;
+  if (tasks < 1) tasks = 1;
+  if (tasks > 1) {
+    long pool = ThreadPool::global().size();
+    if (tasks > 8 * pool) tasks = 8 * pool;
+  }
+
+  auto body = [&](long t) {
+    const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+    const long* strides[3] = {s.x_strides, s.y_strides, s.m_strides};
+    Odometer od(lead, s.shape, has_mask ? 3 : 2, strides, r0);
+    // A mask broadcast along the row is expanded once per row.
+    std::vector<float> frow;
+    std::vector<std::uint8_t> urow;
+    if (mask_bcast_cols) {
+      if (s.fmask) frow.resize(static_cast<std::size_t>(cols));
+      if (s.umask) urow.resize(static_cast<std::size_t>(cols));
+    }
+    for (long r = r0; r < r1; ++r, od.next()) {
+      const float* fm = s.fmask ? s.fmask + od.off[2] : nullptr;
+      const std::uint8_t* um = s.umask ? s.umask + od.off[2] : nullptr;
+      if (mask_bcast_cols) {
+        if (fm) {
+          for (long j = 0; j < cols; ++j) frow[j] = *fm;
+          fm = frow.data();
+        }
+        if (um) {
+          for (long j = 0; j < cols; ++j) urow[j] = *um;
+          um = urow.data();
+        }
+      }
+      long valid = cols;
+      if (s.causal) {
+        const long i = lead >= 1 ? od.idx[lead - 1] : 0;
+        valid = i + cols - q_rows + 1;
+      }
+      kt.softmax_row(s.x + od.off[0], s.y + od.off[1], cols, valid, s.scale, fm, um);
+    }
+  };
+  if (tasks > 1) {
+    parallel_for(tasks, body);
+  } else {
+    body(0);
+  }
+}
+
+}  // namespace attn

@@ -1,0 +1,29 @@
+// Softmax along the last axis of a strided tensor, with an optional scale,
+// additive float32 or uint8 (nonzero = masked) mask broadcast by strides, and
+// causal masking of the last two axes (query i sees keys j <= i + cols - rows).
+#pragma once
+
+#include <cstdint>
+
+#include "kernel_table.h"
+#include "strided.h"
+
+namespace attn {
+
+struct SoftmaxArgs {
+  int rank = 1;  // 1..kMaxRank
+  long shape[kMaxRank] = {0};
+  const float* x = nullptr;
+  long x_strides[kMaxRank] = {0};  // last must be 1
+  float* y = nullptr;
+  long y_strides[kMaxRank] = {0};  // last must be 1
+  float scale = 1.0f;
+  const float* fmask = nullptr;  // at most one of fmask / umask
+  const std::uint8_t* umask = nullptr;
+  long m_strides[kMaxRank] = {0};  // 0 on broadcast axes; last is 0 or 1
+  bool causal = false;
+};
+
+void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel = true);
+
+}  // namespace attn

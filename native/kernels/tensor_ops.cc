@@ -1,0 +1,111 @@
+#include "tensor_ops.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "../runtime/thread_pool.h"
+
+namespace attn {
+namespace {
+
+constexpr long kCopyPerTask = 1L << 16;
+
+template <class T>
+void copy_strided(int rank, const long* shape, const T* src, const long* strides, T* dst) {
+  if (rank == 0) {
+    dst[0] = src[0];
+    return;
+  }
+  long rows = 1;
+  for (int d = 0; d < rank - 1; ++d) rows *= shape[d];
+  const long cols = shape[rank - 1];
+  const long cs = strides[rank - 1];
+  if (rows == 0 || cols == 0) return;
+  long tasks = rows * cols / kCopyPerTask;
+  if (tasks > rows) tasks = rows;
+  if (tasks < 1) tasks = 1;
+  auto body = [&](long t) {
+    const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+    const long* st[1] = {strides};
+    Odometer od(rank - 1, shape, 1, st, r0);
+    for (long r = r0; r < r1; ++r, od.next()) {
+      const T* s = src + od.off[0];
+      T* d = dst + r * cols;
+      if (cs == 1) {
+        std::memcpy(d, s, static_cast<std::size_t>(cols) * sizeof(T));
+      } else {
+        for (long j = 0; j < cols; ++j) d[j] = s[j * cs];
+      }
+    }
+  };
+  if (tasks > 1) {
+    parallel_for(tasks, body);
+  } else {
+    body(0);
+  }
+}
+
+// SplitMix64's finaliser applied to a counter: a well-mixed 64-bit value per
+// (seed, index) pair.
+inline std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+inline std::uint64_t draw(std::uint64_t key, std::uint64_t i) {
+  return mix64(key + (i + 1) * 0x9e3779b97f4a7c15ULL);
+}
+
+// Uniform in (0, 1]: 53 random bits, never 0 (safe for log).
+inline double unit_open0(std::uint64_t bits) {
+  return (static_cast<double>(bits >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+}
+
+template <class F>
+void fill_chunks(long n, F&& f) {
+  long tasks = n / kCopyPerTask;
+  if (tasks < 1) tasks = 1;
+  parallel_for(tasks, [&](long t) { f(n * t / tasks, n * (t + 1) / tasks); });
+}
+
+}  // namespace
+
+void copy_strided_f32(int rank, const long* shape, const float* src, const long* strides,
+                      float* dst) {
+  copy_strided<float>(rank, shape, src, strides, dst);
+}
+
+void copy_strided_u8(int rank, const long* shape, const std::uint8_t* src, const long* strides,
+                     std::uint8_t* dst) {
+  copy_strided<std::uint8_t>(rank, shape, src, strides, dst);
+}
+
+void fill_normal(float* out, long n, std::uint64_t seed, double mean, double stddev) {
+  const std::uint64_t key = mix64(seed ^ 0x6a09e667f3bcc909ULL);
+  // Box-Muller on pairs: pair q gives elements 2q and 2q + 1.
+  fill_chunks(n, [&](long i0, long i1) {
+    for (long i = i0; i < i1; ++i) {
+      const std::uint64_t q = static_cast<std::uint64_t>(i / 2);
+      const double u1 = unit_open0(draw(key, 2 * q));
+      const double u2 = unit_open0(draw(key, 2 * q + 1));
+      const double r = std::sqrt(-2.0 * std::log(u1));
+      const double theta = 6.283185307179586 * u2;
+      const double z = (i % 2 == 0) ? r * std::cos(theta) : r * std::sin(theta);
+      out[i] = static_cast<float>(mean + stddev * z);
+    }
+  });
+}
+
+void fill_uniform(float* out, long n, std::uint64_t seed, double lo, double hi) {
+  const std::uint64_t key = mix64(seed ^ 0xbb67ae8584caa73bULL);
+  fill_chunks(n, [&](long i0, long i1) {
+    for (long i = i0; i < i1; ++i) {
+      const double u = static_cast<double>(draw(key, static_cast<std::uint64_t>(i)) >> 11) *
+                       (1.0 / 9007199254740992.0);
+      out[i] = static_cast<float>(lo + (hi - lo) * u);
+    }
+  });
+}
+
+}  // namespace attn

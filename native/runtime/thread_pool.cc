@@ -1,0 +1,152 @@
+#include "thread_pool.h"
+
+#include <chrono>
+#include <cstdlib>
+
+#include "cpu.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define ATTN_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define ATTN_PAUSE() __asm__ __volatile__("yield")
+#else
+#define ATTN_PAUSE() ((void)0)
+#endif
+
+namespace attn {
+namespace {
+
+thread_local bool tl_in_job = false;
+
+// How long an idle worker keeps polling before it sleeps: short enough not to
+// steal a shared core for long, long enough to catch back-to-back kernels.
+constexpr auto kSpin = std::chrono::microseconds(60);
+
+}  // namespace
+
+int default_thread_count() {
+  if (const char* env = std::getenv("ATTN_NUM_THREADS")) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (end != env && *end == 0 && v > 0 && v <= 1024) return static_cast<int>(v);
+  }
+  return cpu_info().logical_cpus;
+}
+
+ThreadPool& ThreadPool::global() {
+  // Never destroyed: workers may still be parked when the process exits.
+  static ThreadPool* pool = new ThreadPool(default_thread_count());
+  return *pool;
+}
+
+ThreadPool::ThreadPool(int n) { start_workers(n); }
+
+void ThreadPool::start_workers(int n) {
+  if (n < 1) n = 1;
+  if (n > 1024) n = 1024;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = false;
+  }
+  workers_.reserve(static_cast<std::size_t>(n - 1));
+  for (int i = 1; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
+  size_.store(n, std::memory_order_relaxed);
+}
+
+void ThreadPool::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+    gen_.fetch_add(1, std::memory_order_release);
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+  size_.store(1, std::memory_order_relaxed);
+}
+
+void ThreadPool::resize(int n) {
+  if (n < 1) n = 1;
+  if (n > 1024) n = 1024;
+  std::lock_guard<std::mutex> run(run_mu_);
+  if (n == size()) return;
+  stop_workers();
+  start_workers(n);
+}
+
+void ThreadPool::drain(Job* job) {
+  const bool outer = tl_in_job;
+  tl_in_job = true;
+  for (;;) {
+    long t = job->next.fetch_add(1, std::memory_order_relaxed);
+    if (t >= job->ntasks) break;
+    job->fn(job->ctx, t);
+  }
+  tl_in_job = outer;
+}
+
+void ThreadPool::worker_loop() {
+  std::uint64_t seen = gen_.load(std::memory_order_acquire);
+  for (;;) {
+    // Poll briefly, then sleep until the generation moves.
+    auto until = std::chrono::steady_clock::now() + kSpin;
+    while (gen_.load(std::memory_order_acquire) == seen &&
+           std::chrono::steady_clock::now() < until) {
+      for (int i = 0; i < 64; ++i) ATTN_PAUSE();
+    }
+    Job* job = nullptr;
+    {
+      // stop_ is checked too: a worker that starts after the stop was
+      // announced has already seen the final generation.
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || gen_.load(std::memory_order_relaxed) != seen; });
+      if (stop_) return;
+      seen = gen_.load(std::memory_order_relaxed);
+      job = job_;
+      if (job) job->refs.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (job) {
+      drain(job);
+      job->refs.fetch_sub(1, std::memory_order_release);
+    }
+  }
+}
+
+void ThreadPool::run(long ntasks, TaskFn fn, void* ctx) {
+  if (ntasks <= 0) return;
+  std::unique_lock<std::mutex> run(run_mu_, std::defer_lock);
+  if (ntasks == 1 || tl_in_job || size() == 1 || !run.try_lock()) {
+    const bool outer = tl_in_job;
+    tl_in_job = true;
+    for (long t = 0; t < ntasks; ++t) fn(ctx, t);
+    tl_in_job = outer;
+    return;
+  }
+  Job job;
+  job.fn = fn;
+  job.ctx = ctx;
+  job.ntasks = ntasks;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    job_ = &job;
+    gen_.fetch_add(1, std::memory_order_release);
+  }
+  cv_.notify_all();
+  drain(&job);
+  {
+    // No worker can pick the job up after this; wait for those that did.
+    std::lock_guard<std::mutex> lk(mu_);
+    job_ = nullptr;
+  }
+  int spins = 0;
+  while (job.refs.load(std::memory_order_acquire) != 0) {
+    if (++spins < 4096) {
+      ATTN_PAUSE();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+}  // namespace attn

@@ -1,0 +1,74 @@
+// One persistent, process-wide pool. The calling thread takes part in every
+// job. A call made from inside a job, or while another thread's job holds the
+// pool, runs serially on the caller: never nested, never deadlocked, and
+// (because kernels split work the same way whatever runs it) never different.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+namespace attn {
+
+class ThreadPool {
+ public:
+  using TaskFn = void (*)(void* ctx, long task);
+
+  static ThreadPool& global();
+
+  // Threads that work on a job, the caller included (>= 1).
+  int size() const { return size_.load(std::memory_order_relaxed); }
+  // Waits for the running job, then replaces the workers. n is clamped to [1, 1024].
+  void resize(int n);
+  // Runs fn(ctx, t) for every t in [0, ntasks) and returns when all are done.
+  void run(long ntasks, TaskFn fn, void* ctx);
+
+  template <class F>
+  void parallel_for(long ntasks, F&& f) {
+    using Fn = std::remove_reference_t<F>;
+    run(ntasks, [](void* ctx, long t) { (*static_cast<Fn*>(ctx))(t); },
+        const_cast<void*>(static_cast<const void*>(&f)));
+  }
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+ private:
+  struct Job {
+    TaskFn fn;
+    void* ctx;
+    long ntasks;
+    std::atomic<long> next{0};
+    std::atomic<int> refs{0};
+  };
+
+  explicit ThreadPool(int n);
+  void start_workers(int n);
+  void stop_workers();
+  void worker_loop();
+  static void drain(Job* job);
+
+  std::mutex run_mu_;  // held by the thread whose job owns the pool
+  std::mutex mu_;      // guards job_, gen_ changes and stop_
+  std::condition_variable cv_;
+  Job* job_ = nullptr;
+  std::atomic<std::uint64_t> gen_{0};
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
+  std::atomic<int> size_{1};
+};
+
+// Threads the pool starts with: ATTN_NUM_THREADS when set to a positive
+// integer, else the CPUs this process may run on.
+int default_thread_count();
+
+template <class F>
+inline void parallel_for(long ntasks, F&& f) {
+  ThreadPool::global().parallel_for(ntasks, static_cast<F&&>(f));
+}
+
+}  // namespace attn

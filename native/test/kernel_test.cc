@@ -1,0 +1,513 @@
+// Kernel tests without Node: every ISA table this CPU can run, checked against
+// float64 references on awkward sizes. Built plain, under ASan + UBSan, and
+// for aarch64 (run under qemu-user) by .ci/run.
+//
+// Usage: kernel_test [--quick]     exit status 0 when every check passes.
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../kernels/gemm.h"
+#include "../kernels/softmax.h"
+#include "../kernels/tensor_ops.h"
+#include "../runtime/cpu.h"
+#include "../runtime/dispatch.h"
+#include "../runtime/thread_pool.h"
+
+using namespace attn;
+
+namespace {
+
+int g_pass = 0, g_fail = 0;
+bool g_quick = false;
+
+void check(bool ok, const std::string& what) {
+  if (ok) {
+    ++g_pass;
+  } else {
+    ++g_fail;
+    std::printf("  FAIL %s\n", what.c_str());
+  }
+}
+
+// Deterministic values in [-1, 1).
+struct Rng {
+  std::uint64_t s;
+  explicit Rng(std::uint64_t seed) : s(seed * 2654435761u + 1) {}
+  float next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<float>(static_cast<double>(s >> 11) / 4503599627370496.0 - 1.0);
+  }
+  void fill(std::vector<float>& v) {
+    for (float& x : v) x = next();
+  }
+};
+
+double ulp_distance(float got, double want) {
+  if (std::isnan(want)) return std::isnan(got) ? 0 : 1e30;
+  if (std::isinf(want)) return got == static_cast<float>(want) ? 0 : 1e30;
+  float wf = static_cast<float>(want);
+  if (wf == 0.0f) {
+    // Below the smallest denormal: distance in units of that denormal.
+    return std::fabs(static_cast<double>(got)) / 1.401298464324817e-45;
+  }
+  double ulp = std::fabs(static_cast<double>(std::nextafter(wf, std::numeric_limits<float>::infinity())) -
+                         static_cast<double>(wf));
+  return std::fabs(static_cast<double>(got) - want) / ulp;
+}
+
+// ---------------------------------------------------------------- exp
+void test_exp(const KernelTable& kt) {
+  std::vector<float> xs;
+  for (double x = -110.0; x <= 90.0; x += 0.0137) xs.push_back(static_cast<float>(x));
+  for (float x : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, 88.7228f, 88.73f, -87.33f, -87.34f,
+                  -103.97f, -103.98f, -104.5f, -149.0f * 0.6931472f})
+    xs.push_back(x);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> special = {inf, -inf, std::nanf("")};
+  std::vector<float> y(xs.size());
+  kt.exp(xs.data(), y.data(), static_cast<long>(xs.size()));
+  double worst = 0;
+  float worst_x = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    double d = ulp_distance(y[i], std::exp(static_cast<double>(xs[i])));
+    if (d > worst) {
+      worst = d;
+      worst_x = xs[i];
+    }
+  }
+  check(worst <= 2.0, std::string(kt.name) + " exp max error " + std::to_string(worst) +
+                          " ulp at x=" + std::to_string(worst_x) + " (want <= 2)");
+  std::vector<float> ys(3);
+  kt.exp(special.data(), ys.data(), 3);
+  check(ys[0] == inf && ys[1] == 0.0f && std::isnan(ys[2]),
+        std::string(kt.name) + " exp(inf, -inf, nan) = (inf, 0, nan)");
+  // Every length up to a few vectors, so tails are covered.
+  for (long n = 0; n <= 3 * kt.vector_width + 1; ++n) {
+    std::vector<float> a(static_cast<std::size_t>(n) + 1, 0.5f), b(static_cast<std::size_t>(n) + 1, -7.0f);
+    kt.exp(a.data(), b.data(), n);
+    bool ok = b[static_cast<std::size_t>(n)] == -7.0f;
+    for (long i = 0; i < n; ++i) ok = ok && std::fabs(b[i] - 1.6487213f) < 1e-6f;
+    check(ok, std::string(kt.name) + " exp tail n=" + std::to_string(n));
+  }
+  std::printf("  %s exp: max %.3f ulp over %zu points\n", kt.name, worst, xs.size());
+}
+
+// ---------------------------------------------------------------- softmax
+void softmax_ref(const float* x, double* y, long n, long valid, float scale, const float* fm,
+                 const std::uint8_t* um) {
+  std::vector<double> z(static_cast<std::size_t>(n));
+  double m = -INFINITY;
+  bool nan = false;
+  for (long j = 0; j < n; ++j) {
+    double v = static_cast<double>(static_cast<float>(scale * x[j]));
+    if (fm) v += fm[j];
+    if (um && um[j]) v = -INFINITY;
+    if (j >= valid) v = -INFINITY;
+    z[j] = v;
+    if (std::isnan(v)) nan = true;
+    if (v > m) m = v;
+  }
+  if (nan || m == INFINITY) {
+    for (long j = 0; j < n; ++j) y[j] = NAN;
+    return;
+  }
+  if (m == -INFINITY) {
+    for (long j = 0; j < n; ++j) y[j] = 0;
+    return;
+  }
+  double s = 0;
+  for (long j = 0; j < n; ++j) s += (z[j] == -INFINITY) ? 0 : std::exp(z[j] - m);
+  for (long j = 0; j < n; ++j) y[j] = (z[j] == -INFINITY) ? 0 : std::exp(z[j] - m) / s;
+}
+
+void test_softmax_rows(const KernelTable& kt) {
+  Rng rng(7);
+  const long sizes[] = {1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 97, 127, 128, 257, 1000, 4099};
+  double worst = 0;
+  for (long n : sizes) {
+    for (int mode = 0; mode < 6; ++mode) {
+      std::vector<float> x(static_cast<std::size_t>(n)), y(static_cast<std::size_t>(n)), fm;
+      std::vector<std::uint8_t> um;
+      rng.fill(x);
+      for (float& v : x) v *= 8.0f;
+      float scale = mode == 1 ? 0.125f : 1.0f;
+      long valid = n;
+      if (mode == 2) {
+        fm.resize(static_cast<std::size_t>(n));
+        for (long j = 0; j < n; ++j) fm[j] = (j % 3 == 0) ? -INFINITY : rng.next();
+      }
+      if (mode == 3) {
+        um.resize(static_cast<std::size_t>(n));
+        for (long j = 0; j < n; ++j) um[j] = (j % 4 == 1) ? 1 : 0;
+      }
+      if (mode == 4) valid = n / 2 + 1;
+      if (mode == 5) {
+        for (long j = 0; j < n; ++j) x[j] = (j % 2) ? 1e4f : -1e4f;
+      }
+      std::vector<double> ref(static_cast<std::size_t>(n));
+      const float* fmp = fm.empty() ? nullptr : fm.data();
+      const std::uint8_t* ump = um.empty() ? nullptr : um.data();
+      softmax_ref(x.data(), ref.data(), n, valid, scale, fmp, ump);
+      kt.softmax_row(x.data(), y.data(), n, valid, scale, fmp, ump);
+      double err = 0, sum = 0, ref_sum = 0;
+      for (long j = 0; j < n; ++j) {
+        err = std::fmax(err, std::fabs(y[j] - ref[j]));
+        sum += y[j];
+        ref_sum += ref[j];
+      }
+      worst = std::fmax(worst, err);
+      check(err < 2e-6 && std::fabs(sum - ref_sum) < 4e-6,
+            std::string(kt.name) + " softmax n=" + std::to_string(n) + " mode=" + std::to_string(mode) +
+                " err=" + std::to_string(err) + " sum=" + std::to_string(sum));
+      // In place gives the same bits.
+      std::vector<float> inplace = x;
+      kt.softmax_row(inplace.data(), inplace.data(), n, valid, scale, fmp, ump);
+      check(std::memcmp(inplace.data(), y.data(), y.size() * sizeof(float)) == 0,
+            std::string(kt.name) + " softmax in place n=" + std::to_string(n));
+    }
+  }
+  // Edge rows.
+  const float inf = std::numeric_limits<float>::infinity();
+  for (long n : {1L, 5L, 16L, 33L}) {
+    std::vector<float> x(static_cast<std::size_t>(n), -inf), y(static_cast<std::size_t>(n), 9.0f);
+    kt.softmax_row(x.data(), y.data(), n, n, 1.0f, nullptr, nullptr);
+    bool zeros = true;
+    for (float v : y) zeros = zeros && v == 0.0f;
+    check(zeros, std::string(kt.name) + " all -inf row -> zeros, n=" + std::to_string(n));
+
+    std::vector<std::uint8_t> all(static_cast<std::size_t>(n), 1);
+    std::vector<float> x2(static_cast<std::size_t>(n), 1.0f);
+    kt.softmax_row(x2.data(), y.data(), n, n, 1.0f, nullptr, all.data());
+    zeros = true;
+    for (float v : y) zeros = zeros && v == 0.0f;
+    check(zeros, std::string(kt.name) + " all-masked row -> zeros, n=" + std::to_string(n));
+
+    x2[static_cast<std::size_t>(n - 1)] = std::nanf("");
+    kt.softmax_row(x2.data(), y.data(), n, n, 1.0f, nullptr, nullptr);
+    bool nans = true;
+    for (float v : y) nans = nans && std::isnan(v);
+    check(nans, std::string(kt.name) + " NaN row -> NaN, n=" + std::to_string(n));
+
+    // NaN among otherwise -inf entries is still NaN.
+    std::vector<float> x3(static_cast<std::size_t>(n), -inf);
+    x3[0] = std::nanf("");
+    kt.softmax_row(x3.data(), y.data(), n, n, 1.0f, nullptr, nullptr);
+    nans = true;
+    for (float v : y) nans = nans && std::isnan(v);
+    check(nans, std::string(kt.name) + " NaN among -inf -> NaN, n=" + std::to_string(n));
+
+    kt.softmax_row(x2.data(), y.data(), n, 0, 1.0f, nullptr, nullptr);
+    zeros = true;
+    for (float v : y) zeros = zeros && v == 0.0f;
+    check(zeros, std::string(kt.name) + " valid=0 -> zeros, n=" + std::to_string(n));
+  }
+  std::printf("  %s softmax rows: max abs error %.2e\n", kt.name, worst);
+}
+
+void test_softmax_driver(const KernelTable& kt) {
+  // [B=2, H=3, R=5, C=37] with a [B, 1, 1, C] uint8 key mask, causal, strided rows.
+  const long B = 2, H = 3, R = 5, C = 37, ld = 40;
+  Rng rng(11);
+  std::vector<float> x(static_cast<std::size_t>(B * H * R * ld)), y(static_cast<std::size_t>(B * H * R * C));
+  rng.fill(x);
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(B * C), 0);
+  for (long j = 30; j < C; ++j) mask[static_cast<std::size_t>(1 * C + j)] = 1;
+  SoftmaxArgs s;
+  s.rank = 4;
+  long shape[4] = {B, H, R, C};
+  long xs[4] = {H * R * ld, R * ld, ld, 1};
+  long ys[4] = {H * R * C, R * C, C, 1};
+  long ms[4] = {C, 0, 0, 1};
+  std::memcpy(s.shape, shape, sizeof shape);
+  std::memcpy(s.x_strides, xs, sizeof xs);
+  std::memcpy(s.y_strides, ys, sizeof ys);
+  std::memcpy(s.m_strides, ms, sizeof ms);
+  s.x = x.data();
+  s.y = y.data();
+  s.umask = mask.data();
+  s.causal = true;
+  s.scale = 0.5f;
+  softmax(kt, s);
+  double err = 0;
+  for (long b = 0; b < B; ++b)
+    for (long h = 0; h < H; ++h)
+      for (long r = 0; r < R; ++r) {
+        std::vector<double> ref(static_cast<std::size_t>(C));
+        softmax_ref(x.data() + b * xs[0] + h * xs[1] + r * xs[2], ref.data(), C, r + C - R + 1, 0.5f,
+                    nullptr, mask.data() + b * C);
+        for (long c = 0; c < C; ++c)
+          err = std::fmax(err, std::fabs(y[static_cast<std::size_t>(b * ys[0] + h * ys[1] + r * ys[2] + c)] - ref[c]));
+      }
+  check(err < 2e-6, std::string(kt.name) + " softmax driver (strided, broadcast mask, causal) err=" +
+                        std::to_string(err));
+}
+
+// ---------------------------------------------------------------- GEMM
+struct GemmCase {
+  long m, n, k;
+  bool ta, tb;
+  long pad;  // extra leading-dimension padding
+  float alpha, beta;
+  long batch;
+  bool bcast_b;
+};
+
+bool run_gemm_case(const KernelTable& kt, const GemmCase& c, double* worst) {
+  const long lda = (c.ta ? c.m : c.k) + c.pad, ldb = (c.tb ? c.k : c.n) + c.pad, ldc = c.n + c.pad;
+  const long a_rows = c.ta ? c.k : c.m, b_rows = c.tb ? c.n : c.k;
+  const long sa = a_rows * lda + 3, sb = c.bcast_b ? 0 : b_rows * ldb + 5, sc = c.m * ldc + 1;
+  std::vector<float> A(static_cast<std::size_t>(sa * c.batch + 8)), Bm(static_cast<std::size_t>((c.bcast_b ? b_rows * ldb : sb * c.batch) + 8)),
+      C(static_cast<std::size_t>(sc * c.batch + 8));
+  Rng rng(static_cast<std::uint64_t>(c.m * 131 + c.n * 17 + c.k));
+  rng.fill(A);
+  rng.fill(Bm);
+  rng.fill(C);
+  if (c.beta == 0.0f) {
+    for (float& v : C) v = std::nanf("");  // beta == 0 must not read C
+  }
+  std::vector<float> C0 = C;
+  GemmArgs g;
+  g.m = c.m;
+  g.n = c.n;
+  g.k = c.k;
+  g.trans_a = c.ta;
+  g.trans_b = c.tb;
+  g.alpha = c.alpha;
+  g.beta = c.beta;
+  g.a = A.data() + 1;
+  g.lda = lda;
+  g.stride_a = sa;
+  g.b = Bm.data() + 2;
+  g.ldb = ldb;
+  g.stride_b = sb;
+  g.c = C.data() + 1;
+  g.ldc = ldc;
+  g.stride_c = sc;
+  g.batch = c.batch;
+  sgemm(kt, g);
+  bool ok = true;
+  for (long t = 0; t < c.batch && ok; ++t) {
+    const float* a = g.a + t * sa;
+    const float* b = g.b + t * sb;
+    for (long i = 0; i < c.m; ++i)
+      for (long j = 0; j < c.n; ++j) {
+        double acc = 0, mag = 0;
+        for (long p = 0; p < c.k; ++p) {
+          double av = c.ta ? a[p * lda + i] : a[i * lda + p];
+          double bv = c.tb ? b[j * ldb + p] : b[p * ldb + j];
+          acc += av * bv;
+          mag += std::fabs(av * bv);
+        }
+        const std::size_t ci = static_cast<std::size_t>(1 + t * sc + i * ldc + j);
+        double want = c.alpha * acc + (c.beta == 0.0f ? 0.0 : c.beta * static_cast<double>(C0[ci]));
+        double tol = 4e-7 * (std::fabs(c.alpha) * mag + std::fabs(c.beta) + 1.0) * (2.0 + std::sqrt(static_cast<double>(c.k)));
+        double err = std::fabs(C[ci] - want);
+        *worst = std::fmax(*worst, err / tol);
+        if (!(err <= tol)) ok = false;
+      }
+  }
+  // Nothing outside C was written (padding columns and gaps between items).
+  for (long t = 0; t < c.batch && ok; ++t)
+    for (long i = 0; i < c.m; ++i)
+      for (long j = c.n; j < ldc && (i < c.m - 1 || j < c.n); ++j) {
+        const std::size_t ci = static_cast<std::size_t>(1 + t * sc + i * ldc + j);
+        if (std::memcmp(&C[ci], &C0[ci], sizeof(float)) != 0) ok = false;
+      }
+  if (std::memcmp(&C[0], &C0[0], sizeof(float)) != 0) ok = false;
+  return ok;
+}
+
+void test_gemm(const KernelTable& kt) {
+  std::vector<long> dims = {1, 2, 3, 5, 7, 13, 14, 15, 16, 17, 31, 32, 33, 47, 64, 97, 131};
+  if (!g_quick) {
+    dims.push_back(193);
+    dims.push_back(257);
+    dims.push_back(300);
+  }
+  double worst = 0;
+  int cases = 0;
+  Rng pick(3);
+  for (long m : dims)
+    for (long n : dims) {
+      // A sample of k per (m, n), plus all transposes on a rotating basis.
+      long k = dims[static_cast<std::size_t>((m * 7 + n * 3) % static_cast<long>(dims.size()))];
+      int tr = static_cast<int>((m + n) % 4);
+      GemmCase c{m, n, k, (tr & 1) != 0, (tr & 2) != 0, (m + n) % 3, 1.0f, 0.0f, 1, false};
+      if ((m * n) % 5 == 0) {
+        c.alpha = -0.5f;
+        c.beta = 0.75f;
+      }
+      bool ok = run_gemm_case(kt, c, &worst);
+      ++cases;
+      check(ok, std::string(kt.name) + " gemm m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                    " k=" + std::to_string(k) + " ta=" + std::to_string(c.ta) + " tb=" + std::to_string(c.tb));
+    }
+  // Larger and batched shapes, every transpose pair.
+  std::vector<GemmCase> big = {
+      {300, 300, 300, false, false, 0, 1.0f, 0.0f, 1, false},
+      {257, 131, 600, false, true, 3, 2.0f, 1.0f, 1, false},
+      {131, 257, 513, true, false, 1, 1.0f, 0.5f, 1, false},
+      {97, 193, 1031, true, true, 2, -1.0f, 0.0f, 1, false},
+      {64, 64, 64, false, true, 0, 0.125f, 0.0f, 7, false},
+      {33, 17, 65, false, false, 5, 1.0f, 1.0f, 5, true},
+      {1, 300, 257, false, true, 0, 1.0f, 0.0f, 3, false},
+      {300, 1, 257, false, false, 0, 1.0f, 0.0f, 2, true},
+      {5, 700, 3, true, false, 0, 1.0f, -1.0f, 1, false},
+      {1000, 1000, 2, false, false, 0, 1.0f, 0.0f, 1, false},
+      {2, 3, 0, false, false, 0, 1.0f, 0.5f, 1, false},
+      {2, 3, 4, false, false, 0, 0.0f, 2.0f, 1, false},
+  };
+  if (g_quick) big.resize(8);
+  for (const GemmCase& c : big) {
+    bool ok = run_gemm_case(kt, c, &worst);
+    ++cases;
+    check(ok, std::string(kt.name) + " gemm big m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) +
+                  " k=" + std::to_string(c.k) + " batch=" + std::to_string(c.batch));
+  }
+  std::printf("  %s gemm: %d cases, worst error %.3f of tolerance\n", kt.name, cases, worst);
+}
+
+// Bitwise equality across thread counts.
+void test_threads(const KernelTable& kt) {
+  const int before = ThreadPool::global().size();
+  struct Shape {
+    long m, n, k;
+    bool ta, tb;
+    long batch;
+  };
+  const Shape shapes[] = {{301, 257, 263, false, false, 1}, {512, 96, 300, false, true, 1},
+                          {3, 2000, 500, false, false, 1},  {67, 61, 59, true, false, 12},
+                          {200, 700, 64, true, true, 3}};
+  for (const Shape& s : shapes) {
+    std::vector<float> A(static_cast<std::size_t>(s.m * s.k * s.batch)), Bm(static_cast<std::size_t>(s.k * s.n * s.batch));
+    Rng rng(static_cast<std::uint64_t>(s.m + s.n));
+    rng.fill(A);
+    rng.fill(Bm);
+    std::vector<std::vector<float>> outs;
+    for (int threads : {1, 2, 3, 4}) {
+      ThreadPool::global().resize(threads);
+      std::vector<float> C(static_cast<std::size_t>(s.m * s.n * s.batch), 0.0f);
+      GemmArgs g;
+      g.m = s.m;
+      g.n = s.n;
+      g.k = s.k;
+      g.trans_a = s.ta;
+      g.trans_b = s.tb;
+      g.a = A.data();
+      g.lda = s.ta ? s.m : s.k;
+      g.stride_a = s.m * s.k;
+      g.b = Bm.data();
+      g.ldb = s.tb ? s.k : s.n;
+      g.stride_b = s.k * s.n;
+      g.c = C.data();
+      g.ldc = s.n;
+      g.stride_c = s.m * s.n;
+      g.batch = s.batch;
+      sgemm(kt, g);
+      outs.push_back(C);
+    }
+    bool same = true;
+    for (std::size_t i = 1; i < outs.size(); ++i)
+      same = same && std::memcmp(outs[0].data(), outs[i].data(), outs[0].size() * sizeof(float)) == 0;
+    check(same, std::string(kt.name) + " gemm bitwise equal for 1..4 threads m=" + std::to_string(s.m) +
+                    " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k));
+    // The serial entry point agrees too.
+    std::vector<float> C(static_cast<std::size_t>(s.m * s.n * s.batch), 0.0f);
+    GemmArgs g;
+    g.m = s.m;
+    g.n = s.n;
+    g.k = s.k;
+    g.trans_a = s.ta;
+    g.trans_b = s.tb;
+    g.a = A.data();
+    g.lda = s.ta ? s.m : s.k;
+    g.stride_a = s.m * s.k;
+    g.b = Bm.data();
+    g.ldb = s.tb ? s.k : s.n;
+    g.stride_b = s.k * s.n;
+    g.c = C.data();
+    g.ldc = s.n;
+    g.stride_c = s.m * s.n;
+    g.batch = s.batch;
+    sgemm_serial(kt, g);
+    check(std::memcmp(outs[0].data(), C.data(), C.size() * sizeof(float)) == 0,
+          std::string(kt.name) + " sgemm_serial equals sgemm m=" + std::to_string(s.m));
+  }
+  ThreadPool::global().resize(before);
+}
+
+void test_tensor_ops() {
+  // Permuted copy: [2, 3, 4] read as its [4, 3, 2] transpose.
+  std::vector<float> src(24);
+  for (int i = 0; i < 24; ++i) src[static_cast<std::size_t>(i)] = static_cast<float>(i);
+  long shape[3] = {4, 3, 2}, strides[3] = {1, 4, 12};
+  std::vector<float> dst(24);
+  copy_strided_f32(3, shape, src.data(), strides, dst.data());
+  bool ok = true;
+  for (long a = 0; a < 4; ++a)
+    for (long b = 0; b < 3; ++b)
+      for (long c = 0; c < 2; ++c) ok = ok && dst[static_cast<std::size_t>(a * 6 + b * 2 + c)] == src[static_cast<std::size_t>(c * 12 + b * 4 + a)];
+  check(ok, "copy_strided permute");
+
+  const int before = ThreadPool::global().size();
+  std::vector<float> n1(300001), n2(300001);
+  ThreadPool::global().resize(1);
+  fill_normal(n1.data(), static_cast<long>(n1.size()), 42, 0.0, 1.0);
+  ThreadPool::global().resize(3);
+  fill_normal(n2.data(), static_cast<long>(n2.size()), 42, 0.0, 1.0);
+  ThreadPool::global().resize(before);
+  check(std::memcmp(n1.data(), n2.data(), n1.size() * sizeof(float)) == 0, "fill_normal thread-independent");
+  double mean = 0, var = 0;
+  for (float v : n1) mean += v;
+  mean /= static_cast<double>(n1.size());
+  for (float v : n1) var += (v - mean) * (v - mean);
+  var /= static_cast<double>(n1.size());
+  check(std::fabs(mean) < 0.01 && std::fabs(var - 1.0) < 0.01,
+        "fill_normal moments mean=" + std::to_string(mean) + " var=" + std::to_string(var));
+  std::vector<float> u(100000);
+  fill_uniform(u.data(), 100000, 7, -2.0, 3.0);
+  double lo = 1e9, hi = -1e9;
+  for (float v : u) {
+    lo = std::fmin(lo, v);
+    hi = std::fmax(hi, v);
+  }
+  check(lo >= -2.0 && hi < 3.0 && lo < -1.99 && hi > 2.99, "fill_uniform range");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--quick") == 0) g_quick = true;
+  const CpuInfo& ci = cpu_info();
+  std::printf("cpu: %s %s, l1d %zu l2 %zu l3 %zu, %d cpus\n", ci.arch, ci.brand, ci.cache.l1d, ci.cache.l2,
+              ci.cache.l3, ci.logical_cpus);
+  int tables = 0;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    std::string why;
+    const KernelTable* kt = kernels_for(isa, &why);
+    if (!kt) {
+      std::printf("skip %s: %s\n", isa_name(isa), why.c_str());
+      continue;
+    }
+    ++tables;
+    std::printf("isa %s (mr %d, nr %d, width %d)\n", kt->name, kt->mr, kt->nr, kt->vector_width);
+    test_exp(*kt);
+    test_softmax_rows(*kt);
+    test_softmax_driver(*kt);
+    test_gemm(*kt);
+    test_threads(*kt);
+  }
+  test_tensor_ops();
+  check(tables >= 2 || std::strcmp(ci.arch, "unknown") == 0, "at least one vector path ran");
+  std::printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail == 0 ? 0 : 1;
+}
