@@ -15,6 +15,7 @@ struct Ops {
   static constexpr int kGemmNv = 2;
   static constexpr int kSmallRows = 4;
   static constexpr int kSmallVecs = 2;
+  static constexpr int kPeakChains = 12;
 
   static __m256i first(long n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),

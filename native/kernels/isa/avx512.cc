@@ -14,6 +14,7 @@ struct Ops {
   static constexpr int kGemmNv = 2;
   static constexpr int kSmallRows = 4;
   static constexpr int kSmallVecs = 4;
+  static constexpr int kPeakChains = 24;
 
   static __mmask16 first(long n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static V zero() { return _mm512_setzero_ps(); }

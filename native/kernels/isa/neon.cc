@@ -16,6 +16,7 @@ struct Ops {
   static constexpr int kGemmNv = 3;
   static constexpr int kSmallRows = 4;
   static constexpr int kSmallVecs = 4;
+  static constexpr int kPeakChains = 24;
 
   static V zero() { return vdupq_n_f32(0.0f); }
   static V set1(float x) { return vdupq_n_f32(x); }

@@ -16,6 +16,7 @@ struct Ops {
   static constexpr int kGemmNv = 4;
   static constexpr int kSmallRows = 4;
   static constexpr int kSmallVecs = 4;
+  static constexpr int kPeakChains = 8;
 
   static V zero() { return 0.0f; }
   static V set1(float x) { return x; }

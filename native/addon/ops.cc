@@ -1,0 +1,376 @@
+// The operations the TypeScript layer calls. Each one parses its arguments
+// into a plain struct (checking every bound again: this layer must never
+// touch memory outside the arrays it was given), then runs the kernel now
+// (sync) or on a worker thread (async) while references keep the inputs alive.
+#include "ops.h"
+
+#include <cmath>
+#include <functional>
+#include <new>
+#include <utility>
+#include <vector>
+
+#include "../kernels/gemm.h"
+#include "../kernels/softmax.h"
+#include "../kernels/tensor_ops.h"
+#include "../runtime/cpu.h"
+#include "../runtime/dispatch.h"
+#include "../runtime/thread_pool.h"
+#include "args.h"
+
+namespace attn {
+namespace addon {
+namespace {
+
+constexpr long kMaxIndex = (1L << 53) - 1;  // every count and stride fits a double exactly
+
+// ------------------------------------------------------------ async plumbing
+class JobWorker : public Napi::AsyncWorker {
+ public:
+  JobWorker(Napi::Env env, std::function<void()> job, const std::vector<Napi::Value>& keep)
+      : Napi::AsyncWorker(env, "attention-kernels"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        job_(std::move(job)) {
+    refs_.reserve(keep.size());
+    for (const Napi::Value& v : keep) refs_.push_back(Napi::Persistent(v));
+  }
+
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      job_();
+    } catch (const std::bad_alloc&) {
+      SetError("out of memory while running the kernel");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<void()> job_;
+  std::vector<Napi::Reference<Napi::Value>> refs_;  // inputs stay alive until we settle
+};
+
+// Runs `job` now, or queues it and returns a Promise. Arguments 0..nkeep-1 of
+// the call are kept alive for the job's lifetime.
+Napi::Value run(const Napi::CallbackInfo& info, bool async, std::size_t nkeep, std::function<void()> job) {
+  if (!async) {
+    try {
+      job();
+    } catch (const std::bad_alloc&) {
+      throw_range(info.Env(), "out of memory while running the kernel");
+    }
+    return info.Env().Undefined();
+  }
+  std::vector<Napi::Value> keep;
+  for (std::size_t i = 0; i < nkeep && i < info.Length(); ++i) keep.push_back(info[i]);
+  auto* worker = new JobWorker(info.Env(), std::move(job), keep);
+  Napi::Promise p = worker->promise();
+  worker->Queue();  // deletes itself after OnOK / OnError
+  return p;
+}
+
+// Elements spanned by a strided view (0 if any dimension is 0).
+long strided_extent(Napi::Env env, int rank, const long* shape, const long* strides, const char* what) {
+  double span = 1;
+  for (int d = 0; d < rank; ++d) {
+    if (shape[d] == 0) return 0;
+    span += static_cast<double>(shape[d] - 1) * static_cast<double>(strides[d]);
+  }
+  if (span > static_cast<double>(kMaxIndex)) {
+    throw_range(env, std::string(what) + " spans more than 2^53 elements");
+  }
+  long e = 1;
+  for (int d = 0; d < rank; ++d) e += (shape[d] - 1) * strides[d];
+  return e;
+}
+
+// ------------------------------------------------------------ gemm
+// params: m n k transA transB lda ldb ldc strideA strideB strideC batch alpha beta offA offB offC
+Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  F32Arg a = get_f32(info, 0, "a");
+  F32Arg b = get_f32(info, 1, "b");
+  F32Arg c = get_f32(info, 2, "out");
+  const double* p = get_params(info, 3, 17, "gemm parameters");
+  GemmArgs g;
+  g.m = get_int(env, p[0], 0, kMaxIndex, "m");
+  g.n = get_int(env, p[1], 0, kMaxIndex, "n");
+  g.k = get_int(env, p[2], 0, kMaxIndex, "k");
+  g.trans_a = get_int(env, p[3], 0, 1, "transA") != 0;
+  g.trans_b = get_int(env, p[4], 0, 1, "transB") != 0;
+  g.lda = get_int(env, p[5], 1, kMaxIndex, "lda");
+  g.ldb = get_int(env, p[6], 1, kMaxIndex, "ldb");
+  g.ldc = get_int(env, p[7], 1, kMaxIndex, "ldc");
+  g.stride_a = get_int(env, p[8], 0, kMaxIndex, "strideA");
+  g.stride_b = get_int(env, p[9], 0, kMaxIndex, "strideB");
+  g.stride_c = get_int(env, p[10], 0, kMaxIndex, "strideC");
+  g.batch = get_int(env, p[11], 0, kMaxIndex, "batch");
+  g.alpha = static_cast<float>(p[12]);
+  g.beta = static_cast<float>(p[13]);
+  const long off_a = get_int(env, p[14], 0, kMaxIndex, "offset of a");
+  const long off_b = get_int(env, p[15], 0, kMaxIndex, "offset of b");
+  const long off_c = get_int(env, p[16], 0, kMaxIndex, "offset of out");
+
+  if (g.lda < (g.trans_a ? g.m : g.k)) throw_range(env, "lda is smaller than the rows it must hold");
+  if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldb is smaller than the rows it must hold");
+  if (g.ldc < g.n) throw_range(env, "ldc is smaller than n");
+  // Overflow-safe: every factor is below 2^53; check the spans in double first.
+  const double span = (static_cast<double>(g.batch) + 1) *
+                      (static_cast<double>(g.m) + static_cast<double>(g.n) + static_cast<double>(g.k) + 1) *
+                      (static_cast<double>(g.lda) + static_cast<double>(g.ldb) + static_cast<double>(g.ldc) +
+                       static_cast<double>(g.stride_a) + static_cast<double>(g.stride_b) +
+                       static_cast<double>(g.stride_c) + 1);
+  if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
+  const long ea = gemm_extent_a(g), eb = gemm_extent_b(g), ec = gemm_extent_c(g);
+  check_fits(env, "a", off_a, ea, a.length);
+  check_fits(env, "b", off_b, eb, b.length);
+  check_fits(env, "out", off_c, ec, c.length);
+  if (g.batch > 1 && g.m > 0 && g.n > 0 && g.stride_c < (g.m - 1) * g.ldc + g.n) {
+    throw_range(env, "out batch items overlap (strideC is smaller than one m x n item)");
+  }
+  g.a = a.data + off_a;
+  g.b = b.data + off_b;
+  g.c = c.data + off_c;
+  const std::size_t fa = sizeof(float);
+  if (overlaps(g.c, static_cast<std::size_t>(ec) * fa, g.a, static_cast<std::size_t>(ea) * fa) ||
+      overlaps(g.c, static_cast<std::size_t>(ec) * fa, g.b, static_cast<std::size_t>(eb) * fa)) {
+    throw_range(env, "out must not share memory with a or b");
+  }
+  const KernelTable* kt = &kernels();
+  return run(info, async, 3, [kt, g] { sgemm(*kt, g); });
+}
+
+// ------------------------------------------------------------ softmax
+// params: rank scale causal maskKind offX offY offM shape[8] xStrides[8] yStrides[8] mStrides[8]
+constexpr std::size_t kSoftmaxParams = 7 + 4 * kMaxRank;
+
+Napi::Value softmax_impl(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  F32Arg x = get_f32(info, 0, "x");
+  F32Arg y = get_f32(info, 1, "out");
+  const double* p = get_params(info, 3, kSoftmaxParams, "softmax parameters");
+  SoftmaxArgs s;
+  s.rank = static_cast<int>(get_int(env, p[0], 1, kMaxRank, "rank"));
+  s.scale = static_cast<float>(p[1]);
+  if (!std::isfinite(p[1])) throw_range(env, "scale must be finite");
+  s.causal = get_int(env, p[2], 0, 1, "causal") != 0;
+  const long mask_kind = get_int(env, p[3], 0, 2, "mask kind");
+  const long off_x = get_int(env, p[4], 0, kMaxIndex, "offset of x");
+  const long off_y = get_int(env, p[5], 0, kMaxIndex, "offset of out");
+  const long off_m = get_int(env, p[6], 0, kMaxIndex, "offset of mask");
+  for (int d = 0; d < s.rank; ++d) {
+    s.shape[d] = get_int(env, p[7 + d], 0, kMaxIndex, "shape");
+    s.x_strides[d] = get_int(env, p[7 + kMaxRank + d], 0, kMaxIndex, "x strides");
+    s.y_strides[d] = get_int(env, p[7 + 2 * kMaxRank + d], 0, kMaxIndex, "out strides");
+    s.m_strides[d] = get_int(env, p[7 + 3 * kMaxRank + d], 0, kMaxIndex, "mask strides");
+  }
+  const int last = s.rank - 1;
+  if (s.shape[last] > 1 && (s.x_strides[last] != 1 || s.y_strides[last] != 1)) {
+    throw_range(env, "softmax needs the last axis of x and out to be contiguous");
+  }
+  if (mask_kind != 0 && s.shape[last] > 1 && s.m_strides[last] > 1) {
+    throw_range(env, "softmax needs the last axis of the mask to be contiguous or broadcast");
+  }
+  const long ex = strided_extent(env, s.rank, s.shape, s.x_strides, "x");
+  const long ey = strided_extent(env, s.rank, s.shape, s.y_strides, "out");
+  check_fits(env, "x", off_x, ex, x.length);
+  check_fits(env, "out", off_y, ey, y.length);
+  s.x = x.data + off_x;
+  s.y = y.data + off_y;
+  // In place is fine when out is exactly x; any other overlap is not.
+  bool same = s.x == s.y;
+  for (int d = 0; d < s.rank && same; ++d) same = s.shape[d] <= 1 || s.x_strides[d] == s.y_strides[d];
+  if (!same && overlaps(s.x, static_cast<std::size_t>(ex) * 4, s.y, static_cast<std::size_t>(ey) * 4)) {
+    throw_range(env, "out must be x itself or not share memory with it");
+  }
+  if (mask_kind != 0) {
+    const long em = strided_extent(env, s.rank, s.shape, s.m_strides, "mask");
+    if (mask_kind == 1) {
+      F32Arg m = get_f32(info, 2, "mask");
+      check_fits(env, "mask", off_m, em, m.length);
+      s.fmask = m.data + off_m;
+    } else {
+      U8Arg m = get_u8(info, 2, "mask");
+      check_fits(env, "mask", off_m, em, m.length);
+      s.umask = m.data + off_m;
+    }
+  }
+  const KernelTable* kt = &kernels();
+  return run(info, async, 3, [kt, s] { softmax(*kt, s); });
+}
+
+// ------------------------------------------------------------ copy
+// copyStrided(src, dst, params: rank offSrc offDst shape[8] strides[8]); dst contiguous.
+Napi::Value copy_impl(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  const bool u8 = is_u8(info[0]);
+  const double* p = get_params(info, 2, 3 + 2 * kMaxRank, "copy parameters");
+  const int rank = static_cast<int>(get_int(env, p[0], 0, kMaxRank, "rank"));
+  const long off_s = get_int(env, p[1], 0, kMaxIndex, "offset of src");
+  const long off_d = get_int(env, p[2], 0, kMaxIndex, "offset of dst");
+  struct Copy {
+    int rank;
+    long shape[kMaxRank];
+    long strides[kMaxRank];
+  } cp{};
+  cp.rank = rank;
+  double count = 1;
+  for (int d = 0; d < rank; ++d) {
+    cp.shape[d] = get_int(env, p[3 + d], 0, kMaxIndex, "shape");
+    cp.strides[d] = get_int(env, p[3 + kMaxRank + d], 0, kMaxIndex, "strides");
+    count *= static_cast<double>(cp.shape[d]);
+  }
+  if (count > static_cast<double>(kMaxIndex)) throw_range(env, "copy of more than 2^53 elements");
+  const long n = static_cast<long>(count);
+  const long es = strided_extent(env, rank, cp.shape, cp.strides, "src");
+  std::size_t len_s, len_d;
+  void *src, *dst;
+  if (u8) {
+    U8Arg s = get_u8(info, 0, "src"), d = get_u8(info, 1, "dst");
+    src = s.data + off_s;
+    dst = d.data + off_d;
+    len_s = s.length;
+    len_d = d.length;
+  } else {
+    F32Arg s = get_f32(info, 0, "src"), d = get_f32(info, 1, "dst");
+    src = s.data + off_s;
+    dst = d.data + off_d;
+    len_s = s.length;
+    len_d = d.length;
+  }
+  check_fits(env, "src", off_s, es, len_s);
+  check_fits(env, "dst", off_d, n, len_d);
+  const std::size_t esize = u8 ? 1 : 4;
+  if (overlaps(src, static_cast<std::size_t>(es) * esize, dst, static_cast<std::size_t>(n) * esize)) {
+    throw_range(env, "dst must not share memory with src");
+  }
+  return run(info, async, 2, [cp, src, dst, u8] {
+    if (u8) {
+      copy_strided_u8(cp.rank, cp.shape, static_cast<const std::uint8_t*>(src), cp.strides,
+                      static_cast<std::uint8_t*>(dst));
+    } else {
+      copy_strided_f32(cp.rank, cp.shape, static_cast<const float*>(src), cp.strides, static_cast<float*>(dst));
+    }
+  });
+}
+
+// ------------------------------------------------------------ random fills
+// fill(dst, params: kind(0 normal, 1 uniform) seed a b offset count)
+Napi::Value Fill(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32Arg d = get_f32(info, 0, "dst");
+  const double* p = get_params(info, 1, 6, "fill parameters");
+  const long kind = get_int(env, p[0], 0, 1, "kind");
+  const long seed = get_int(env, p[1], 0, kMaxIndex, "seed");
+  const long off = get_int(env, p[4], 0, kMaxIndex, "offset");
+  const long n = get_int(env, p[5], 0, kMaxIndex, "count");
+  if (!std::isfinite(p[2]) || !std::isfinite(p[3])) throw_range(env, "fill bounds must be finite");
+  check_fits(env, "dst", off, n, d.length);
+  if (kind == 0) {
+    fill_normal(d.data + off, n, static_cast<std::uint64_t>(seed), p[2], p[3]);
+  } else {
+    fill_uniform(d.data + off, n, static_cast<std::uint64_t>(seed), p[2], p[3]);
+  }
+  return env.Undefined();
+}
+
+// ------------------------------------------------------------ runtime
+Napi::Value CpuInfoFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CpuInfo& ci = cpu_info();
+  const Dispatch& d = dispatch();
+  const KernelTable& kt = *d.active;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", kt.name);
+  o.Set("requestedIsa", d.requested.empty() ? std::string("auto") : d.requested);
+  Napi::Array avail = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    if (kernels_for(isa, nullptr)) avail.Set(n++, isa_name(isa));
+  }
+  o.Set("availableIsas", avail);
+  o.Set("arch", ci.arch);
+  o.Set("vendor", ci.vendor);
+  o.Set("model", ci.brand);
+  Napi::Object f = Napi::Object::New(env);
+  const CpuFeatures& cf = ci.features;
+  f.Set("sse2", cf.sse2);
+  f.Set("avx", cf.avx);
+  f.Set("avx2", cf.avx2);
+  f.Set("fma", cf.fma);
+  f.Set("f16c", cf.f16c);
+  f.Set("avx512f", cf.avx512f);
+  f.Set("avx512bw", cf.avx512bw);
+  f.Set("avx512dq", cf.avx512dq);
+  f.Set("avx512vl", cf.avx512vl);
+  f.Set("osYmm", cf.os_ymm);
+  f.Set("osZmm", cf.os_zmm);
+  f.Set("neon", cf.neon);
+  o.Set("features", f);
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("l1d", static_cast<double>(ci.cache.l1d));
+  c.Set("l2", static_cast<double>(ci.cache.l2));
+  c.Set("l3", static_cast<double>(ci.cache.l3));
+  o.Set("caches", c);
+  o.Set("threads", ThreadPool::global().size());
+  o.Set("logicalCpus", ci.logical_cpus);
+  o.Set("vectorWidth", kt.vector_width);
+  Napi::Object gb = Napi::Object::New(env);
+  GemmBlocking blk = gemm_blocking(kt);
+  gb.Set("mr", kt.mr);
+  gb.Set("nr", kt.nr);
+  gb.Set("mc", static_cast<double>(blk.mc));
+  gb.Set("kc", static_cast<double>(blk.kc));
+  gb.Set("nc", static_cast<double>(blk.nc));
+  o.Set("gemmBlocking", gb);
+  return o;
+}
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Value v = info[0];
+  if (!v.IsNumber()) throw_type(env, "Expected integer in [1, 1024] for numThreads but received " + describe(v));
+  long n = get_int(env, v.As<Napi::Number>().DoubleValue(), 1, 1024, "numThreads");
+  ThreadPool::global().resize(static_cast<int>(n));
+  return env.Undefined();
+}
+
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ThreadPool::global().size());
+}
+
+// Runs the active path's FMA loop; returns the flops it did (time it in JS).
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw_type(env, "Expected integer for iterations but received " + describe(info[0]));
+  long it = get_int(env, info[0].As<Napi::Number>().DoubleValue(), 1, 1L << 40, "iterations");
+  return Napi::Number::New(env, kernels().fma_peak(it));
+}
+
+}  // namespace
+
+void register_ops(Napi::Env env, Napi::Object exports) {
+  auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) {
+    exports.Set(name, Napi::Function::New(env, f, name));
+  };
+  //  name             arguments                                  kernel
+  fn("gemm",         [](const Napi::CallbackInfo& i) { return gemm_impl(i, false); });
+  fn("gemmAsync",    [](const Napi::CallbackInfo& i) { return gemm_impl(i, true); });
+  fn("softmax",      [](const Napi::CallbackInfo& i) { return softmax_impl(i, false); });
+  fn("softmaxAsync", [](const Napi::CallbackInfo& i) { return softmax_impl(i, true); });
+  fn("copyStrided",  [](const Napi::CallbackInfo& i) { return copy_impl(i, false); });
+  fn("fill",          Fill);
+  fn("cpuInfo",       CpuInfoFn);
+  fn("setNumThreads", SetNumThreads);
+  fn("getNumThreads", GetNumThreads);
+  fn("fmaPeak",       FmaPeak);
+}
+
+}  // namespace addon
+}  // namespace attn

@@ -1,0 +1,289 @@
+// matmul and softmax on Tensors, and the runtime controls.
+import { MAX_RANK, Tensor, checkTensor } from './tensor';
+import { native, addonPath, type NativeCpuInfo } from './native';
+import { checkBoolean, checkFinite, checkInteger, checkOptions, expected, shapeString } from './validate';
+
+export interface MatmulOptions {
+  /** Use the transpose of a's last two axes. */
+  transposeA?: boolean;
+  /** Use the transpose of b's last two axes. */
+  transposeB?: boolean;
+  /** Scales the product (default 1). */
+  alpha?: number;
+  /** Scales the existing contents of `out` before adding (default 0; needs `out`). */
+  beta?: number;
+  /** Where to write the result; a float32 Tensor of the result's shape (may be a strided view). */
+  out?: Tensor;
+}
+
+export interface SoftmaxOptions {
+  /** Multiplies the logits before the softmax (default 1). */
+  scale?: number;
+  /** float32 (added to the scaled logits) or uint8 (nonzero = masked); broadcast to x's shape. */
+  mask?: Tensor;
+  /** Masks keys after each query: row i of the last two axes keeps columns j <= i + cols - rows. */
+  causal?: boolean;
+  /** Where to write the result (x itself for in place). */
+  out?: Tensor;
+}
+
+const MATMUL_OPTIONS = ['transposeA', 'transposeB', 'alpha', 'beta', 'out'] as const;
+const SOFTMAX_OPTIONS = ['scale', 'mask', 'causal', 'out'] as const;
+
+// ------------------------------------------------------------ GEMM operands
+
+interface Operand {
+  data: Float32Array;
+  offset: number;
+  /** Leading dimension of the stored matrix. */
+  ld: number;
+  /** Stored as the transpose of the tensor's last two axes. */
+  stored: boolean;
+  batchStride: number;
+}
+
+/** One stride for all leading axes, or null when they do not flatten. */
+function batchStride(t: Tensor): number | null {
+  let stride: number | null = null;
+  let expect = -1;
+  for (let d = t.rank - 3; d >= 0; --d) {
+    if (t.shape[d] === 1) continue;
+    if (stride === null) {
+      stride = t.strides[d];
+    } else if (t.strides[d] !== expect) {
+      return null;
+    }
+    expect = t.strides[d] * t.shape[d];
+  }
+  return stride ?? 0;
+}
+
+/** Describes t's last two axes [r, c] for the GEMM, copying only when no stride layout fits. */
+function operand(t: Tensor): Operand {
+  const r = t.shape[t.rank - 2];
+  const c = t.shape[t.rank - 1];
+  const sr = t.strides[t.rank - 2];
+  const sc = t.strides[t.rank - 1];
+  const bs = batchStride(t);
+  if (bs !== null) {
+    if ((c <= 1 || sc === 1) && (r <= 1 || sr >= Math.max(c, 1))) {
+      return { data: t.data as Float32Array, offset: t.offset, ld: r <= 1 ? Math.max(c, 1) : sr, stored: false, batchStride: bs };
+    }
+    if ((r <= 1 || sr === 1) && (c <= 1 || sc >= Math.max(r, 1))) {
+      return { data: t.data as Float32Array, offset: t.offset, ld: c <= 1 ? Math.max(r, 1) : sc, stored: true, batchStride: bs };
+    }
+  }
+  const copy = t.clone();
+  return { data: copy.data as Float32Array, offset: 0, ld: Math.max(c, 1), stored: false, batchStride: r * c };
+}
+
+interface GemmCall {
+  a: Float32Array;
+  b: Float32Array;
+  out: Tensor;
+  params: Float64Array;
+}
+
+function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): GemmCall {
+  const A = checkTensor('a', a, 'float32');
+  const B = checkTensor('b', b, 'float32');
+  const opts = checkOptions<MatmulOptions>(fn, options, MATMUL_OPTIONS);
+  const ta = opts.transposeA === undefined ? false : checkBoolean('transposeA', opts.transposeA);
+  const tb = opts.transposeB === undefined ? false : checkBoolean('transposeB', opts.transposeB);
+  const alpha = opts.alpha === undefined ? 1 : checkFinite('alpha', opts.alpha);
+  const beta = opts.beta === undefined ? 0 : checkFinite('beta', opts.beta);
+  if (A.rank < 2) throw new RangeError(expected('Tensor with at least 2 dimensions', 'a', A));
+  if (B.rank < 2) throw new RangeError(expected('Tensor with at least 2 dimensions', 'b', B));
+
+  const [ar, ac] = A.shape.slice(-2);
+  const [br, bc] = B.shape.slice(-2);
+  const m = ta ? ac : ar;
+  const k = ta ? ar : ac;
+  const kb = tb ? bc : br;
+  const n = tb ? br : bc;
+  if (k !== kb) {
+    const ai = ta ? A.rank - 2 : A.rank - 1;
+    const bi = tb ? B.rank - 1 : B.rank - 2;
+    throw new RangeError(
+      `${fn}: a.shape[${ai}] is ${k} but b.shape[${bi}] is ${kb}; the inner dimensions must match (a ${shapeString(
+        A.shape,
+      )}${ta ? ' transposed' : ''}, b ${shapeString(B.shape)}${tb ? ' transposed' : ''})`,
+    );
+  }
+  const batchA = A.shape.slice(0, -2);
+  const batchB = B.shape.slice(0, -2);
+  let batchShape: readonly number[];
+  if (batchA.length === 0) {
+    batchShape = batchB;
+  } else if (batchB.length === 0 || shapeString(batchA) === shapeString(batchB)) {
+    batchShape = batchA;
+  } else {
+    throw new RangeError(
+      `${fn}: batch dimensions of a ${shapeString(batchA)} and b ${shapeString(batchB)} must be equal (or one operand must be 2-D)`,
+    );
+  }
+  const batch = batchShape.reduce((p, d) => p * d, 1);
+  const outShape = [...batchShape, m, n];
+
+  let out: Tensor;
+  if (opts.out !== undefined) {
+    out = checkTensor('out', opts.out, 'float32');
+    if (shapeString(out.shape) !== shapeString(outShape)) {
+      throw new RangeError(expected(`Tensor of shape ${shapeString(outShape)}`, 'out', out));
+    }
+  } else {
+    if (beta !== 0) {
+      throw new RangeError(`${fn}: beta is ${beta} but no out was given; beta scales the existing contents of out`);
+    }
+    out = Tensor.zeros(outShape);
+  }
+  const oc = operand(out);
+  if (oc.stored || oc.data !== out.data) {
+    throw new RangeError(`${fn}: out must be row-major in its last two axes with one stride for its leading axes`);
+  }
+
+  const pa = operand(A);
+  const pb = operand(B);
+  const params = new Float64Array(17);
+  params[0] = m;
+  params[1] = n;
+  params[2] = k;
+  params[3] = ta !== pa.stored ? 1 : 0;
+  params[4] = tb !== pb.stored ? 1 : 0;
+  params[5] = pa.ld;
+  params[6] = pb.ld;
+  params[7] = oc.ld;
+  params[8] = batchA.length === 0 ? 0 : pa.batchStride;
+  params[9] = batchB.length === 0 ? 0 : pb.batchStride;
+  params[10] = oc.batchStride;
+  params[11] = batch;
+  params[12] = alpha;
+  params[13] = beta;
+  params[14] = pa.offset;
+  params[15] = pb.offset;
+  params[16] = oc.offset;
+  return { a: pa.data, b: pb.data, out, params };
+}
+
+/**
+ * out = alpha · op(a) · op(b) + beta · out, where op transposes the last two
+ * axes when asked. a is [..., M, K] and b [..., K, N] (after op); leading axes
+ * must be equal, or one operand 2-D (it is shared across the batch).
+ */
+export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
+  const call = prepareMatmul(a, b, options, 'matmul');
+  native.gemm(call.a, call.b, call.out.data as Float32Array, call.params);
+  return call.out;
+}
+
+/** matmul off the main thread; resolves with `out`. Inputs must not change until it settles. */
+export async function matmulAsync(a: Tensor, b: Tensor, options?: MatmulOptions): Promise<Tensor> {
+  const call = prepareMatmul(a, b, options, 'matmulAsync');
+  await native.gemmAsync(call.a, call.b, call.out.data as Float32Array, call.params);
+  return call.out;
+}
+
+// ------------------------------------------------------------ softmax
+
+interface SoftmaxCall {
+  x: Float32Array;
+  out: Tensor;
+  mask: Float32Array | Uint8Array | null;
+  params: Float64Array;
+}
+
+function prepareSoftmax(x: unknown, options: unknown, fn: string): SoftmaxCall {
+  let X = checkTensor('x', x, 'float32');
+  const opts = checkOptions<SoftmaxOptions>(fn, options, SOFTMAX_OPTIONS);
+  const scale = opts.scale === undefined ? 1 : checkFinite('scale', opts.scale);
+  const causal = opts.causal === undefined ? false : checkBoolean('causal', opts.causal);
+  if (X.rank < 1) throw new RangeError(expected('Tensor with at least 1 dimension', 'x', X));
+  if (causal && X.rank < 2) {
+    throw new RangeError(expected('Tensor with at least 2 dimensions (causal masks the last two)', 'x', X));
+  }
+  const rank = X.rank;
+  const last = rank - 1;
+  let out: Tensor;
+  if (opts.out !== undefined) {
+    out = checkTensor('out', opts.out, 'float32');
+    if (shapeString(out.shape) !== shapeString(X.shape)) {
+      throw new RangeError(expected(`Tensor of shape ${shapeString(X.shape)}`, 'out', out));
+    }
+    if (out.shape[last] > 1 && out.strides[last] !== 1) {
+      throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', out));
+    }
+  } else {
+    out = Tensor.zeros(X.shape);
+  }
+  if (X.shape[last] > 1 && X.strides[last] !== 1) X = X.contiguous();
+
+  const params = new Float64Array(7 + 4 * MAX_RANK);
+  params[0] = rank;
+  params[1] = scale;
+  params[2] = causal ? 1 : 0;
+  params[4] = X.offset;
+  params[5] = out.offset;
+  for (let d = 0; d < rank; ++d) {
+    params[7 + d] = X.shape[d];
+    params[7 + MAX_RANK + d] = X.strides[d];
+    params[7 + 2 * MAX_RANK + d] = out.strides[d];
+  }
+
+  let maskData: Float32Array | Uint8Array | null = null;
+  if (opts.mask !== undefined) {
+    let M = checkTensor('mask', opts.mask);
+    if (M.rank > rank || M.shape.some((dim, i) => dim !== 1 && dim !== X.shape[i + rank - M.rank])) {
+      throw new RangeError(
+        `${fn}: mask of shape ${shapeString(M.shape)} does not broadcast to x's shape ${shapeString(X.shape)}`,
+      );
+    }
+    if (M.shape.length > 0 && M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = M.contiguous();
+    params[3] = M.dtype === 'float32' ? 1 : 2;
+    params[6] = M.offset;
+    for (let d = 0; d < rank; ++d) {
+      const md = d - (rank - M.rank);
+      params[7 + 3 * MAX_RANK + d] = md < 0 || M.shape[md] === 1 ? 0 : M.strides[md];
+    }
+    maskData = M.data;
+  }
+  return { x: X.data as Float32Array, out, mask: maskData, params };
+}
+
+/**
+ * Softmax along the last axis of scale · x (+ mask). A row whose every entry
+ * is masked (or -Infinity) is all zeros; a NaN in a row makes the row NaN.
+ */
+export function softmax(x: Tensor, options?: SoftmaxOptions): Tensor {
+  const call = prepareSoftmax(x, options, 'softmax');
+  native.softmax(call.x, call.out.data as Float32Array, call.mask, call.params);
+  return call.out;
+}
+
+/** softmax off the main thread; resolves with `out`. */
+export async function softmaxAsync(x: Tensor, options?: SoftmaxOptions): Promise<Tensor> {
+  const call = prepareSoftmax(x, options, 'softmaxAsync');
+  await native.softmaxAsync(call.x, call.out.data as Float32Array, call.mask, call.params);
+  return call.out;
+}
+
+// ------------------------------------------------------------ runtime
+
+export interface CpuInfo extends NativeCpuInfo {
+  /** The addon file in use. */
+  addon: string;
+}
+
+/** The kernel path in use, the CPU features and caches it was chosen from, and the thread count. */
+export function cpuInfo(): CpuInfo {
+  return { ...native.cpuInfo(), addon: addonPath };
+}
+
+/** Threads the kernels use (the calling thread included), process-wide. */
+export function setNumThreads(n: number): void {
+  checkInteger('numThreads', n, 1, 1024);
+  native.setNumThreads(n);
+}
+
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}

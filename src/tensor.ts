@@ -1,0 +1,398 @@
+// Tensor: typed-array data, a shape, and strides (in elements) from an offset.
+// Views (transpose, permute, narrow, select, expand, reshape of contiguous
+// data) share the data; element loops live in the native addon.
+import { native } from './native';
+import { checkFinite, checkInteger, checkOptions, checkedProduct, describe, expected, shapeString } from './validate';
+
+export type DType = 'float32' | 'uint8';
+export type TensorData = Float32Array | Uint8Array;
+
+/** The most dimensions a tensor may have (the native kernels' limit). */
+export const MAX_RANK = 8;
+
+export interface TensorOptions {
+  /** Elements between neighbours along each axis; default row-major contiguous. */
+  strides?: readonly number[];
+  /** Index in `data` of element [0, 0, ...]; default 0. */
+  offset?: number;
+}
+
+export interface RandomOptions {
+  /** Any non-negative integer; the same seed gives the same values on every run and thread count. */
+  seed?: number;
+}
+
+type Nested = number | Nested[];
+
+function checkShape(name: string, shape: unknown): number[] {
+  if (!Array.isArray(shape)) throw new TypeError(expected('Array of non-negative integers', name, shape));
+  if (shape.length > MAX_RANK) {
+    throw new RangeError(expected(`at most ${MAX_RANK} dimensions`, name, shape) + ` [${shape.join(', ')}]`);
+  }
+  shape.forEach((d, i) => checkInteger(`${name}[${i}]`, d, 0));
+  checkedProduct(name, shape);
+  return shape.slice();
+}
+
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let d = shape.length - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return strides;
+}
+
+/** Elements from the first to one past the last (0 when empty). */
+export function extentOf(shape: readonly number[], strides: readonly number[]): number {
+  let e = 1;
+  for (let d = 0; d < shape.length; ++d) {
+    if (shape[d] === 0) return 0;
+    e += (shape[d] - 1) * strides[d];
+  }
+  return e;
+}
+
+function normAxis(name: string, axis: unknown, rank: number): number {
+  checkInteger(name, axis, -rank, rank - 1);
+  return (axis as number) < 0 ? (axis as number) + rank : (axis as number);
+}
+
+export class Tensor {
+  readonly data: TensorData;
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+  readonly dtype: DType;
+
+  /**
+   * @param data Float32Array, Uint8Array, or an Array of numbers (copied into a Float32Array).
+   * @param shape dimensions; without strides the data must hold exactly their product.
+   */
+  constructor(data: TensorData | readonly number[], shape: readonly number[], options?: TensorOptions) {
+    let arr: TensorData;
+    if (data instanceof Float32Array || data instanceof Uint8Array) {
+      arr = data;
+    } else if (Array.isArray(data)) {
+      arr = Float32Array.from(data as number[]);
+    } else {
+      throw new TypeError(expected('Float32Array, Uint8Array or Array of numbers', 'data', data));
+    }
+    const dims = checkShape('shape', shape);
+    const opts = checkOptions<TensorOptions>('Tensor', options, ['strides', 'offset']);
+    const size = checkedProduct('shape', dims);
+    let strides: number[];
+    if (opts.strides !== undefined) {
+      if (!Array.isArray(opts.strides) || opts.strides.length !== dims.length) {
+        throw new RangeError(expected(`Array of ${dims.length} strides`, 'strides', opts.strides));
+      }
+      opts.strides.forEach((s, i) => checkInteger(`strides[${i}]`, s, 0));
+      strides = opts.strides.slice();
+    } else {
+      strides = contiguousStrides(dims);
+    }
+    const offset = opts.offset === undefined ? 0 : checkInteger('offset', opts.offset, 0);
+    if (opts.strides === undefined && opts.offset === undefined) {
+      if (arr.length !== size) {
+        throw new RangeError(
+          `Expected data of length ${size} for shape ${shapeString(dims)} but received ${describe(data)}`,
+        );
+      }
+    } else {
+      const need = offset + extentOf(dims, strides);
+      if (size > 0 && arr.length < need) {
+        throw new RangeError(
+          `Expected data of length at least ${need} for shape ${shapeString(dims)} with strides ${shapeString(
+            strides,
+          )} and offset ${offset} but received ${describe(data)}`,
+        );
+      }
+    }
+    this.data = arr;
+    this.shape = Object.freeze(dims);
+    this.strides = Object.freeze(strides);
+    this.offset = offset;
+    this.dtype = arr instanceof Float32Array ? 'float32' : 'uint8';
+  }
+
+  // ------------------------------------------------------------ constructors
+
+  static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+    const dims = checkShape('shape', shape);
+    const n = checkedProduct('shape', dims);
+    if (dtype === 'float32') return new Tensor(allocate(Float32Array, n, dims), dims);
+    if (dtype === 'uint8') return new Tensor(allocate(Uint8Array, n, dims), dims);
+    throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
+  }
+
+  /** A tensor of `value` everywhere. */
+  static full(shape: readonly number[], value: number, dtype: DType = 'float32'): Tensor {
+    const t = Tensor.zeros(shape, dtype);
+    checkFinite('value', value);
+    t.data.fill(value);
+    return t;
+  }
+
+  /** Normal samples, deterministic for a seed (counter-based: independent of thread count). */
+  static randn(shape: readonly number[], options?: RandomOptions & { mean?: number; std?: number }): Tensor {
+    const opts = checkOptions<RandomOptions & { mean?: number; std?: number }>('Tensor.randn', options, [
+      'seed',
+      'mean',
+      'std',
+    ]);
+    const seed = opts.seed === undefined ? 0 : checkInteger('seed', opts.seed, 0);
+    const mean = opts.mean === undefined ? 0 : checkFinite('mean', opts.mean);
+    const std = opts.std === undefined ? 1 : checkFinite('std', opts.std);
+    if (std < 0) throw new RangeError(expected('non-negative number', 'std', std));
+    const t = Tensor.zeros(shape);
+    native.fill(t.data as Float32Array, Float64Array.of(0, seed, mean, std, 0, t.data.length));
+    return t;
+  }
+
+  /** Uniform samples in [low, high), deterministic for a seed. */
+  static uniform(shape: readonly number[], options?: RandomOptions & { low?: number; high?: number }): Tensor {
+    const opts = checkOptions<RandomOptions & { low?: number; high?: number }>('Tensor.uniform', options, [
+      'seed',
+      'low',
+      'high',
+    ]);
+    const seed = opts.seed === undefined ? 0 : checkInteger('seed', opts.seed, 0);
+    const low = opts.low === undefined ? 0 : checkFinite('low', opts.low);
+    const high = opts.high === undefined ? 1 : checkFinite('high', opts.high);
+    if (!(high >= low)) throw new RangeError(expected(`number >= low (${low})`, 'high', high));
+    const t = Tensor.zeros(shape);
+    native.fill(t.data as Float32Array, Float64Array.of(1, seed, low, high, 0, t.data.length));
+    return t;
+  }
+
+  /** A float32 tensor from nested Arrays of numbers; the shape is read from the nesting. */
+  static from(values: Nested[] | number, dtype: DType = 'float32'): Tensor {
+    const shape: number[] = [];
+    let probe: Nested = values;
+    while (Array.isArray(probe)) {
+      shape.push(probe.length);
+      probe = probe.length > 0 ? probe[0] : 0;
+    }
+    const flat: number[] = [];
+    const walk = (v: Nested, depth: number, where: string): void => {
+      if (depth === shape.length) {
+        if (typeof v !== 'number') throw new TypeError(expected('number', `values${where}`, v));
+        flat.push(v);
+        return;
+      }
+      if (!Array.isArray(v) || v.length !== shape[depth]) {
+        throw new RangeError(expected(`Array of length ${shape[depth]}`, `values${where}`, v));
+      }
+      v.forEach((x, i) => walk(x, depth + 1, `${where}[${i}]`));
+    };
+    walk(values, 0, '');
+    if (dtype === 'uint8') return new Tensor(Uint8Array.from(flat), shape);
+    if (dtype !== 'float32') throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
+    return new Tensor(Float32Array.from(flat), shape);
+  }
+
+  // ------------------------------------------------------------ properties
+
+  get size(): number {
+    let n = 1;
+    for (const d of this.shape) n *= d;
+    return n;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** True when the elements are exactly data[offset .. offset + size) in row-major order. */
+  isContiguous(): boolean {
+    let s = 1;
+    for (let d = this.shape.length - 1; d >= 0; --d) {
+      if (this.shape[d] !== 1 && this.strides[d] !== s) return false;
+      s *= this.shape[d];
+    }
+    return true;
+  }
+
+  // ------------------------------------------------------------ copies
+
+  /** This tensor when it is contiguous and owns its whole array, else a contiguous copy. */
+  contiguous(): Tensor {
+    if (this.isContiguous() && this.offset === 0 && this.data.length === this.size) return this;
+    return this.clone();
+  }
+
+  /** A contiguous copy. */
+  clone(): Tensor {
+    const out = Tensor.zeros(this.shape, this.dtype);
+    if (this.size === 0) return out;
+    const params = new Float64Array(3 + 2 * MAX_RANK);
+    params[0] = this.rank;
+    params[1] = this.offset;
+    params[2] = 0;
+    for (let d = 0; d < this.rank; ++d) {
+      params[3 + d] = this.shape[d];
+      params[3 + MAX_RANK + d] = this.strides[d];
+    }
+    native.copyStrided(this.data, out.data, params);
+    return out;
+  }
+
+  // ------------------------------------------------------------ views
+
+  /** Same data, new shape (one entry may be -1). A view when contiguous, else a copy. */
+  reshape(shape: readonly number[]): Tensor {
+    if (!Array.isArray(shape)) throw new TypeError(expected('Array of integers', 'shape', shape));
+    const dims = shape.slice();
+    const free = dims.indexOf(-1);
+    if (free >= 0) {
+      const rest = dims.reduce((p, d, i) => (i === free ? p : p * d), 1);
+      if (rest === 0 || this.size % rest !== 0) {
+        throw new RangeError(`Cannot reshape ${shapeString(this.shape)} to ${shapeString(shape)}`);
+      }
+      dims[free] = this.size / rest;
+    }
+    checkShape('shape', dims);
+    if (checkedProduct('shape', dims) !== this.size) {
+      throw new RangeError(
+        `Expected shape with ${this.size} elements for reshape of ${shapeString(this.shape)} but received ${shapeString(shape)}`,
+      );
+    }
+    const src = this.isContiguous() ? this : this.clone();
+    return new Tensor(src.data, dims, { strides: contiguousStrides(dims), offset: src.offset });
+  }
+
+  /** Reorders the axes: result axis i is this tensor's axis dims[i]. A view. */
+  permute(dims: readonly number[]): Tensor {
+    if (!Array.isArray(dims) || dims.length !== this.rank) {
+      throw new RangeError(expected(`permutation of ${this.rank} axes`, 'dims', dims));
+    }
+    const axes = dims.map((a, i) => normAxis(`dims[${i}]`, a, this.rank));
+    if (new Set(axes).size !== axes.length) {
+      throw new RangeError(expected(`permutation of ${this.rank} axes`, 'dims', dims) + ` [${dims.join(', ')}]`);
+    }
+    return this.view(
+      axes.map((a) => this.shape[a]),
+      axes.map((a) => this.strides[a]),
+      this.offset,
+    );
+  }
+
+  /** Swaps two axes (default: the last two). A view. */
+  transpose(dim0 = -2, dim1 = -1): Tensor {
+    const a = normAxis('dim0', dim0, this.rank);
+    const b = normAxis('dim1', dim1, this.rank);
+    const axes = this.shape.map((_, i) => i);
+    axes[a] = b;
+    axes[b] = a;
+    return this.permute(axes);
+  }
+
+  /** Elements [start, start + length) along `dim`. A view. */
+  narrow(dim: number, start: number, length: number): Tensor {
+    const d = normAxis('dim', dim, this.rank);
+    checkInteger('start', start, 0, this.shape[d]);
+    checkInteger('length', length, 0, this.shape[d] - start);
+    const shape = this.shape.slice();
+    shape[d] = length;
+    return this.view(shape, this.strides.slice(), this.offset + (length > 0 ? start * this.strides[d] : 0));
+  }
+
+  /** Index `index` along `dim`, removing that axis. A view. */
+  select(dim: number, index: number): Tensor {
+    const d = normAxis('dim', dim, this.rank);
+    checkInteger('index', index, 0, this.shape[d] - 1);
+    const shape = this.shape.filter((_, i) => i !== d);
+    const strides = this.strides.filter((_, i) => i !== d);
+    return this.view(shape, strides, this.offset + index * this.strides[d]);
+  }
+
+  /** Inserts an axis of length 1 at `dim`. A view. */
+  unsqueeze(dim: number): Tensor {
+    const d = normAxis('dim', dim, this.rank + 1);
+    const shape = this.shape.slice();
+    const strides = this.strides.slice();
+    shape.splice(d, 0, 1);
+    strides.splice(d, 0, d < this.rank ? this.strides[d] * this.shape[d] : 1);
+    return this.view(shape, strides, this.offset);
+  }
+
+  /** Broadcasts axes of length 1 (and new leading axes) to `shape`, with stride 0. A view. */
+  expand(shape: readonly number[]): Tensor {
+    const dims = checkShape('shape', shape);
+    if (dims.length < this.rank) {
+      throw new RangeError(`Cannot expand ${shapeString(this.shape)} to fewer dimensions ${shapeString(dims)}`);
+    }
+    const lead = dims.length - this.rank;
+    const strides = dims.map((n, i) => {
+      if (i < lead) return 0;
+      const own = this.shape[i - lead];
+      if (own === n) return this.strides[i - lead];
+      if (own === 1) return 0;
+      throw new RangeError(`Cannot expand ${shapeString(this.shape)} to ${shapeString(dims)}: axis ${i} is ${own}`);
+    });
+    return this.view(dims, strides, this.offset);
+  }
+
+  private view(shape: number[], strides: number[], offset: number): Tensor {
+    return new Tensor(this.data, shape, { strides, offset });
+  }
+
+  // ------------------------------------------------------------ reading
+
+  /** One element. */
+  get(...index: number[]): number {
+    if (index.length !== this.rank) {
+      throw new RangeError(expected(`${this.rank} indices`, 'index', index) + ` [${index.join(', ')}]`);
+    }
+    let off = this.offset;
+    index.forEach((v, d) => {
+      checkInteger(`index[${d}]`, v, 0, this.shape[d] - 1);
+      off += v * this.strides[d];
+    });
+    return this.data[off];
+  }
+
+  /** Nested Arrays of numbers (a number for rank 0). */
+  toArray(): Nested {
+    const t = this.contiguous();
+    const build = (d: number, off: number): Nested => {
+      if (d === t.rank) return t.data[off];
+      const out: Nested[] = [];
+      for (let i = 0; i < t.shape[d]; ++i) out.push(build(d + 1, off + i * t.strides[d]));
+      return out;
+    };
+    return build(0, t.offset);
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, ${shapeString(this.shape)})`;
+  }
+}
+
+function allocate<T extends Float32ArrayConstructor | Uint8ArrayConstructor>(
+  ctor: T,
+  n: number,
+  shape: readonly number[],
+): InstanceType<T> {
+  try {
+    return new ctor(n) as InstanceType<T>;
+  } catch (err) {
+    throw new RangeError(
+      `Cannot allocate a tensor of shape ${shapeString(shape)} (${n} elements): ${(err as Error).message}`,
+    );
+  }
+}
+
+export function isTensor(value: unknown): value is Tensor {
+  return value instanceof Tensor;
+}
+
+/** Throws unless `value` is a Tensor of `dtype` (any dtype when omitted). */
+export function checkTensor(name: string, value: unknown, dtype?: DType): Tensor {
+  if (!(value instanceof Tensor)) {
+    throw new TypeError(expected(dtype ? `${dtype} Tensor` : 'Tensor', name, value));
+  }
+  if (dtype && value.dtype !== dtype) throw new TypeError(expected(`${dtype} Tensor`, name, value));
+  return value;
+}

@@ -1,0 +1,87 @@
+// Argument checks shared by the public API. Every message names the
+// argument, the value received and what was expected.
+
+export function describe(value: unknown): string {
+  if (value === undefined) return 'undefined';
+  if (value === null) return 'null';
+  if (typeof value === 'number') return `${value} of type number`;
+  if (typeof value === 'string') return `'${value.length > 40 ? value.slice(0, 40) + '…' : value}' of type string`;
+  if (typeof value === 'boolean') return `${value} of type boolean`;
+  if (typeof value === 'bigint') return `${value}n of type bigint`;
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return `an Array of length ${value.length}`;
+  if (ArrayBuffer.isView(value)) {
+    const name = value.constructor?.name ?? 'typed array';
+    return 'length' in value ? `a ${name} of length ${(value as { length: number }).length}` : `a ${name}`;
+  }
+  const ctor = (value as object).constructor?.name;
+  if (ctor === 'Tensor') {
+    const t = value as { dtype: string; shape: readonly number[] };
+    return `a ${t.dtype} Tensor of shape [${t.shape.join(', ')}]`;
+  }
+  return ctor && ctor !== 'Object' ? `an instance of ${ctor}` : 'an object';
+}
+
+export function expected(what: string, name: string, value: unknown): string {
+  return `Expected ${what} for ${name} but received ${describe(value)}`;
+}
+
+/** Throws TypeError for a non-number, RangeError for a number out of bounds. */
+export function checkInteger(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const what =
+    min === 1 && max === Number.MAX_SAFE_INTEGER
+      ? 'positive integer'
+      : min === 0 && max === Number.MAX_SAFE_INTEGER
+        ? 'non-negative integer'
+        : `integer in [${min}, ${max}]`;
+  if (typeof value !== 'number') throw new TypeError(expected(what, name, value));
+  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(expected(what, name, value));
+  return value;
+}
+
+export function checkFinite(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw new TypeError(expected('finite number', name, value));
+  if (!Number.isFinite(value)) throw new RangeError(expected('finite number', name, value));
+  return value;
+}
+
+export function checkBoolean(name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new TypeError(expected('boolean', name, value));
+  return value;
+}
+
+/** Options must be a plain object (or undefined) with only the listed keys. */
+export function checkOptions<T extends object>(fn: string, options: unknown, allowed: readonly string[]): Partial<T> {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError(expected('options object', `${fn} options`, options));
+  }
+  for (const key of Object.keys(options)) {
+    if (!allowed.includes(key)) {
+      throw new TypeError(
+        `Unknown option '${key}' for ${fn}; expected one of ${allowed.join(', ')} but received ${describe(
+          (options as Record<string, unknown>)[key],
+        )}`,
+      );
+    }
+  }
+  return options as Partial<T>;
+}
+
+export function shapeString(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+/** Product of dimensions, checked against the largest exact integer. */
+export function checkedProduct(name: string, shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) {
+    n *= d;
+    if (n > Number.MAX_SAFE_INTEGER) {
+      throw new RangeError(
+        `Expected ${name} with fewer than 2^53 elements but received shape ${shapeString(shape)}`,
+      );
+    }
+  }
+  return n;
+}
