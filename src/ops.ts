@@ -64,6 +64,9 @@ function operand(t: Tensor): Operand {
   const c = t.shape[t.rank - 1];
   const sr = t.strides[t.rank - 2];
   const sc = t.strides[t.rank - 1];
+  if (t.size === 0) {
+    return { data: t.data as Float32Array, offset: 0, ld: Math.max(c, 1), stored: false, batchStride: 0 };
+  }
   const bs = batchStride(t);
   if (bs !== null) {
     if ((c <= 1 || sc === 1) && (r <= 1 || sr >= Math.max(c, 1))) {

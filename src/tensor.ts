@@ -126,10 +126,10 @@ export class Tensor {
     throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
   }
 
-  /** A tensor of `value` everywhere. */
+  /** A tensor of `value` everywhere (any number, e.g. -Infinity for a mask). */
   static full(shape: readonly number[], value: number, dtype: DType = 'float32'): Tensor {
+    if (typeof value !== 'number') throw new TypeError(expected('number', 'value', value));
     const t = Tensor.zeros(shape, dtype);
-    checkFinite('value', value);
     t.data.fill(value);
     return t;
   }

@@ -32,7 +32,9 @@ class JobWorker : public Napi::AsyncWorker {
         deferred_(Napi::Promise::Deferred::New(env)),
         job_(std::move(job)) {
     refs_.reserve(keep.size());
-    for (const Napi::Value& v : keep) refs_.push_back(Napi::Persistent(v));
+    for (const Napi::Value& v : keep) {
+      if (v.IsObject()) refs_.push_back(Napi::Persistent(v));  // typed arrays; null masks need none
+    }
   }
 
   Napi::Promise promise() const { return deferred_.Promise(); }
@@ -47,8 +49,21 @@ class JobWorker : public Napi::AsyncWorker {
       SetError(e.what());
     }
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  // Settling can fail only when the environment is being torn down (a worker
+  // terminated while the kernel ran): nobody is left to observe the Promise,
+  // so the failure is dropped rather than escaping as a C++ exception.
+  void OnOK() override {
+    try {
+      deferred_.Resolve(Env().Undefined());
+    } catch (const Napi::Error&) {
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    try {
+      deferred_.Reject(e.Value());
+    } catch (const Napi::Error&) {
+    }
+  }
 
  private:
   Napi::Promise::Deferred deferred_;

@@ -1,0 +1,166 @@
+import { describe, expect, test } from 'vitest';
+import { Tensor } from '../src';
+import { values } from './support/reference';
+
+describe('Tensor construction', () => {
+  test('from data and shape, with dtype from the array type', () => {
+    const t = new Tensor(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
+    expect(t.shape).toEqual([2, 3]);
+    expect(t.strides).toEqual([3, 1]);
+    expect(t.dtype).toBe('float32');
+    expect(t.size).toBe(6);
+    expect(t.rank).toBe(2);
+    expect(t.get(1, 2)).toBe(6);
+    const m = new Tensor(new Uint8Array([0, 1]), [2]);
+    expect(m.dtype).toBe('uint8');
+    expect(new Tensor([1, 2, 3], [3]).data).toBeInstanceOf(Float32Array);
+  });
+
+  test('shape is checked against the data length', () => {
+    expect(() => new Tensor(new Float32Array(5), [2, 3])).toThrow(RangeError);
+    expect(() => new Tensor(new Float32Array(5), [2, 3])).toThrow(
+      'Expected data of length 6 for shape [2, 3] but received a Float32Array of length 5',
+    );
+    expect(() => new Tensor(new Float32Array(7), [2, 3])).toThrow(RangeError);
+  });
+
+  test('bad shapes and data name the argument and value', () => {
+    expect(() => new Tensor(new Float32Array(6), [2, -3])).toThrow(
+      'Expected non-negative integer for shape[1] but received -3 of type number',
+    );
+    expect(() => new Tensor(new Float32Array(6), [2, 1.5] as number[])).toThrow(RangeError);
+    expect(() => new Tensor(new Float32Array(6), [2, '3'] as unknown as number[])).toThrow(TypeError);
+    expect(() => new Tensor(new Float32Array(6), 6 as unknown as number[])).toThrow(TypeError);
+    expect(() => new Tensor(new Float64Array(6) as unknown as Float32Array, [6])).toThrow(
+      'Expected Float32Array, Uint8Array or Array of numbers for data but received a Float64Array of length 6',
+    );
+    expect(() => new Tensor(new Float32Array(1), [1, 1, 1, 1, 1, 1, 1, 1, 1])).toThrow(RangeError);
+    expect(() => new Tensor(new Float32Array(6), [6], { stride: [1] } as never)).toThrow(
+      /Unknown option 'stride' for Tensor/,
+    );
+  });
+
+  test('shape products that overflow are refused before allocating', () => {
+    expect(() => Tensor.zeros([2 ** 30, 2 ** 30, 2 ** 30])).toThrow(RangeError);
+    expect(() => Tensor.zeros([2 ** 30, 2 ** 30, 2 ** 30])).toThrow(/fewer than 2\^53 elements/);
+    expect(() => Tensor.zeros([2 ** 26, 2 ** 26])).toThrow(/Cannot allocate a tensor of shape/);
+  });
+
+  test('strided views over a subarray with a byteOffset', () => {
+    const buf = new Float32Array(20).map((_, i) => i);
+    const sub = buf.subarray(3, 15); // byteOffset 12
+    const t = new Tensor(sub, [3, 2], { strides: [4, 2], offset: 1 });
+    expect(values(t)).toEqual(Float64Array.from([4, 6, 8, 10, 12, 14]));
+    expect(() => new Tensor(sub, [3, 2], { strides: [4, 2], offset: 4 })).toThrow(RangeError);
+  });
+
+  test('zeros, full, from', () => {
+    expect(Array.from(Tensor.zeros([2, 2]).data)).toEqual([0, 0, 0, 0]);
+    expect(Tensor.zeros([3], 'uint8').dtype).toBe('uint8');
+    expect(Array.from(Tensor.full([3], 2.5).data)).toEqual([2.5, 2.5, 2.5]);
+    const t = Tensor.from([
+      [1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
+    expect(t.shape).toEqual([3, 2]);
+    expect(t.toArray()).toEqual([
+      [1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
+    expect(() => Tensor.from([[1, 2], [3]])).toThrow('Expected Array of length 2 for values[1]');
+    expect(() => Tensor.zeros([2], 'float16' as never)).toThrow(TypeError);
+  });
+});
+
+describe('seeded random tensors', () => {
+  test('randn is deterministic for a seed and differs across seeds', () => {
+    const a = Tensor.randn([1000], { seed: 7 });
+    const b = Tensor.randn([1000], { seed: 7 });
+    const c = Tensor.randn([1000], { seed: 8 });
+    expect(Buffer.from(a.data.buffer).equals(Buffer.from(b.data.buffer))).toBe(true);
+    expect(Buffer.from(a.data.buffer).equals(Buffer.from(c.data.buffer))).toBe(false);
+  });
+
+  test('randn has the requested moments; prefixes agree across lengths', () => {
+    const t = Tensor.randn([200_001], { seed: 3, mean: 2, std: 0.5 });
+    const v = values(t);
+    const mean = v.reduce((s, x) => s + x, 0) / v.length;
+    const variance = v.reduce((s, x) => s + (x - mean) ** 2, 0) / v.length;
+    expect(Math.abs(mean - 2)).toBeLessThan(0.01);
+    expect(Math.abs(variance - 0.25)).toBeLessThan(0.01);
+    const short = Tensor.randn([10], { seed: 3, mean: 2, std: 0.5 });
+    expect(Array.from(short.data)).toEqual(Array.from(t.data.subarray(0, 10)));
+  });
+
+  test('uniform stays in range', () => {
+    const u = values(Tensor.uniform([50_000], { seed: 1, low: -0.25, high: 0.75 }));
+    expect(Math.min(...u)).toBeGreaterThanOrEqual(-0.25);
+    expect(Math.max(...u)).toBeLessThan(0.75);
+    expect(() => Tensor.uniform([3], { low: 1, high: 0 })).toThrow(RangeError);
+    expect(() => Tensor.randn([3], { seed: -1 })).toThrow('Expected non-negative integer for seed but received -1');
+    expect(() => Tensor.randn([3], { std: NaN })).toThrow(RangeError);
+  });
+});
+
+describe('views', () => {
+  const base = () => new Tensor(Float32Array.from({ length: 24 }, (_, i) => i), [2, 3, 4]);
+
+  test('transpose and permute share data', () => {
+    const t = base();
+    const tt = t.transpose();
+    expect(tt.shape).toEqual([2, 4, 3]);
+    expect(tt.data).toBe(t.data);
+    expect(tt.get(1, 3, 2)).toBe(t.get(1, 2, 3));
+    const p = t.permute([2, 0, 1]);
+    expect(p.shape).toEqual([4, 2, 3]);
+    expect(p.get(3, 1, 2)).toBe(t.get(1, 2, 3));
+    expect(tt.isContiguous()).toBe(false);
+    expect(() => t.permute([0, 0, 1])).toThrow(RangeError);
+  });
+
+  test('narrow, select, unsqueeze, expand', () => {
+    const t = base();
+    const n = t.narrow(2, 1, 2);
+    expect(n.shape).toEqual([2, 3, 2]);
+    expect(n.get(1, 2, 1)).toBe(t.get(1, 2, 2));
+    const s = t.select(1, 2);
+    expect(s.shape).toEqual([2, 4]);
+    expect(s.get(1, 3)).toBe(t.get(1, 2, 3));
+    expect(t.unsqueeze(1).shape).toEqual([2, 1, 3, 4]);
+    const row = new Tensor([1, 2, 3], [1, 3]);
+    const e = row.expand([4, 2, 3]);
+    expect(e.strides).toEqual([0, 0, 1]);
+    expect(values(e).length).toBe(24);
+    expect(() => row.expand([2, 4])).toThrow(RangeError);
+  });
+
+  test('contiguous copies only when needed; clone always copies', () => {
+    const t = base();
+    expect(t.contiguous()).toBe(t);
+    const c = t.transpose(0, 2).contiguous();
+    expect(c.isContiguous()).toBe(true);
+    expect(values(c)).toEqual(values(t.transpose(0, 2)));
+    expect(t.clone().data).not.toBe(t.data);
+    const u8 = new Tensor(Uint8Array.from([1, 2, 3, 4, 5, 6]), [2, 3]).transpose();
+    expect(Array.from(u8.contiguous().data)).toEqual([1, 4, 2, 5, 3, 6]);
+  });
+
+  test('reshape is a view of contiguous data and infers -1', () => {
+    const t = base();
+    const r = t.reshape([6, -1]);
+    expect(r.shape).toEqual([6, 4]);
+    expect(r.data).toBe(t.data);
+    const rt = t.transpose().reshape([-1]);
+    expect(values(rt)).toEqual(values(t.transpose()));
+    expect(() => t.reshape([5, -1])).toThrow(RangeError);
+    expect(() => t.reshape([5, 5])).toThrow(/Expected shape with 24 elements/);
+  });
+
+  test('get checks indices', () => {
+    const t = base();
+    expect(() => t.get(0, 0)).toThrow(RangeError);
+    expect(() => t.get(0, 3, 0)).toThrow('Expected integer in [0, 2] for index[1] but received 3 of type number');
+  });
+});

@@ -1,0 +1,117 @@
+import { describe, expect, test } from 'vitest';
+import { Tensor, matmul, softmax } from '../src';
+import native from './support/load-native.cjs';
+
+const f = (shape: number[]) => Tensor.zeros(shape);
+
+describe('matmul rejects bad input with a named, typed error', () => {
+  test('wrong types', () => {
+    expect(() => matmul([1, 2] as never, f([2, 2]))).toThrow('Expected float32 Tensor for a but received an Array of length 2');
+    expect(() => matmul(f([2, 2]), new Float32Array(4) as never)).toThrow(
+      'Expected float32 Tensor for b but received a Float32Array of length 4',
+    );
+    expect(() => matmul(Tensor.zeros([2, 2], 'uint8'), f([2, 2]))).toThrow(TypeError);
+    expect(() => matmul(f([2, 2]), f([2, 2]), 'fast' as never)).toThrow(TypeError);
+  });
+
+  test('mismatched and unsupported dimensions', () => {
+    expect(() => matmul(f([3, 63]), f([64, 5]))).toThrow(
+      'matmul: a.shape[1] is 63 but b.shape[0] is 64; the inner dimensions must match (a [3, 63], b [64, 5])',
+    );
+    expect(() => matmul(f([3, 4]), f([5, 4]), { transposeA: true })).toThrow('a.shape[0] is 3 but b.shape[0] is 5');
+    expect(() => matmul(f([4]), f([4, 2]))).toThrow('Expected Tensor with at least 2 dimensions for a');
+    expect(() => matmul(f([2, 3, 4]), f([3, 4, 5]))).toThrow(
+      'matmul: batch dimensions of a [2] and b [3] must be equal (or one operand must be 2-D)',
+    );
+  });
+
+  test('bad out', () => {
+    expect(() => matmul(f([2, 3]), f([3, 4]), { out: f([2, 5]) })).toThrow(
+      'Expected Tensor of shape [2, 4] for out but received a float32 Tensor of shape [2, 5]',
+    );
+    expect(() => matmul(f([2, 3]), f([3, 4]), { out: Tensor.zeros([2, 4], 'uint8') })).toThrow(TypeError);
+    expect(() => matmul(f([2, 3]), f([3, 4]), { out: f([4, 2]).transpose() })).toThrow(/out must be row-major/);
+    const a = f([4, 4]);
+    expect(() => matmul(a, f([4, 4]), { out: a })).toThrow('out must not share memory with a or b');
+  });
+
+  test('bad options', () => {
+    const a = f([2, 2]);
+    expect(() => matmul(a, a, { transpose: true } as never)).toThrow(
+      "Unknown option 'transpose' for matmul; expected one of transposeA, transposeB, alpha, beta, out but received true of type boolean",
+    );
+    expect(() => matmul(a, a, { alpha: NaN })).toThrow('Expected finite number for alpha but received NaN of type number');
+    expect(() => matmul(a, a, { alpha: '2' as never })).toThrow(TypeError);
+    expect(() => matmul(a, a, { transposeA: 1 as never })).toThrow('Expected boolean for transposeA but received 1 of type number');
+    expect(() => matmul(a, a, { beta: 0.5 })).toThrow(/beta is 0.5 but no out was given/);
+  });
+});
+
+describe('softmax rejects bad input with a named, typed error', () => {
+  test('types, options, shapes', () => {
+    expect(() => softmax(null as never)).toThrow('Expected float32 Tensor for x but received null');
+    expect(() => softmax(f([2, 3]), { scale: NaN })).toThrow('Expected finite number for scale but received NaN of type number');
+    expect(() => softmax(f([2, 3]), { scale: Infinity })).toThrow(RangeError);
+    expect(() => softmax(f([2, 3]), { causal: 'yes' as never })).toThrow(TypeError);
+    expect(() => softmax(f([3]), { causal: true })).toThrow(/at least 2 dimensions/);
+    expect(() => softmax(f([2, 3]), { dim: -1 } as never)).toThrow("Unknown option 'dim' for softmax");
+    expect(() => softmax(f([2, 3]), { out: f([3, 2]) })).toThrow(RangeError);
+  });
+
+  test('masks of the wrong shape or type', () => {
+    expect(() => softmax(f([2, 3, 4]), { mask: f([3, 3]) })).toThrow(
+      "softmax: mask of shape [3, 3] does not broadcast to x's shape [2, 3, 4]",
+    );
+    expect(() => softmax(f([2, 3]), { mask: f([1, 2, 3]) })).toThrow(RangeError);
+    expect(() => softmax(f([2, 3]), { mask: new Uint8Array(6) as never })).toThrow(
+      'Expected Tensor for mask but received a Uint8Array of length 6',
+    );
+  });
+});
+
+describe('the native layer checks bounds itself', () => {
+  const p = (values: number[]) => Float64Array.from(values);
+  test('gemm refuses views past the end of an array instead of reading them', () => {
+    const a = new Float32Array(10);
+    const c = new Float32Array(100);
+    // m n k ta tb lda ldb ldc sA sB sC batch alpha beta offA offB offC
+    expect(() => native.gemm(a, a, c, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+      'a is too short: the view needs 16 elements from offset 0 but its array has 10',
+    );
+    expect(() => native.gemm(c, c, a, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(RangeError);
+    expect(() => native.gemm(c, c, new Float32Array(100), p([2, 2, 2, 0, 0, 1, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+      'lda is smaller than the rows it must hold',
+    );
+    expect(() => native.gemm(c, c, new Float32Array(100), p([-1, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+      RangeError,
+    );
+    expect(() => native.gemm(c, c, new Float32Array(100), p([1.5, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+      RangeError,
+    );
+    expect(() => native.gemm(c, c, new Float32Array(200), p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 8, 2, 1, 0, 0, 0, 0]))).toThrow(
+      'out batch items overlap',
+    );
+    expect(() => native.gemm(c, c, c, p([2, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+      'out must not share memory with a or b',
+    );
+    expect(() => native.gemm(c, c, c, p([2, 2]))).toThrow('Expected 17 entries in gemm parameters but received 2');
+    expect(() => native.gemm(c, [1] as never, c, p([]))).toThrow('Expected Float32Array for b but received an Array');
+    expect(() => native.gemm(c, c, c, p([2 ** 40, 2 ** 40, 2, 0, 0, 2, 2 ** 40, 2 ** 40, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+      RangeError,
+    );
+  });
+
+  test('softmax refuses a mask shorter than its strides claim', () => {
+    const x = new Float32Array(12);
+    const params = new Float64Array(7 + 32);
+    params.set([2, 1, 0, 2, 0, 0, 0]);
+    params.set([3, 4], 7);
+    params.set([4, 1], 15);
+    params.set([4, 1], 23);
+    params.set([4, 1], 31);
+    expect(() => native.softmax(x, new Float32Array(12), new Uint8Array(5), params)).toThrow('mask is too short');
+    expect(() => native.softmax(x, new Float32Array(12), new Float32Array(12), params)).toThrow(
+      'Expected Uint8Array for mask but received a Float32Array',
+    );
+  });
+});

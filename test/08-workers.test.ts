@@ -1,0 +1,93 @@
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { describe, expect, test } from 'vitest';
+import { Tensor, matmul, softmax } from '../src';
+import { expectBitwiseEqual } from './support/reference';
+import { distPath } from './support/child';
+
+// Each worker loads the compiled package, computes, and posts the results.
+const workerCode = `
+const { parentPort, workerData } = require('node:worker_threads');
+const ak = require(workerData.dist);
+(async () => {
+  const a = ak.Tensor.randn([workerData.m, 96], { seed: workerData.seed });
+  const b = ak.Tensor.randn([96, 80], { seed: workerData.seed + 1 });
+  const sync = ak.matmul(a, b);
+  const viaAsync = await ak.matmulAsync(a, b);
+  const sm = await ak.softmaxAsync(sync, { scale: 0.1 });
+  parentPort.postMessage({ sync: sync.data, viaAsync: viaAsync.data, sm: sm.data, isa: ak.cpuInfo().isa });
+})().catch((err) => parentPort.postMessage({ error: String(err && err.stack || err) }));
+`;
+
+interface Result {
+  sync: Float32Array;
+  viaAsync: Float32Array;
+  sm: Float32Array;
+  isa: string;
+  error?: string;
+}
+
+function runWorker(m: number, seed: number): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(workerCode, { eval: true, workerData: { dist: distPath, m, seed } });
+    w.once('message', (msg: Result) => {
+      if (msg.error) reject(new Error(msg.error));
+      else resolve(msg);
+      void w.terminate();
+    });
+    w.once('error', reject);
+  });
+}
+
+function expected(m: number, seed: number) {
+  const a = Tensor.randn([m, 96], { seed });
+  const b = Tensor.randn([96, 80], { seed: seed + 1 });
+  const c = matmul(a, b);
+  return { c, sm: softmax(c, { scale: 0.1 }) };
+}
+
+describe('worker_threads', () => {
+  test('the addon loads and computes in a worker, with the same bits as the main thread', async () => {
+    const r = await runWorker(300, 9);
+    const want = expected(300, 9);
+    expect(r.isa).toBe(process.env.ATTN_ISA);
+    expectBitwiseEqual(new Tensor(r.sync, [300, 80]), want.c, 'worker sync');
+    expectBitwiseEqual(new Tensor(r.viaAsync, [300, 80]), want.c, 'worker async');
+    expectBitwiseEqual(new Tensor(r.sm, [300, 80]), want.sm, 'worker softmax');
+  });
+
+  test('several workers and the main thread at once', async () => {
+    const main = (async () => {
+      for (let i = 0; i < 20; ++i) matmul(Tensor.randn([200, 200], { seed: i }), Tensor.randn([200, 200]));
+    })();
+    const results = await Promise.all([runWorker(400, 1), runWorker(250, 2), runWorker(333, 3), main]);
+    for (const [i, [m, seed]] of [
+      [400, 1],
+      [250, 2],
+      [333, 3],
+    ].entries()) {
+      expectBitwiseEqual(new Tensor((results[i] as Result).sync, [m, 80]), expected(m, seed).c, `worker ${i}`);
+    }
+  });
+
+  test('terminating a worker while its async kernel runs is safe', async () => {
+    const code = `
+      const ak = require(${JSON.stringify(distPath)});
+      const a = ak.Tensor.randn([1500, 1500]);
+      for (let i = 0; i < 4; ++i) ak.matmulAsync(a, a);
+      require('node:worker_threads').parentPort.postMessage('started');
+    `;
+    for (let round = 0; round < 3; ++round) {
+      const w = new Worker(code, { eval: true });
+      await new Promise((resolve) => w.once('message', resolve));
+      await w.terminate();
+    }
+    // The process and the pool still work.
+    const x = Tensor.randn([64, 64], { seed: 1 });
+    expectBitwiseEqual(matmul(x, x), matmul(x, x), 'after terminate');
+  });
+
+  test('the package path used by workers is the compiled one', () => {
+    expect(path.basename(distPath)).toBe('dist');
+  });
+});
