@@ -14,6 +14,7 @@ class Writer {
   }
   varint(v) {
     let n = BigInt(v);
+    if (n < 0n) n = BigInt.asUintN(64, n); // int64 fields: two's complement, 10 bytes
     const bytes = [];
     do {
       let b = Number(n & 0x7fn);

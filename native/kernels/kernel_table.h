@@ -46,8 +46,10 @@ struct KernelTable {
   // One softmax row of n entries: z = scale * x (+ fmask) (uint8 mask: nonzero
   // -> -inf); entries at or after `valid` are excluded and written as 0.
   // y may alias x. fmask and umask may be null; they hold n entries.
+  // next_x / next_y (may be null): the row that follows, prefetched meanwhile.
   void (*softmax_row)(const float* x, float* y, long n, long valid, float scale,
-                      const float* fmask, const std::uint8_t* umask);
+                      const float* fmask, const std::uint8_t* umask, const float* next_x,
+                      float* next_y);
 
   // y[i] = exp(x[i]); exposed for accuracy tests.
   void (*exp)(const float* x, float* y, long n);

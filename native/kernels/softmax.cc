@@ -41,7 +41,9 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
       if (s.fmask) frow.resize(static_cast<std::size_t>(cols));
       if (s.umask) urow.resize(static_cast<std::size_t>(cols));
     }
-    for (long r = r0; r < r1; ++r, od.next()) {
+    for (long r = r0; r < r1; ++r) {
+      const float* xr = s.x + od.off[0];
+      float* yr = s.y + od.off[1];
       const float* fm = s.fmask ? s.fmask + od.off[2] : nullptr;
       const std::uint8_t* um = s.umask ? s.umask + od.off[2] : nullptr;
       if (mask_bcast_cols) {
@@ -59,7 +61,10 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
         const long i = lead >= 1 ? od.idx[lead - 1] : 0;
         valid = i + cols - q_rows + 1;
       }
-      kt.softmax_row(s.x + od.off[0], s.y + od.off[1], cols, valid, s.scale, fm, um);
+      od.next();
+      const bool more = r + 1 < r1;
+      kt.softmax_row(xr, yr, cols, valid, s.scale, fm, um, more ? s.x + od.off[0] : nullptr,
+                     more ? s.y + od.off[1] : nullptr);
     }
   };
   if (tasks > 1) {

@@ -49,7 +49,6 @@ struct Ops {
     q = _mm_max_ss(q, _mm_movehdup_ps(q));
     return _mm_cvtss_f32(q);
   }
-  static V round(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // p * 2^n as two exact power-of-two factors, so n down to -150 underflows
   // gradually and n = 128 overflows to inf.
   static V scale_pow2(V p, V n) {

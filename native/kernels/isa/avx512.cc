@@ -45,7 +45,6 @@ struct Ops {
     q = _mm_max_ss(q, _mm_movehdup_ps(q));
     return _mm_cvtss_f32(q);
   }
-  static V round(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // vscalefps: p * 2^floor(n), with exact gradual underflow and overflow.
   static V scale_pow2(V p, V n) { return _mm512_scalef_ps(p, n); }
   // 16 x 16: 4 x 4 transposes inside each 128-bit lane, then a 4 x 4

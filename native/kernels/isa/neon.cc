@@ -46,7 +46,6 @@ struct Ops {
   static V max(V a, V b) { return vmaxq_f32(a, b); }
   static float hsum(V v) { return vaddvq_f32(v); }
   static float hmax(V v) { return vmaxvq_f32(v); }
-  static V round(V x) { return vrndnq_f32(x); }
   static V scale_pow2(V p, V n) {
     int32x4_t ni = vcvtq_s32_f32(n);
     int32x4_t n1 = vshrq_n_s32(ni, 1);

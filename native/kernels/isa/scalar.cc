@@ -36,11 +36,6 @@ struct Ops {
   static V max(V a, V b) { return a > b ? a : b; }
   static float hsum(V v) { return v; }
   static float hmax(V v) { return v; }
-  static V round(V x) {
-    // |x| < 2^22 here; adding and removing 1.5 * 2^23 rounds to nearest even.
-    const float big = 12582912.0f;
-    return (x + big) - big;
-  }
   static float pow2i(int e) {
     unsigned bits = static_cast<unsigned>(e + 127) << 23;
     float f;
