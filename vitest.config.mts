@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 // The suite runs once per kernel path this machine can execute (each test
@@ -9,7 +10,7 @@ function isasToTest(): string[] {
   const probe = spawnSync(
     process.execPath,
     ['-e', "const n = require('./test/support/load-native.cjs'); process.stdout.write(JSON.stringify(n.cpuInfo().availableIsas))"],
-    { cwd: __dirname, encoding: 'utf8' },
+    { cwd: fileURLToPath(new URL('.', import.meta.url)), encoding: 'utf8' },
   );
   if (probe.status !== 0) {
     throw new Error(`Cannot list the kernel paths to test: ${probe.stderr || probe.stdout}`);

@@ -1,0 +1,3 @@
+import type { NativeBinding } from '../../src/native';
+declare const native: NativeBinding;
+export = native;
