@@ -11,3 +11,9 @@ export {
   getNumThreads,
 } from './ops';
 export type { MatmulOptions, SoftmaxOptions, CpuInfo } from './ops';
+export { attention, attentionAsync } from './attention';
+export type { AttentionOptions, AttentionResult, AdditiveWeights, ScoreFunction } from './attention';
+export { MultiHeadAttention, KVCache } from './multihead';
+export type { MultiHeadAttentionOptions, ForwardOptions, ForwardResult, FromStateDictOptions } from './multihead';
+export { loadSafetensors, saveSafetensors } from './safetensors';
+export type { SafetensorsFile } from './safetensors';

@@ -27,6 +27,12 @@ export interface NativeBinding {
   softmax(x: F32, out: F32, mask: F32 | Uint8Array | null, params: Params): void;
   softmaxAsync(x: F32, out: F32, mask: F32 | Uint8Array | null, params: Params): Promise<void>;
   copyStrided(src: F32 | Uint8Array, dst: F32 | Uint8Array, params: Params): void;
+  attention(q: F32, k: F32, v: F32, out: F32, mask: F32 | Uint8Array | null, keyPadding: F32 | Uint8Array | null, weights: F32 | null, scores: F32 | null, params: Params): void;
+  attentionAsync(q: F32, k: F32, v: F32, out: F32, mask: F32 | Uint8Array | null, keyPadding: F32 | Uint8Array | null, weights: F32 | null, scores: F32 | null, params: Params): Promise<void>;
+  additiveScores(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): void;
+  additiveScoresAsync(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): Promise<void>;
+  l2Normalize(src: F32, dst: F32, params: Params): void;
+  toFloat32(bytes: Uint8Array, dtypeCode: number, dst: F32): void;
   fill(dst: F32, params: Params): void;
   cpuInfo(): NativeCpuInfo;
   setNumThreads(n: number): void;

@@ -225,17 +225,18 @@ export class Tensor {
   /** A contiguous copy. */
   clone(): Tensor {
     const out = Tensor.zeros(this.shape, this.dtype);
-    if (this.size === 0) return out;
-    const params = new Float64Array(3 + 2 * MAX_RANK);
-    params[0] = this.rank;
-    params[1] = this.offset;
-    params[2] = 0;
-    for (let d = 0; d < this.rank; ++d) {
-      params[3 + d] = this.shape[d];
-      params[3 + MAX_RANK + d] = this.strides[d];
-    }
-    native.copyStrided(this.data, out.data, params);
+    copyElements(this, out);
     return out;
+  }
+
+  /**
+   * Copies `src` into this tensor (which may be a view), broadcasting `src` to
+   * this shape. Returns this tensor.
+   */
+  assign(src: Tensor): this {
+    checkTensor('src', src, this.dtype);
+    copyElements(src.rank === this.rank && shapeString(src.shape) === shapeString(this.shape) ? src : src.expand(this.shape), this);
+    return this;
   }
 
   // ------------------------------------------------------------ views
@@ -307,6 +308,49 @@ export class Tensor {
     return this.view(shape, strides, this.offset + index * this.strides[d]);
   }
 
+  /** Splits axis `dim` into `sizes` (their product must be its length). Always a view. */
+  unflatten(dim: number, sizes: readonly number[]): Tensor {
+    const d = normAxis('dim', dim, this.rank);
+    if (!Array.isArray(sizes) || sizes.length === 0) throw new TypeError(expected('non-empty Array of sizes', 'sizes', sizes));
+    sizes.forEach((n, i) => checkInteger(`sizes[${i}]`, n, 0));
+    const n = sizes.reduce((p, x) => p * x, 1);
+    if (n !== this.shape[d]) {
+      throw new RangeError(
+        `Expected sizes with product ${this.shape[d]} (axis ${d} of ${shapeString(this.shape)}) but received ${shapeString(sizes)}`,
+      );
+    }
+    const inner = contiguousStrides(sizes).map((s) => s * this.strides[d]);
+    return this.view(
+      [...this.shape.slice(0, d), ...sizes, ...this.shape.slice(d + 1)],
+      [...this.strides.slice(0, d), ...inner, ...this.strides.slice(d + 1)],
+      this.offset,
+    );
+  }
+
+  /** Merges axes start..end (inclusive) into one: a view when their strides allow, else a copy. */
+  flatten(start = 0, end = -1): Tensor {
+    const a = normAxis('start', start, this.rank);
+    const b = normAxis('end', end, this.rank);
+    if (b < a) throw new RangeError(`Expected end >= start for flatten but received start ${start}, end ${end}`);
+    let mergeable = true;
+    for (let d = a; d < b; ++d) {
+      if (this.shape[d + 1] !== 1 && this.shape[d] !== 1 && this.strides[d] !== this.strides[d + 1] * this.shape[d + 1]) {
+        mergeable = false;
+      }
+    }
+    const size = this.shape.slice(a, b + 1).reduce((p, x) => p * x, 1);
+    const shape = [...this.shape.slice(0, a), size, ...this.shape.slice(b + 1)];
+    if (!mergeable) return this.clone().reshape(shape);
+    let stride = 1;
+    for (let d = b; d >= a; --d) {
+      if (this.shape[d] !== 1) {
+        stride = this.strides[d];
+        break;
+      }
+    }
+    return this.view(shape, [...this.strides.slice(0, a), stride, ...this.strides.slice(b + 1)], this.offset);
+  }
+
   /** Inserts an axis of length 1 at `dim`. A view. */
   unsqueeze(dim: number): Tensor {
     const d = normAxis('dim', dim, this.rank + 1);
@@ -368,6 +412,40 @@ export class Tensor {
   toString(): string {
     return `Tensor(${this.dtype}, ${shapeString(this.shape)})`;
   }
+}
+
+/** dst = src element by element (same shape and dtype); dst's elements must be distinct. */
+function copyElements(src: Tensor, dst: Tensor): void {
+  if (src.size === 0) return;
+  const params = new Float64Array(3 + 3 * MAX_RANK);
+  params[0] = src.rank;
+  params[1] = src.offset;
+  params[2] = dst.offset;
+  for (let d = 0; d < src.rank; ++d) {
+    params[3 + d] = src.shape[d];
+    params[3 + MAX_RANK + d] = src.strides[d];
+    params[3 + 2 * MAX_RANK + d] = dst.strides[d];
+  }
+  if (src.data.buffer === dst.data.buffer && rangesOverlap(src, dst)) {
+    // Overlapping views of one buffer: go through a private copy.
+    const tmp = Tensor.zeros(src.shape, src.dtype);
+    const p2 = params.slice();
+    p2[2] = 0;
+    for (let d = 0; d < src.rank; ++d) p2[3 + 2 * MAX_RANK + d] = tmp.strides[d];
+    native.copyStrided(src.data, tmp.data, p2);
+    copyElements(tmp, dst);
+    return;
+  }
+  native.copyStrided(src.data, dst.data, params);
+}
+
+function rangesOverlap(a: Tensor, b: Tensor): boolean {
+  const bytes = a.dtype === 'float32' ? 4 : 1;
+  const a0 = a.data.byteOffset + a.offset * bytes;
+  const b0 = b.data.byteOffset + b.offset * bytes;
+  const a1 = a0 + extentOf(a.shape, a.strides) * bytes;
+  const b1 = b0 + extentOf(b.shape, b.strides) * bytes;
+  return a0 < b1 && b0 < a1;
 }
 
 function allocate<T extends Float32ArrayConstructor | Uint8ArrayConstructor>(

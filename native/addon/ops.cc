@@ -5,11 +5,13 @@
 #include "ops.h"
 
 #include <cmath>
+#include <algorithm>
 #include <functional>
 #include <new>
 #include <utility>
 #include <vector>
 
+#include "../kernels/attention.h"
 #include "../kernels/gemm.h"
 #include "../kernels/softmax.h"
 #include "../kernels/tensor_ops.h"
@@ -221,29 +223,48 @@ Napi::Value softmax_impl(const Napi::CallbackInfo& info, bool async) {
 }
 
 // ------------------------------------------------------------ copy
-// copyStrided(src, dst, params: rank offSrc offDst shape[8] strides[8]); dst contiguous.
-Napi::Value copy_impl(const Napi::CallbackInfo& info, bool async) {
+// copyStrided(src, dst, params: rank offSrc offDst shape[8] srcStrides[8] dstStrides[8]).
+// dst elements must be distinct (no zero or overlapping strides) and must not
+// share memory with src.
+Napi::Value copy_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const bool u8 = is_u8(info[0]);
-  const double* p = get_params(info, 2, 3 + 2 * kMaxRank, "copy parameters");
+  const double* p = get_params(info, 2, 3 + 3 * kMaxRank, "copy parameters");
   const int rank = static_cast<int>(get_int(env, p[0], 0, kMaxRank, "rank"));
   const long off_s = get_int(env, p[1], 0, kMaxIndex, "offset of src");
   const long off_d = get_int(env, p[2], 0, kMaxIndex, "offset of dst");
   struct Copy {
     int rank;
     long shape[kMaxRank];
-    long strides[kMaxRank];
+    long ss[kMaxRank];
+    long ds[kMaxRank];
   } cp{};
   cp.rank = rank;
   double count = 1;
   for (int d = 0; d < rank; ++d) {
     cp.shape[d] = get_int(env, p[3 + d], 0, kMaxIndex, "shape");
-    cp.strides[d] = get_int(env, p[3 + kMaxRank + d], 0, kMaxIndex, "strides");
+    cp.ss[d] = get_int(env, p[3 + kMaxRank + d], 0, kMaxIndex, "src strides");
+    cp.ds[d] = get_int(env, p[3 + 2 * kMaxRank + d], 0, kMaxIndex, "dst strides");
     count *= static_cast<double>(cp.shape[d]);
   }
   if (count > static_cast<double>(kMaxIndex)) throw_range(env, "copy of more than 2^53 elements");
-  const long n = static_cast<long>(count);
-  const long es = strided_extent(env, rank, cp.shape, cp.strides, "src");
+  // Distinct destination elements: sorted by stride, each axis must step past
+  // everything the smaller axes span.
+  {
+    long order[kMaxRank];
+    int n = 0;
+    for (int d = 0; d < rank; ++d)
+      if (cp.shape[d] > 1) order[n++] = d;
+    for (int i = 1; i < n; ++i)
+      for (int j = i; j > 0 && cp.ds[order[j]] < cp.ds[order[j - 1]]; --j) std::swap(order[j], order[j - 1]);
+    long span = 1;
+    for (int i = 0; i < n; ++i) {
+      if (cp.ds[order[i]] < span) throw_range(env, "dst strides make elements overlap");
+      span = cp.ds[order[i]] * (cp.shape[order[i]] - 1) + span;
+    }
+  }
+  const long es = strided_extent(env, rank, cp.shape, cp.ss, "src");
+  const long ed = strided_extent(env, rank, cp.shape, cp.ds, "dst");
   std::size_t len_s, len_d;
   void *src, *dst;
   if (u8) {
@@ -260,19 +281,18 @@ Napi::Value copy_impl(const Napi::CallbackInfo& info, bool async) {
     len_d = d.length;
   }
   check_fits(env, "src", off_s, es, len_s);
-  check_fits(env, "dst", off_d, n, len_d);
+  check_fits(env, "dst", off_d, ed, len_d);
   const std::size_t esize = u8 ? 1 : 4;
-  if (overlaps(src, static_cast<std::size_t>(es) * esize, dst, static_cast<std::size_t>(n) * esize)) {
+  if (overlaps(src, static_cast<std::size_t>(es) * esize, dst, static_cast<std::size_t>(ed) * esize)) {
     throw_range(env, "dst must not share memory with src");
   }
-  return run(info, async, 2, [cp, src, dst, u8] {
-    if (u8) {
-      copy_strided_u8(cp.rank, cp.shape, static_cast<const std::uint8_t*>(src), cp.strides,
-                      static_cast<std::uint8_t*>(dst));
-    } else {
-      copy_strided_f32(cp.rank, cp.shape, static_cast<const float*>(src), cp.strides, static_cast<float*>(dst));
-    }
-  });
+  if (u8) {
+    copy_strided_u8(cp.rank, cp.shape, static_cast<const std::uint8_t*>(src), cp.ss,
+                    static_cast<std::uint8_t*>(dst), cp.ds);
+  } else {
+    copy_strided_f32(cp.rank, cp.shape, static_cast<const float*>(src), cp.ss, static_cast<float*>(dst), cp.ds);
+  }
+  return env.Undefined();
 }
 
 // ------------------------------------------------------------ random fills
@@ -292,6 +312,217 @@ Napi::Value Fill(const Napi::CallbackInfo& info) {
   } else {
     fill_uniform(d.data + off, n, static_cast<std::uint64_t>(seed), p[2], p[3]);
   }
+  return env.Undefined();
+}
+
+// ------------------------------------------------------------ attention
+// attention(q, k, v, out, mask|null, kpm|null, weights|null, scores|null, params)
+// params: batch heads sq sk dk dv | q strides(3) off | k strides(3) off |
+//         v strides(3) off | out strides(3) off | scale causal |
+//         maskKind mask strides(4) off | kpmKind kpm strideB off |
+//         hasWeights weights off | hasScores scores off
+constexpr std::size_t kAttentionParams = 37;
+
+const void* mask_data(const Napi::CallbackInfo& info, std::size_t i, long kind, long off, long extent,
+                      const char* what) {
+  if (kind == 1) {
+    F32Arg m = get_f32(info, i, what);
+    check_fits(info.Env(), what, off, extent, m.length);
+    return m.data + off;
+  }
+  U8Arg m = get_u8(info, i, what);
+  check_fits(info.Env(), what, off, extent, m.length);
+  return m.data + off;
+}
+
+Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  const double* p = get_params(info, 8, kAttentionParams, "attention parameters");
+  AttentionArgs a;
+  a.batch = get_int(env, p[0], 0, kMaxIndex, "batch");
+  a.heads = get_int(env, p[1], 0, kMaxIndex, "heads");
+  a.sq = get_int(env, p[2], 0, kMaxIndex, "query length");
+  a.sk = get_int(env, p[3], 0, kMaxIndex, "key length");
+  a.dk = get_int(env, p[4], 0, kMaxIndex, "key dimension");
+  a.dv = get_int(env, p[5], 0, kMaxIndex, "value dimension");
+  const bool has_scores = get_int(env, p[35], 0, 1, "scores flag") != 0;
+  const bool has_weights = get_int(env, p[33], 0, 1, "weights flag") != 0;
+
+  // One strided [batch, head, position, feature] operand.
+  struct Operand {
+    const float* ptr;
+    long extent;
+    std::size_t bytes;
+  };
+  auto operand = [&](std::size_t arg, int base, long positions, long features, long* strides,
+                     const char* what) -> Operand {
+    F32Arg t = get_f32(info, arg, what);
+    for (int d = 0; d < 3; ++d) strides[d] = get_int(env, p[base + d], 0, kMaxIndex, what);
+    const long off = get_int(env, p[base + 3], 0, kMaxIndex, what);
+    const long shape[4] = {a.batch, a.heads, positions, features};
+    const long st[4] = {strides[0], strides[1], strides[2], 1};
+    const long e = strided_extent(env, 4, shape, st, what);
+    check_fits(env, what, off, e, t.length);
+    return Operand{t.data + off, e, static_cast<std::size_t>(e) * sizeof(float)};
+  };
+  Operand q{nullptr, 0, 0}, k{nullptr, 0, 0};
+  if (!has_scores) {
+    q = operand(0, 6, a.sq, a.dk, a.q_strides, "q");
+    k = operand(1, 10, a.sk, a.dk, a.k_strides, "k");
+  }
+  Operand v = operand(2, 14, a.sk, a.dv, a.v_strides, "v");
+  Operand o = operand(3, 18, a.sq, a.dv, a.out_strides, "out");
+  if (a.sq > 1 && a.dv > 0 && a.out_strides[2] < a.dv) throw_range(env, "out rows overlap");
+  a.q = q.ptr;
+  a.k = k.ptr;
+  a.v = v.ptr;
+  a.out = const_cast<float*>(o.ptr);
+  if (!std::isfinite(p[22])) throw_range(env, "scale must be finite");
+  a.scale = static_cast<float>(p[22]);
+  a.causal = get_int(env, p[23], 0, 1, "causal") != 0;
+
+  const long mkind = get_int(env, p[24], 0, 2, "mask kind");
+  std::size_t mask_bytes = 0;
+  if (mkind != 0) {
+    for (int d = 0; d < 4; ++d) a.mask_strides[d] = get_int(env, p[25 + d], 0, kMaxIndex, "mask strides");
+    if (a.sk > 1 && a.mask_strides[3] > 1) throw_range(env, "the mask's key axis must be contiguous or broadcast");
+    const long shape[4] = {a.batch, a.heads, a.sq, a.sk};
+    const long e = strided_extent(env, 4, shape, a.mask_strides, "mask");
+    a.mask_kind = static_cast<MaskKind>(mkind);
+    a.mask = mask_data(info, 4, mkind, get_int(env, p[29], 0, kMaxIndex, "mask offset"), e, "mask");
+    mask_bytes = static_cast<std::size_t>(e) * (mkind == 1 ? 4 : 1);
+  }
+  const long kkind = get_int(env, p[30], 0, 2, "key padding mask kind");
+  if (kkind != 0) {
+    a.kpm_stride_b = get_int(env, p[31], 0, kMaxIndex, "key padding mask stride");
+    const long e = a.batch > 0 && a.sk > 0 ? (a.batch - 1) * a.kpm_stride_b + a.sk : 0;
+    a.kpm_kind = static_cast<MaskKind>(kkind);
+    a.kpm = mask_data(info, 5, kkind, get_int(env, p[32], 0, kMaxIndex, "key padding mask offset"), e,
+                      "keyPaddingMask");
+  }
+  const double full = static_cast<double>(a.batch) * a.heads * a.sq * a.sk;
+  if (full > static_cast<double>(kMaxIndex)) throw_range(env, "attention weights would exceed 2^53 elements");
+  const long wcount = static_cast<long>(full);
+  if (has_weights) {
+    F32Arg w = get_f32(info, 6, "weights");
+    const long off = get_int(env, p[34], 0, kMaxIndex, "weights offset");
+    check_fits(env, "weights", off, wcount, w.length);
+    a.weights = w.data + off;
+    const std::size_t wb = static_cast<std::size_t>(wcount) * 4;
+    if (overlaps(a.weights, wb, o.ptr, o.bytes) || overlaps(a.weights, wb, v.ptr, v.bytes) ||
+        overlaps(a.weights, wb, q.ptr, q.bytes) || overlaps(a.weights, wb, k.ptr, k.bytes) ||
+        overlaps(a.weights, wb, a.mask, mask_bytes)) {
+      throw_range(env, "weights must not share memory with the other operands");
+    }
+  }
+  if (has_scores) {
+    F32Arg s = get_f32(info, 7, "scores");
+    const long off = get_int(env, p[36], 0, kMaxIndex, "scores offset");
+    check_fits(env, "scores", off, wcount, s.length);
+    a.scores = s.data + off;
+    if (overlaps(a.scores, static_cast<std::size_t>(wcount) * 4, o.ptr, o.bytes)) {
+      throw_range(env, "out must not share memory with scores");
+    }
+  }
+  if (overlaps(o.ptr, o.bytes, q.ptr, q.bytes) || overlaps(o.ptr, o.bytes, k.ptr, k.bytes) ||
+      overlaps(o.ptr, o.bytes, v.ptr, v.bytes) || overlaps(o.ptr, o.bytes, a.mask, mask_bytes)) {
+    throw_range(env, "out must not share memory with q, k, v or the mask");
+  }
+  const KernelTable* kt = &kernels();
+  return run(info, async, 8, [kt, a] { attention_explicit(*kt, a); });
+}
+
+// additiveScores(pq, pk, w, bias|null, scores, params: batch heads sq sk hidden
+//   pq strides(3) off | pk strides(3) off | w off | bias off | scores off)
+Napi::Value additive_impl(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  const double* p = get_params(info, 5, 16, "additive parameters");
+  AdditiveArgs a;
+  a.batch = get_int(env, p[0], 0, kMaxIndex, "batch");
+  a.heads = get_int(env, p[1], 0, kMaxIndex, "heads");
+  a.sq = get_int(env, p[2], 0, kMaxIndex, "query length");
+  a.sk = get_int(env, p[3], 0, kMaxIndex, "key length");
+  a.hidden = get_int(env, p[4], 0, kMaxIndex, "hidden size");
+  auto strided = [&](std::size_t arg, int base, long positions, long* strides, const char* what) {
+    F32Arg t = get_f32(info, arg, what);
+    for (int d = 0; d < 3; ++d) strides[d] = get_int(env, p[base + d], 0, kMaxIndex, what);
+    const long off = get_int(env, p[base + 3], 0, kMaxIndex, what);
+    const long shape[4] = {a.batch, a.heads, positions, a.hidden};
+    const long st[4] = {strides[0], strides[1], strides[2], 1};
+    check_fits(env, what, off, strided_extent(env, 4, shape, st, what), t.length);
+    return static_cast<const float*>(t.data + off);
+  };
+  a.pq = strided(0, 5, a.sq, a.pq_strides, "projected queries");
+  a.pk = strided(1, 9, a.sk, a.pk_strides, "projected keys");
+  F32Arg w = get_f32(info, 2, "w");
+  const long woff = get_int(env, p[13], 0, kMaxIndex, "w offset");
+  check_fits(env, "w", woff, a.hidden, w.length);
+  a.w = w.data + woff;
+  if (!info[3].IsNull()) {
+    F32Arg b = get_f32(info, 3, "bias");
+    const long boff = get_int(env, p[14], 0, kMaxIndex, "bias offset");
+    check_fits(env, "bias", boff, a.hidden, b.length);
+    a.bias = b.data + boff;
+  }
+  F32Arg s = get_f32(info, 4, "scores");
+  const long soff = get_int(env, p[15], 0, kMaxIndex, "scores offset");
+  const double n = static_cast<double>(a.batch) * a.heads * a.sq * a.sk;
+  if (n > static_cast<double>(kMaxIndex)) throw_range(env, "scores would exceed 2^53 elements");
+  check_fits(env, "scores", soff, static_cast<long>(n), s.length);
+  a.scores = s.data + soff;
+  const std::size_t sb = static_cast<std::size_t>(n) * 4;
+  if (overlaps(a.scores, sb, a.pq, 4) || overlaps(a.scores, sb, a.pk, 4) || overlaps(a.scores, sb, a.w, 4)) {
+    throw_range(env, "scores must not share memory with the inputs");
+  }
+  const KernelTable* kt = &kernels();
+  return run(info, async, 5, [kt, a] { additive_scores(*kt, a); });
+}
+
+// l2Normalize(src, dst, params: rank offSrc offDst shape[8] strides[8] eps); dst contiguous.
+Napi::Value L2Normalize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32Arg src = get_f32(info, 0, "src");
+  F32Arg dst = get_f32(info, 1, "dst");
+  const double* p = get_params(info, 2, 4 + 2 * kMaxRank, "normalize parameters");
+  const int rank = static_cast<int>(get_int(env, p[0], 1, kMaxRank, "rank"));
+  const long off_s = get_int(env, p[1], 0, kMaxIndex, "offset of src");
+  const long off_d = get_int(env, p[2], 0, kMaxIndex, "offset of dst");
+  long shape[kMaxRank], strides[kMaxRank];
+  double count = 1;
+  for (int d = 0; d < rank; ++d) {
+    shape[d] = get_int(env, p[3 + d], 0, kMaxIndex, "shape");
+    strides[d] = get_int(env, p[3 + kMaxRank + d], 0, kMaxIndex, "strides");
+    count *= static_cast<double>(shape[d]);
+  }
+  if (count > static_cast<double>(kMaxIndex)) throw_range(env, "normalize of more than 2^53 elements");
+  if (shape[rank - 1] > 1 && strides[rank - 1] != 1) throw_range(env, "the last axis of src must be contiguous");
+  const double eps = p[3 + 2 * kMaxRank];
+  if (!(eps > 0) || !std::isfinite(eps)) throw_range(env, "eps must be positive and finite");
+  const long es = strided_extent(env, rank, shape, strides, "src");
+  check_fits(env, "src", off_s, es, src.length);
+  check_fits(env, "dst", off_d, static_cast<long>(count), dst.length);
+  if (overlaps(src.data + off_s, static_cast<std::size_t>(es) * 4, dst.data + off_d, static_cast<std::size_t>(count) * 4)) {
+    throw_range(env, "dst must not share memory with src");
+  }
+  l2_normalize(rank, shape, src.data + off_s, strides, dst.data + off_d, static_cast<float>(eps));
+  return env.Undefined();
+}
+
+// toFloat32(bytes: Uint8Array, dtype: 0 F16 | 1 BF16 | 2 F64, dst: Float32Array)
+// Little-endian input, any alignment.
+Napi::Value ToFloat32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  U8Arg src = get_u8(info, 0, "bytes");
+  if (!info[1].IsNumber()) throw_type(env, "Expected dtype code but received " + describe(info[1]));
+  const long kind = get_int(env, info[1].As<Napi::Number>().DoubleValue(), 0, 2, "dtype code");
+  F32Arg dst = get_f32(info, 2, "dst");
+  const std::size_t size = kind == 2 ? 8 : 2;
+  if (src.length != dst.length * size) {
+    throw_range(env, "Expected " + std::to_string(dst.length * size) + " bytes for " +
+                         std::to_string(dst.length) + " values but received " + std::to_string(src.length));
+  }
+  if (overlaps(src.data, src.length, dst.data, dst.length * 4)) throw_range(env, "dst must not share memory with bytes");
+  convert_to_f32(static_cast<int>(kind), src.data, static_cast<long>(dst.length), dst.data);
   return env.Undefined();
 }
 
@@ -379,7 +610,13 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   fn("gemmAsync",    [](const Napi::CallbackInfo& i) { return gemm_impl(i, true); });
   fn("softmax",      [](const Napi::CallbackInfo& i) { return softmax_impl(i, false); });
   fn("softmaxAsync", [](const Napi::CallbackInfo& i) { return softmax_impl(i, true); });
-  fn("copyStrided",  [](const Napi::CallbackInfo& i) { return copy_impl(i, false); });
+  fn("copyStrided",    copy_impl);
+  fn("attention",    [](const Napi::CallbackInfo& i) { return attention_impl(i, false); });
+  fn("attentionAsync", [](const Napi::CallbackInfo& i) { return attention_impl(i, true); });
+  fn("additiveScores", [](const Napi::CallbackInfo& i) { return additive_impl(i, false); });
+  fn("additiveScoresAsync", [](const Napi::CallbackInfo& i) { return additive_impl(i, true); });
+  fn("l2Normalize",    L2Normalize);
+  fn("toFloat32",      ToFloat32);
   fn("fill",          Fill);
   fn("cpuInfo",       CpuInfoFn);
   fn("setNumThreads", SetNumThreads);

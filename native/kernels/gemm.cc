@@ -10,6 +10,7 @@
 
 #include "../runtime/cpu.h"
 #include "../runtime/thread_pool.h"
+#include "scratch.h"
 
 namespace attn {
 namespace {
@@ -23,29 +24,6 @@ inline long ceil_div(long a, long b) { return (a + b - 1) / b; }
 struct View {
   const float* p;
   long rs, cs;
-};
-
-// A per-thread, 64-byte aligned scratch area, grown on demand and reused.
-class Scratch {
- public:
-  ~Scratch() { std::free(data_); }
-  float* get(std::size_t floats) {
-    if (floats > cap_) {
-      std::free(data_);
-      std::size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!data_) {
-        cap_ = 0;
-        throw std::bad_alloc();
-      }
-      cap_ = floats;
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  std::size_t cap_ = 0;
 };
 
 thread_local Scratch tl_pack_a;

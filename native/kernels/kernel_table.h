@@ -51,8 +51,14 @@ struct KernelTable {
                       const float* fmask, const std::uint8_t* umask, const float* next_x,
                       float* next_y);
 
-  // y[i] = exp(x[i]); exposed for accuracy tests.
+  // y[i] = exp(x[i]) and tanh(x[i]); exposed for accuracy tests.
   void (*exp)(const float* x, float* y, long n);
+  void (*tanh)(const float* x, float* y, long n);
+
+  // Additive attention scores for one query row:
+  // out[j] = sum_h w[h] * tanh(qb[h] + pk[j * pk_stride + h]), j < sk, h < hd.
+  void (*additive_row)(const float* qb, const float* pk, long sk, long pk_stride, long hd,
+                       const float* w, float* out);
 
   // Runs `iterations` rounds of independent FMAs and returns the flop count;
   // the benchmark divides by the elapsed time to get this core's FMA peak.

@@ -11,7 +11,7 @@ namespace {
 constexpr long kCopyPerTask = 1L << 16;
 
 template <class T>
-void copy_strided(int rank, const long* shape, const T* src, const long* strides, T* dst) {
+void copy_strided(int rank, const long* shape, const T* src, const long* ss, T* dst, const long* ds) {
   if (rank == 0) {
     dst[0] = src[0];
     return;
@@ -19,22 +19,22 @@ void copy_strided(int rank, const long* shape, const T* src, const long* strides
   long rows = 1;
   for (int d = 0; d < rank - 1; ++d) rows *= shape[d];
   const long cols = shape[rank - 1];
-  const long cs = strides[rank - 1];
+  const long scs = ss[rank - 1], dcs = ds[rank - 1];
   if (rows == 0 || cols == 0) return;
   long tasks = rows * cols / kCopyPerTask;
   if (tasks > rows) tasks = rows;
   if (tasks < 1) tasks = 1;
   auto body = [&](long t) {
     const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
-    const long* st[1] = {strides};
-    Odometer od(rank - 1, shape, 1, st, r0);
+    const long* st[2] = {ss, ds};
+    Odometer od(rank - 1, shape, 2, st, r0);
     for (long r = r0; r < r1; ++r, od.next()) {
       const T* s = src + od.off[0];
-      T* d = dst + r * cols;
-      if (cs == 1) {
+      T* d = dst + od.off[1];
+      if (scs == 1 && dcs == 1) {
         std::memcpy(d, s, static_cast<std::size_t>(cols) * sizeof(T));
       } else {
-        for (long j = 0; j < cols; ++j) d[j] = s[j * cs];
+        for (long j = 0; j < cols; ++j) d[j * dcs] = s[j * scs];
       }
     }
   };
@@ -71,14 +71,64 @@ void fill_chunks(long n, F&& f) {
 
 }  // namespace
 
-void copy_strided_f32(int rank, const long* shape, const float* src, const long* strides,
-                      float* dst) {
-  copy_strided<float>(rank, shape, src, strides, dst);
+void copy_strided_f32(int rank, const long* shape, const float* src, const long* src_strides,
+                      float* dst, const long* dst_strides) {
+  copy_strided<float>(rank, shape, src, src_strides, dst, dst_strides);
 }
 
-void copy_strided_u8(int rank, const long* shape, const std::uint8_t* src, const long* strides,
-                     std::uint8_t* dst) {
-  copy_strided<std::uint8_t>(rank, shape, src, strides, dst);
+void copy_strided_u8(int rank, const long* shape, const std::uint8_t* src, const long* src_strides,
+                     std::uint8_t* dst, const long* dst_strides) {
+  copy_strided<std::uint8_t>(rank, shape, src, src_strides, dst, dst_strides);
+}
+
+namespace {
+
+float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1fu;
+  std::uint32_t mant = h & 0x3ffu;
+  std::uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);  // inf / NaN (payload kept)
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {
+    // Subnormal half: normalise.
+    std::uint32_t e = 113;
+    while ((mant & 0x400u) == 0) {
+      mant <<= 1;
+      --e;
+    }
+    bits = sign | (e << 23) | ((mant & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+}  // namespace
+
+void convert_to_f32(int kind, const std::uint8_t* src, long n, float* dst) {
+  fill_chunks(n, [&](long i0, long i1) {
+    for (long i = i0; i < i1; ++i) {
+      if (kind == 0) {
+        std::uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = half_to_float(h);
+      } else if (kind == 1) {
+        std::uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
+        std::memcpy(dst + i, &bits, 4);
+      } else {
+        double d;
+        std::memcpy(&d, src + 8 * i, 8);
+        dst[i] = static_cast<float>(d);
+      }
+    }
+  });
 }
 
 void fill_normal(float* out, long n, std::uint64_t seed, double mean, double stddev) {

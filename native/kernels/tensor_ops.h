@@ -7,11 +7,15 @@
 
 namespace attn {
 
-// dst (contiguous, row-major) = src read through `strides`. T is float or uint8.
-void copy_strided_f32(int rank, const long* shape, const float* src, const long* strides,
-                      float* dst);
-void copy_strided_u8(int rank, const long* shape, const std::uint8_t* src, const long* strides,
-                     std::uint8_t* dst);
+// dst = src, each read or written through its own strides (float32 or uint8).
+void copy_strided_f32(int rank, const long* shape, const float* src, const long* src_strides,
+                      float* dst, const long* dst_strides);
+void copy_strided_u8(int rank, const long* shape, const std::uint8_t* src, const long* src_strides,
+                     std::uint8_t* dst, const long* dst_strides);
+
+// Little-endian F16 (kind 0), BF16 (1) or F64 (2) values to float32; src may
+// have any alignment.
+void convert_to_f32(int kind, const std::uint8_t* src, long n, float* dst);
 
 // Counter-based generators: element i depends only on (seed, i), so the
 // result is the same for any thread count and any chunking.

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../kernels/attention.h"
 #include "../kernels/gemm.h"
 #include "../kernels/softmax.h"
 #include "../kernels/tensor_ops.h"
@@ -98,6 +99,234 @@ void test_exp(const KernelTable& kt) {
     check(ok, std::string(kt.name) + " exp tail n=" + std::to_string(n));
   }
   std::printf("  %s exp: max %.3f ulp over %zu points\n", kt.name, worst, xs.size());
+}
+
+// ---------------------------------------------------------------- tanh
+void test_tanh(const KernelTable& kt) {
+  std::vector<float> xs;
+  for (double x = -12.0; x <= 12.0; x += 0.00731) xs.push_back(static_cast<float>(x));
+  for (float x : {0.0f, -0.0f, 1e-30f, -1e-20f, 1e-5f, 0.6249f, 0.625f, 0.6251f, 9.0f, 50.0f, -50.0f, 1e30f})
+    xs.push_back(x);
+  std::vector<float> y(xs.size());
+  kt.tanh(xs.data(), y.data(), static_cast<long>(xs.size()));
+  double worst = 0;
+  float worst_x = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    double d = ulp_distance(y[i], std::tanh(static_cast<double>(xs[i])));
+    if (d > worst) {
+      worst = d;
+      worst_x = xs[i];
+    }
+  }
+  check(worst <= 3.0, std::string(kt.name) + " tanh max error " + std::to_string(worst) + " ulp at x=" +
+                          std::to_string(worst_x) + " (want <= 3)");
+  float nan_in = std::nanf(""), nan_out = 0;
+  kt.tanh(&nan_in, &nan_out, 1);
+  check(std::isnan(nan_out), std::string(kt.name) + " tanh(NaN) is NaN");
+  std::printf("  %s tanh: max %.3f ulp over %zu points\n", kt.name, worst, xs.size());
+}
+
+// ---------------------------------------------------------------- attention
+// Reference for one (b, h): scores, masks, softmax, P V, in double.
+struct AttnRef {
+  std::vector<double> out, weights;
+};
+
+void test_attention(const KernelTable& kt) {
+  const long B = 2, H = 3, Sq = 70, Sk = 83, dk = 19, dv = 23;
+  Rng rng(21);
+  // Q, K, V laid out [B, S, H, d] (as a projection output) and read as [B, H, S, d].
+  std::vector<float> q(static_cast<std::size_t>(B * Sq * H * dk)), k(static_cast<std::size_t>(B * Sk * H * dk)),
+      v(static_cast<std::size_t>(B * Sk * H * dv));
+  rng.fill(q);
+  rng.fill(k);
+  rng.fill(v);
+  std::vector<float> fmask(static_cast<std::size_t>(B * Sq * Sk));  // [B, 1, Sq, Sk]
+  for (float& x : fmask) x = rng.next();
+  fmask[5] = -INFINITY;
+  std::vector<std::uint8_t> kpm(static_cast<std::size_t>(B * Sk), 0);
+  for (long j = 70; j < Sk; ++j) kpm[static_cast<std::size_t>(Sk + j)] = 1;  // batch 1 pads its last keys
+
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool causal = variant & 1, masks = variant & 2;
+    AttentionArgs a;
+    a.batch = B;
+    a.heads = H;
+    a.sq = Sq;
+    a.sk = Sk;
+    a.dk = dk;
+    a.dv = dv;
+    a.q = q.data();
+    a.q_strides[0] = Sq * H * dk;
+    a.q_strides[1] = dk;
+    a.q_strides[2] = H * dk;
+    a.k = k.data();
+    a.k_strides[0] = Sk * H * dk;
+    a.k_strides[1] = dk;
+    a.k_strides[2] = H * dk;
+    a.v = v.data();
+    a.v_strides[0] = Sk * H * dv;
+    a.v_strides[1] = dv;
+    a.v_strides[2] = H * dv;
+    std::vector<float> out(static_cast<std::size_t>(B * Sq * H * dv), 7.0f), weights(static_cast<std::size_t>(B * H * Sq * Sk));
+    a.out = out.data();  // written as [B, Sq, H, dv]: the head merge for free
+    a.out_strides[0] = Sq * H * dv;
+    a.out_strides[1] = dv;
+    a.out_strides[2] = H * dv;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(dk));
+    a.causal = causal;
+    if (masks) {
+      a.mask_kind = MaskKind::kF32;
+      a.mask = fmask.data();
+      a.mask_strides[0] = Sq * Sk;
+      a.mask_strides[1] = 0;
+      a.mask_strides[2] = Sk;
+      a.mask_strides[3] = 1;
+      a.kpm_kind = MaskKind::kU8;
+      a.kpm = kpm.data();
+      a.kpm_stride_b = Sk;
+    }
+    a.weights = weights.data();
+    attention_explicit(kt, a);
+
+    double err_o = 0, err_w = 0;
+    for (long b = 0; b < B; ++b)
+      for (long h = 0; h < H; ++h)
+        for (long i = 0; i < Sq; ++i) {
+          std::vector<double> sc(static_cast<std::size_t>(Sk));
+          const long valid = causal ? std::min(Sk, std::max(0L, i + Sk - Sq + 1)) : Sk;
+          double m = -INFINITY;
+          for (long j = 0; j < Sk; ++j) {
+            double d = 0;
+            for (long c = 0; c < dk; ++c)
+              d += static_cast<double>(q[static_cast<std::size_t>(b * a.q_strides[0] + h * dk + i * H * dk + c)]) *
+                   k[static_cast<std::size_t>(b * a.k_strides[0] + h * dk + j * H * dk + c)];
+            d *= a.scale;
+            if (masks) {
+              d += fmask[static_cast<std::size_t>(b * Sq * Sk + i * Sk + j)];
+              if (kpm[static_cast<std::size_t>(b * Sk + j)]) d = -INFINITY;
+            }
+            if (j >= valid) d = -INFINITY;
+            sc[static_cast<std::size_t>(j)] = d;
+            m = std::max(m, d);
+          }
+          double sum = 0;
+          for (long j = 0; j < Sk; ++j) sum += m == -INFINITY ? 0 : std::exp(sc[static_cast<std::size_t>(j)] - m);
+          for (long j = 0; j < Sk; ++j) {
+            double p = (m == -INFINITY || sum == 0) ? 0 : std::exp(sc[static_cast<std::size_t>(j)] - m) / sum;
+            sc[static_cast<std::size_t>(j)] = p;
+            err_w = std::max(err_w, std::fabs(weights[static_cast<std::size_t>(((b * H + h) * Sq + i) * Sk + j)] - p));
+          }
+          for (long c = 0; c < dv; ++c) {
+            double o = 0;
+            for (long j = 0; j < Sk; ++j)
+              o += sc[static_cast<std::size_t>(j)] * v[static_cast<std::size_t>(b * a.v_strides[0] + h * dv + j * H * dv + c)];
+            err_o = std::max(err_o, std::fabs(out[static_cast<std::size_t>(b * a.out_strides[0] + h * dv + i * H * dv + c)] - o));
+          }
+        }
+    check(err_o < 2e-6 && err_w < 2e-6, std::string(kt.name) + " attention causal=" + std::to_string(causal) +
+                                            " masks=" + std::to_string(masks) + " err out " + std::to_string(err_o) +
+                                            " weights " + std::to_string(err_w));
+
+    // Without the weights output, and on other thread counts: the same bits.
+    const int before = ThreadPool::global().size();
+    std::vector<float> out2(out.size(), -1.0f);
+    a.out = out2.data();
+    a.weights = nullptr;
+    ThreadPool::global().resize(3);
+    attention_explicit(kt, a);
+    ThreadPool::global().resize(before);
+    check(std::memcmp(out.data(), out2.data(), out.size() * sizeof(float)) == 0,
+          std::string(kt.name) + " attention without weights, 3 threads: same bits, variant " + std::to_string(variant));
+
+    // Precomputed scores give the same result as computing them.
+    if (!masks) {
+      std::vector<float> scores(weights.size());
+      AttentionArgs s = a;
+      s.out = out2.data();
+      s.weights = scores.data();
+      s.mask_kind = MaskKind::kNone;
+      s.kpm_kind = MaskKind::kNone;
+      // The scaled scores, computed with the GEMM directly.
+      for (long b = 0; b < B; ++b)
+        for (long h = 0; h < H; ++h) {
+          GemmArgs g;
+          g.m = Sq;
+          g.n = Sk;
+          g.k = dk;
+          g.trans_b = true;
+          g.alpha = a.scale;
+          g.a = q.data() + b * a.q_strides[0] + h * dk;
+          g.lda = H * dk;
+          g.b = k.data() + b * a.k_strides[0] + h * dk;
+          g.ldb = H * dk;
+          g.c = scores.data() + (b * H + h) * Sq * Sk;
+          g.ldc = Sk;
+          sgemm_serial(kt, g);
+        }
+      std::vector<float> out3(out.size(), 0.0f);
+      s.scores = scores.data();
+      s.weights = nullptr;
+      s.out = out3.data();
+      attention_explicit(kt, s);
+      double d = 0;
+      for (std::size_t i = 0; i < out.size(); ++i) d = std::max(d, static_cast<double>(std::fabs(out3[i] - out[i])));
+      check(d < 1e-6, std::string(kt.name) + " attention from precomputed scores, diff " + std::to_string(d));
+    }
+  }
+
+  // Additive scores against a direct evaluation.
+  const long hid = 37;
+  std::vector<float> pq(static_cast<std::size_t>(B * H * Sq * hid)), pk(static_cast<std::size_t>(B * H * Sk * hid)),
+      w(static_cast<std::size_t>(hid)), bias(static_cast<std::size_t>(hid)), sc(static_cast<std::size_t>(B * H * Sq * Sk));
+  rng.fill(pq);
+  rng.fill(pk);
+  rng.fill(w);
+  rng.fill(bias);
+  AdditiveArgs ad;
+  ad.batch = B;
+  ad.heads = H;
+  ad.sq = Sq;
+  ad.sk = Sk;
+  ad.hidden = hid;
+  ad.pq = pq.data();
+  ad.pq_strides[0] = H * Sq * hid;
+  ad.pq_strides[1] = Sq * hid;
+  ad.pq_strides[2] = hid;
+  ad.pk = pk.data();
+  ad.pk_strides[0] = H * Sk * hid;
+  ad.pk_strides[1] = Sk * hid;
+  ad.pk_strides[2] = hid;
+  ad.w = w.data();
+  ad.bias = bias.data();
+  ad.scores = sc.data();
+  additive_scores(kt, ad);
+  double err = 0;
+  for (long r = 0; r < B * H * Sq; ++r)
+    for (long j = 0; j < Sk; ++j) {
+      const long bh = r / Sq;
+      double want = 0;
+      for (long c = 0; c < hid; ++c)
+        want += w[static_cast<std::size_t>(c)] *
+                std::tanh(static_cast<double>(pq[static_cast<std::size_t>(r * hid + c)]) +
+                          pk[static_cast<std::size_t>((bh * Sk + j) * hid + c)] + bias[static_cast<std::size_t>(c)]);
+      err = std::max(err, std::fabs(sc[static_cast<std::size_t>(r * Sk + j)] - want));
+    }
+  check(err < 1e-5, std::string(kt.name) + " additive scores err " + std::to_string(err));
+
+  // L2 normalisation of strided rows.
+  long shape[2] = {5, 7}, strides[2] = {9, 1};
+  std::vector<float> src(45), dst(35);
+  rng.fill(src);
+  src[9 * 2 + 0] = src[9 * 2 + 1] = src[9 * 2 + 2] = src[9 * 2 + 3] = src[9 * 2 + 4] = src[9 * 2 + 5] = src[9 * 2 + 6] = 0;
+  l2_normalize(2, shape, src.data(), strides, dst.data(), 1e-8f);
+  bool ok = true;
+  for (long r = 0; r < 5; ++r) {
+    double n = 0;
+    for (long c = 0; c < 7; ++c) n += static_cast<double>(dst[static_cast<std::size_t>(r * 7 + c)]) * dst[static_cast<std::size_t>(r * 7 + c)];
+    ok = ok && (r == 2 ? n == 0 : std::fabs(n - 1) < 1e-6);
+  }
+  check(ok, "l2_normalize rows have unit norm (zero row stays zero)");
 }
 
 // ---------------------------------------------------------------- softmax
@@ -448,9 +677,9 @@ void test_tensor_ops() {
   // Permuted copy: [2, 3, 4] read as its [4, 3, 2] transpose.
   std::vector<float> src(24);
   for (int i = 0; i < 24; ++i) src[static_cast<std::size_t>(i)] = static_cast<float>(i);
-  long shape[3] = {4, 3, 2}, strides[3] = {1, 4, 12};
+  long shape[3] = {4, 3, 2}, strides[3] = {1, 4, 12}, contiguous[3] = {6, 2, 1};
   std::vector<float> dst(24);
-  copy_strided_f32(3, shape, src.data(), strides, dst.data());
+  copy_strided_f32(3, shape, src.data(), strides, dst.data(), contiguous);
   bool ok = true;
   for (long a = 0; a < 4; ++a)
     for (long b = 0; b < 3; ++b)
@@ -505,6 +734,8 @@ int main(int argc, char** argv) {
     test_softmax_driver(*kt);
     test_gemm(*kt);
     test_threads(*kt);
+    test_tanh(*kt);
+    test_attention(*kt);
   }
   test_tensor_ops();
   check(tables >= 2 || std::strcmp(ci.arch, "unknown") == 0, "at least one vector path ran");

@@ -31,6 +31,17 @@ struct Ops {
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V abs(V x) { return _mm512_abs_ps(x); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  // x where a < b, else y.
+  static V select_lt(V a, V b, V x, V y) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
+  }
+  static V copysign(V mag, V sgn) {
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(sign, _mm512_castps_si512(sgn),
+                                                         _mm512_castps_si512(mag), 0xca));  // sign ? sgn : mag
+  }
   static float hsum(V v) {
     __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));

@@ -44,6 +44,11 @@ struct Ops {
   static V mul(V a, V b) { return vmulq_f32(a, b); }
   static V min(V a, V b) { return vminq_f32(a, b); }  // NaN-propagating
   static V max(V a, V b) { return vmaxq_f32(a, b); }
+  static V abs(V x) { return vabsq_f32(x); }
+  static V div(V a, V b) { return vdivq_f32(a, b); }
+  // x where a < b, else y.
+  static V select_lt(V a, V b, V x, V y) { return vbslq_f32(vcltq_f32(a, b), x, y); }
+  static V copysign(V mag, V sgn) { return vbslq_f32(vdupq_n_u32(0x80000000u), sgn, mag); }
   static float hsum(V v) { return vaddvq_f32(v); }
   static float hmax(V v) { return vmaxvq_f32(v); }
   static V scale_pow2(V p, V n) {

@@ -34,6 +34,11 @@ struct Ops {
   static V mul(V a, V b) { return a * b; }
   static V min(V a, V b) { return a < b ? a : b; }  // b when unordered
   static V max(V a, V b) { return a > b ? a : b; }
+  static V abs(V x) { return __builtin_fabsf(x); }
+  static V div(V a, V b) { return a / b; }
+  // x where a < b, else y.
+  static V select_lt(V a, V b, V x, V y) { return a < b ? x : y; }
+  static V copysign(V mag, V sgn) { return __builtin_copysignf(mag, sgn); }
   static float hsum(V v) { return v; }
   static float hmax(V v) { return v; }
   static float pow2i(int e) {
