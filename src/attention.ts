@@ -24,7 +24,7 @@ export interface AttentionOptions {
   score?: ScoreFunction;
   /** Multiplies the scores: default 1/√dk for 'scaled_dot', 1 for 'dot' and 'cosine'. */
   scale?: number;
-  /** uint8 (nonzero = masked) or float32 (added to the scores), broadcast to [batch, heads, queries, keys]. */
+  /** uint8 (nonzero = masked) or float32 (added to the scores), broadcast to [..., queries, keys]. */
   attnMask?: Tensor;
   /** [batch, keys] (or [keys] for unbatched input): uint8 nonzero = padding, or float32 added. */
   keyPaddingMask?: Tensor;
@@ -49,11 +49,14 @@ const OPTIONS = ['score', 'scale', 'attnMask', 'keyPaddingMask', 'causal', 'need
 const SCORES: readonly ScoreFunction[] = ['scaled_dot', 'dot', 'cosine', 'additive'];
 const NPARAMS = 37;
 
-/** Lifts a [.., S, d] tensor (rank 2..4) to a 4-D [B, H, S, d] view. */
+/**
+ * Lifts a rank 2..4 tensor to a 4-D [batch, heads, ...] view: [S, d] is one
+ * batch item with one head, [B, S, d] is B items with one head each.
+ */
 function to4d(t: Tensor): Tensor {
-  let x = t;
-  while (x.rank < 4) x = x.unsqueeze(0);
-  return x;
+  if (t.rank === 2) return t.unsqueeze(0).unsqueeze(0);
+  if (t.rank === 3) return t.unsqueeze(1);
+  return t;
 }
 
 function unitLast(t: Tensor): Tensor {
@@ -165,14 +168,15 @@ export function prepareAttention(
   let maskData: Float32Array | Uint8Array | null = null;
   if (opts.attnMask !== undefined) {
     let M = checkTensor('attnMask', opts.attnMask);
-    const full = [B, H, sq, sk];
-    if (M.rank > 4 || M.shape.some((d, i) => d !== 1 && d !== full[i + 4 - M.rank])) {
+    // Broadcast against the caller's layout [..., queries, keys], then lift like q.
+    const full = [...lead, sq, sk];
+    if (M.rank > r || M.shape.some((d, i) => d !== 1 && d !== full[i + r - M.rank])) {
       throw new RangeError(
-        `${fn}: attnMask of shape ${shapeString(M.shape)} does not broadcast to [batch, heads, queries, keys] = ${shapeString(full)}`,
+        `${fn}: attnMask of shape ${shapeString(M.shape)} does not broadcast to ${shapeString(full)} ([..., queries, keys])`,
       );
     }
     if (M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = M.contiguous();
-    const m4 = M.expand(full);
+    const m4 = to4d(M.expand(full));
     p[24] = maskKind(M);
     p[25] = m4.strides[0];
     p[26] = m4.strides[1];

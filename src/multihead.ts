@@ -171,20 +171,35 @@ function splitHeads(t: Tensor, heads: number): Tensor {
   return t.unflatten(2, [heads, t.shape[2] / heads]).permute([0, 2, 1, 3]);
 }
 
-function appendRows(t: Tensor, rows: Tensor[]): Tensor {
+// The extra keys of addBiasKV / addZeroAttn go first internally: attention
+// does not depend on the order of the keys, and with them first, causal
+// masking over all keys is still a prefix (every query sees the extra keys,
+// as PyTorch's padded masks allow). Weights are reported in PyTorch's order,
+// extra keys last.
+function prependRows(t: Tensor, rows: Tensor[]): Tensor {
   const [B, S, E] = t.shape;
   const out = Tensor.zeros([B, S + rows.length, E]);
-  out.narrow(1, 0, S).assign(t);
-  rows.forEach((r, i) => out.narrow(1, S + i, 1).assign(r));
+  rows.forEach((r, i) => out.narrow(1, i, 1).assign(r));
+  out.narrow(1, rows.length, S).assign(t);
   return out;
 }
 
-/** Pads the key axis (the last) of a mask with `extra` unmasked columns. */
-function padKeys(m: Tensor, extra: number): Tensor {
+/** Pads the key axis (the last) of a mask in front with `extra` unmasked columns. */
+function padKeysFront(m: Tensor, extra: number): Tensor {
   const shape = m.shape.slice();
+  const keys = shape[shape.length - 1];
   shape[shape.length - 1] += extra;
   const out = Tensor.zeros(shape, m.dtype);
-  out.narrow(-1, 0, m.shape[m.rank - 1]).assign(m);
+  out.narrow(-1, extra, keys).assign(m);
+  return out;
+}
+
+/** Moves the first `extra` key columns of weights to the end. */
+function extraKeysLast(w: Tensor, extra: number): Tensor {
+  const keys = w.shape[w.rank - 1] - extra;
+  const out = Tensor.zeros(w.shape);
+  out.narrow(-1, 0, keys).assign(w.narrow(-1, extra, keys));
+  out.narrow(-1, keys, extra).assign(w.narrow(-1, 0, extra));
   return out;
 }
 
@@ -268,9 +283,10 @@ export class MultiHeadAttention {
    * loadSafetensors(file).tensors): in_proj_weight [3E, E] or
    * q_proj_weight / k_proj_weight / v_proj_weight, in_proj_bias,
    * out_proj.weight, out_proj.bias, and bias_k / bias_v when present. Keys
-   * under `prefix` that look like parameters (ending in weight or bias) but
-   * are not these are rejected; other keys (such as a fixture's inputs) are
-   * ignored. The tensors are copied.
+   * under `prefix` in the module's own namespace that are not among these
+   * (out_proj.anything, or a top-level name with weight, bias or proj in it)
+   * are rejected by name; other keys (another module's, a fixture's inputs)
+   * are ignored. The tensors are copied.
    */
   static fromStateDict(
     stateDict: Record<string, Tensor> | Map<string, Tensor>,
@@ -291,7 +307,8 @@ export class MultiHeadAttention {
       const name = key.slice(prefix.length);
       if (KNOWN_PARAMS.includes(name)) {
         dict.set(name, value);
-      } else if (/(^|[._])(weight|bias)$/.test(name)) {
+      } else if (name.startsWith('out_proj.') || (!name.includes('.') && /weight|bias|proj/.test(name))) {
+        // In MultiheadAttention's own namespace but not one of its parameters.
         throw new RangeError(`fromStateDict: unexpected tensor '${key}' in the state dict; MultiheadAttention has ${KNOWN_PARAMS.map((n) => prefix + n).join(', ')}`);
       }
     }
@@ -487,7 +504,7 @@ export class MultiHeadAttention {
       if (shape[shape.length - 1] !== base) {
         throw new RangeError(`${fn}: attnMask.shape[${m.rank - 1}] is ${m.shape[m.rank - 1]}, expected the key length ${base}`);
       }
-      if (extra > 0) attnMask = padKeys(attnMask, extra);
+      if (extra > 0) attnMask = padKeysFront(attnMask, extra);
     }
     let keyPaddingMask: Tensor | undefined;
     if (opts.keyPaddingMask !== undefined) {
@@ -498,7 +515,7 @@ export class MultiHeadAttention {
         throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', m));
       }
       keyPaddingMask = batched ? m : m.unsqueeze(0);
-      if (extra > 0) keyPaddingMask = padKeys(keyPaddingMask, extra);
+      if (extra > 0) keyPaddingMask = padKeysFront(keyPaddingMask, extra);
     }
 
     // Q = XW^Q, K = XW^K, V = XW^V.
@@ -512,6 +529,7 @@ export class MultiHeadAttention {
       Q = qkv.narrow(2, 0, E);
       K = qkv.narrow(2, E, E);
       V = qkv.narrow(2, 2 * E, E);
+      note('Q, K, V (views of QKV)', Q);
     } else {
       Q = yield* linear(q3, this.qProjWeight, bias?.narrow(0, 0, E), Tensor.zeros([B, L, E]));
       if (this.inProjWeight && V0 === K0) {
@@ -524,11 +542,15 @@ export class MultiHeadAttention {
         V = yield* linear(v3, this.vProjWeight, bias?.narrow(0, 2 * E, E), Tensor.zeros([B, S, E]));
       }
     }
-    note('Q = X · W^Q', Q);
+    if (!(this.inProjWeight && K0 === Q0 && V0 === Q0)) {
+      note('Q = X · W^Q', Q);
+      note('K = X · W^K', K);
+      note('V = X · W^V', V);
+    }
     if (extra > 0) {
       const zero = Tensor.zeros([1, 1, E]);
-      K = appendRows(K, [...(this.biasK ? [this.biasK] : []), ...(this.addZeroAttn ? [zero] : [])]);
-      V = appendRows(V, [...(this.biasV ? [this.biasV] : []), ...(this.addZeroAttn ? [zero] : [])]);
+      K = prependRows(K, [...(this.biasK ? [this.biasK] : []), ...(this.addZeroAttn ? [zero] : [])]);
+      V = prependRows(V, [...(this.biasV ? [this.biasV] : []), ...(this.addZeroAttn ? [zero] : [])]);
     }
 
     // Split into h heads of E/h: [B, S, E] -> [B, S, h, E/h] -> [B, h, S, E/h] (views).
@@ -562,6 +584,7 @@ export class MultiHeadAttention {
     note('output = concat · W^O', y);
 
     let weights = att.weights;
+    if (weights && extra > 0) weights = extraKeysLast(weights, extra);
     if (weights && averageWeights) {
       // Mean over heads: (1/h) · ones[1, h] · W[b] for each batch item, as one batched GEMM.
       const Sw = weights.shape[3];

@@ -171,3 +171,158 @@ export function expectBitwiseEqual(a: Tensor, b: Tensor, label = ''): void {
     if (x[i] !== y[i]) expect.fail(`${label} differs at element ${i}: ${av[i]} vs ${bv[i]}`);
   }
 }
+
+// ---------------------------------------------------------------- attention
+
+export interface AttentionRefOptions {
+  score?: 'scaled_dot' | 'dot' | 'cosine' | 'additive';
+  scale?: number;
+  attnMask?: Tensor;
+  keyPaddingMask?: Tensor;
+  causal?: boolean;
+  additive?: { wq: Tensor; wk: Tensor; w: Tensor; bias?: Tensor };
+}
+
+/** Float64 attention over [..., S, d] tensors (rank 2 to 4): returns output and weights, row-major. */
+export function attentionRef(q: Tensor, k: Tensor, v: Tensor, opts: AttentionRefOptions = {}): { output: Float64Array; weights: Float64Array } {
+  const r = q.rank;
+  const sq = q.shape[r - 2];
+  const sk = k.shape[r - 2];
+  const dq = q.shape[r - 1];
+  const dk = k.shape[r - 1];
+  const dv = v.shape[r - 1];
+  const lead = q.shape.slice(0, -2);
+  const B = r === 4 ? lead[0] : r === 3 ? lead[0] : 1;
+  const H = r === 4 ? lead[1] : 1;
+  const qv = values(q);
+  const kv = values(k);
+  const vv = values(v);
+  const score = opts.score ?? 'scaled_dot';
+  const scale = opts.scale ?? (score === 'scaled_dot' ? 1 / Math.sqrt(dk) : 1);
+  const mask = opts.attnMask ? values(opts.attnMask.expand([...lead, sq, sk])) : null;
+  const maskU8 = opts.attnMask?.dtype === 'uint8';
+  const kpm = opts.keyPaddingMask ? values(opts.keyPaddingMask) : null;
+  const kpmU8 = opts.keyPaddingMask?.dtype === 'uint8';
+  const add = opts.additive ? { wq: values(opts.additive.wq), wk: values(opts.additive.wk), w: values(opts.additive.w), bias: opts.additive.bias ? values(opts.additive.bias) : null } : null;
+  const hidden = add ? opts.additive!.w.shape[0] : 0;
+  const output = new Float64Array(B * H * sq * dv);
+  const weights = new Float64Array(B * H * sq * sk);
+  const norm = (x: Float64Array, off: number, d: number) => {
+    let s = 0;
+    for (let c = 0; c < d; ++c) s += x[off + c] ** 2;
+    return Math.max(Math.sqrt(s), 1e-8);
+  };
+  for (let b = 0; b < B; ++b)
+    for (let h = 0; h < H; ++h) {
+      const bh = b * H + h;
+      for (let i = 0; i < sq; ++i) {
+        const qo = (bh * sq + i) * dq;
+        const z = new Float64Array(sk);
+        let max = -Infinity;
+        for (let j = 0; j < sk; ++j) {
+          const ko = (bh * sk + j) * dk;
+          let s = 0;
+          if (add) {
+            for (let c = 0; c < hidden; ++c) {
+              let pq = add.bias ? add.bias[c] : 0;
+              for (let x = 0; x < dq; ++x) pq += add.wq[c * dq + x] * qv[qo + x];
+              let pk = 0;
+              for (let x = 0; x < dk; ++x) pk += add.wk[c * dk + x] * kv[ko + x];
+              s += add.w[c] * Math.tanh(pq + pk);
+            }
+          } else {
+            for (let c = 0; c < dk; ++c) s += qv[qo + c] * kv[ko + c];
+            if (score === 'cosine') s /= norm(qv, qo, dq) * norm(kv, ko, dk);
+            s *= scale;
+          }
+          const mi = ((bh * sq) + i) * sk + j;
+          if (mask) s = maskU8 ? (mask[mi] !== 0 ? -Infinity : s) : s + mask[mi];
+          if (kpm) {
+            const m = kpm[b * sk + j];
+            s = kpmU8 ? (m !== 0 ? -Infinity : s) : s + m;
+          }
+          if (opts.causal && j > i + sk - sq) s = -Infinity;
+          z[j] = s;
+          if (s > max) max = s;
+        }
+        const wo = (bh * sq + i) * sk;
+        if (max === -Infinity) continue;
+        let sum = 0;
+        for (let j = 0; j < sk; ++j) sum += z[j] === -Infinity ? 0 : Math.exp(z[j] - max);
+        for (let j = 0; j < sk; ++j) weights[wo + j] = z[j] === -Infinity ? 0 : Math.exp(z[j] - max) / sum;
+        for (let c = 0; c < dv; ++c) {
+          let o = 0;
+          for (let j = 0; j < sk; ++j) o += weights[wo + j] * vv[(bh * sk + j) * dv + c];
+          output[(bh * sq + i) * dv + c] = o;
+        }
+      }
+    }
+  return { output, weights };
+}
+
+/** Float64 multi-head attention with PyTorch's parameter names (batch-first, [B, L, E] inputs). */
+export function multiheadRef(
+  sd: Record<string, Tensor>,
+  numHeads: number,
+  query: Tensor,
+  key: Tensor,
+  value: Tensor,
+  opts: { attnMask?: Tensor; keyPaddingMask?: Tensor; causal?: boolean } = {},
+): { output: Float64Array; weights: Float64Array } {
+  const [B, L, E] = query.shape;
+  const S = key.shape[1];
+  const d = E / numHeads;
+  const proj = (x: Tensor, w: Float64Array, wOff: number, inDim: number, b: Float64Array | null, bOff: number, rows: number) => {
+    const xv = values(x);
+    const out = new Float64Array(B * rows * E);
+    for (let t = 0; t < B * rows; ++t)
+      for (let o = 0; o < E; ++o) {
+        let s = b ? b[bOff + o] : 0;
+        for (let c = 0; c < inDim; ++c) s += xv[t * inDim + c] * w[wOff + o * inDim + c];
+        out[t * E + o] = s;
+      }
+    return out;
+  };
+  const bias = sd.in_proj_bias ? values(sd.in_proj_bias) : null;
+  let q: Float64Array, k: Float64Array, v: Float64Array;
+  if (sd.in_proj_weight) {
+    const w = values(sd.in_proj_weight);
+    q = proj(query, w, 0, E, bias, 0, L);
+    k = proj(key, w, E * E, E, bias, E, S);
+    v = proj(value, w, 2 * E * E, E, bias, 2 * E, S);
+  } else {
+    q = proj(query, values(sd.q_proj_weight), 0, E, bias, 0, L);
+    k = proj(key, values(sd.k_proj_weight), 0, key.shape[2], bias, E, S);
+    v = proj(value, values(sd.v_proj_weight), 0, value.shape[2], bias, 2 * E, S);
+  }
+  // [B, S, h, d] -> [B, h, S, d]
+  const heads = (x: Float64Array, rows: number) => {
+    const out = new Float32Array(B * numHeads * rows * d);
+    for (let b = 0; b < B; ++b)
+      for (let s = 0; s < rows; ++s)
+        for (let h = 0; h < numHeads; ++h)
+          for (let c = 0; c < d; ++c) out[((b * numHeads + h) * rows + s) * d + c] = x[(b * rows + s) * E + h * d + c];
+    return new Tensor(out, [B, numHeads, rows, d]);
+  };
+  // The float32 rounding of the projected heads is far below the tolerance.
+  const att = attentionRef(heads(q, L), heads(k, S), heads(v, S), {
+    attnMask: opts.attnMask,
+    keyPaddingMask: opts.keyPaddingMask,
+    causal: opts.causal,
+  });
+  const merged = new Float64Array(B * L * E);
+  for (let b = 0; b < B; ++b)
+    for (let h = 0; h < numHeads; ++h)
+      for (let s = 0; s < L; ++s)
+        for (let c = 0; c < d; ++c) merged[(b * L + s) * E + h * d + c] = att.output[((b * numHeads + h) * L + s) * d + c];
+  const wo = values(sd['out_proj.weight']);
+  const bo = sd['out_proj.bias'] ? values(sd['out_proj.bias']) : null;
+  const output = new Float64Array(B * L * E);
+  for (let t = 0; t < B * L; ++t)
+    for (let o = 0; o < E; ++o) {
+      let s = bo ? bo[o] : 0;
+      for (let c = 0; c < E; ++c) s += merged[t * E + c] * wo[o * E + c];
+      output[t * E + o] = s;
+    }
+  return { output, weights: att.weights };
+}
