@@ -10,7 +10,7 @@
 //
 //   npm run bench                 full run (a few minutes)
 //   npm run bench -- --smoke      tiny sizes, few repeats (CI: checks it runs and agrees)
-//   npm run bench -- --only gemm  one section (gemm, softmax)
+//   npm run bench -- --only gemm  sections: gemm, softmax, attention (comma-separated)
 //   npm run bench -- --json out.json
 //
 // Prints tables and writes a JSON report (default bench/out/report.json).
@@ -251,6 +251,178 @@ async function benchSoftmax(report) {
   );
 }
 
+// ---------------------------------------------------------------- multi-head attention
+const E = 512;
+const HEADS = 8;
+
+function mhaModel(mha, B, S, causal, past = 0) {
+  const wqkv = mha.inProjWeight.transpose().contiguous(); // ORT's Attention takes [E, 3E]
+  const wo = mha.outProjWeight.transpose().contiguous();
+  const inputs = [{ name: 'x', dims: [B, S, E] }];
+  const attnInputs = ['x', 'wqkv', 'bqkv'];
+  const attnOutputs = ['att'];
+  if (past > 0) {
+    inputs.push({ name: 'past', dims: [2, B, HEADS, past, E / HEADS] });
+    attnInputs.push('', 'past');
+    attnOutputs.push('present');
+  }
+  return buildModel({
+    opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
+    nodes: [
+      { opType: 'Attention', domain: 'com.microsoft', inputs: attnInputs, outputs: attnOutputs, attrs: { num_heads: HEADS, unidirectional: causal ? 1 : 0 } },
+      { opType: 'MatMul', inputs: ['att', 'wo'], outputs: ['proj'] },
+      { opType: 'Add', inputs: ['proj', 'bo'], outputs: ['y'] },
+    ],
+    inputs,
+    outputs: [{ name: 'y', dims: [B, S, E] }, ...(past > 0 ? [{ name: 'present', dims: [2, B, HEADS, past + S, E / HEADS] }] : [])],
+    initializers: [
+      { name: 'wqkv', dims: [E, 3 * E], data: wqkv.data },
+      { name: 'bqkv', dims: [3 * E], data: mha.inProjBias.data },
+      { name: 'wo', dims: [E, E], data: wo.data },
+      { name: 'bo', dims: [E], data: mha.outProjBias.data },
+    ],
+  });
+}
+
+async function benchAttention(report) {
+  const mha = new ak.MultiHeadAttention({ embedDim: E, numHeads: HEADS, seed: 1 });
+  mha.inProjBias.assign(ak.Tensor.randn([3 * E], { seed: 5, std: 0.1 }));
+  mha.outProjBias.assign(ak.Tensor.randn([E], { seed: 6, std: 0.1 }));
+  const shapes = SMOKE ? [[1, 16], [2, 40]] : [[1, 16], [8, 128], [4, 512], [1, 2048]];
+  const rows = [];
+  for (const threads of [1, 2]) {
+    for (const causal of [false, true]) {
+      for (const [B, S] of shapes) {
+        ak.setNumThreads(threads);
+        const x = ak.Tensor.randn([B, S, E], { seed: 2 });
+        const s = await session(mhaModel(mha, B, S, causal), threads);
+        const feeds = { x: ortTensor(x) };
+        const diff = maxAbsDiff(mha.forward(x, x, x, { causal }).output.data, (await s.run(feeds)).y.data);
+        const t = await compare({
+          ours: async () => mha.forward(x, x, x, { causal }),
+          ort: async () => s.run(feeds),
+        });
+        const flops = 2 * B * S * E * 4 * E + 4 * B * S * S * E * (causal ? 0.5 : 1);
+        rows.push({ batch: B, seq: S, causal, threads, oursMs: t.ours * 1e3, ortMs: t.ort * 1e3, speedup: t.ort / t.ours, oursTokensPerS: (B * S) / t.ours, ortTokensPerS: (B * S) / t.ort, oursGflops: flops / t.ours / 1e9, maxAbsDiff: diff, repeats: t.reps });
+        await s.release();
+      }
+    }
+  }
+  for (const r of rows.filter((r) => r.threads === 2)) {
+    const one = rows.find((o) => o.threads === 1 && o.batch === r.batch && o.seq === r.seq && o.causal === r.causal);
+    r.scalingVsOneThread = one.oursMs / r.oursMs;
+  }
+
+  // One decoding step: one new query over a cache of `past` keys.
+  const past = SMOKE ? 64 : 4096;
+  const decode = [];
+  for (const threads of [1, 2]) {
+    ak.setNumThreads(threads);
+    const history = ak.Tensor.randn([1, past, E], { seed: 3 });
+    const cache = mha.createKVCache({ capacity: past + 8 });
+    mha.forward(history, undefined, undefined, { kvCache: cache });
+    const step = ak.Tensor.randn([1, 1, E], { seed: 4 });
+    // ORT's past state holds the same keys and values, [2, B, h, past, d]:
+    // the K and V parts of the history's projection, split into heads.
+    const pastState = new Float32Array(2 * HEADS * past * (E / HEADS));
+    const kc = cache;
+    const qkv = ak.matmul(history, mha.inProjWeight, { transposeB: true, bias: mha.inProjBias }); // [1, past, 3E]
+    for (let which = 0; which < 2; ++which) {
+      const part = qkv.narrow(2, (which + 1) * E, E).unflatten(2, [HEADS, E / HEADS]).permute([0, 2, 1, 3]).contiguous();
+      pastState.set(part.data, which * HEADS * past * (E / HEADS));
+    }
+    const s = await session(mhaModel(mha, 1, 1, true, past), threads);
+    const feeds = { x: ortTensor(step), past: new ort.Tensor('float32', pastState, [2, 1, HEADS, past, E / HEADS]) };
+    kc.truncate(past);
+    const ours = mha.forward(step, undefined, undefined, { kvCache: kc }).output.data;
+    const diff = maxAbsDiff(ours, (await s.run(feeds)).y.data);
+    const t = await compare({
+      ours: async () => {
+        kc.truncate(past);
+        return mha.forward(step, undefined, undefined, { kvCache: kc });
+      },
+      ort: async () => s.run(feeds),
+    });
+    decode.push({ past, threads, oursMs: t.ours * 1e3, ortMs: t.ort * 1e3, speedup: t.ort / t.ours, maxAbsDiff: diff, repeats: t.reps });
+    await s.release();
+  }
+  ak.setNumThreads(os.availableParallelism());
+  report.multiheadAttention = { embedDim: E, numHeads: HEADS, rows, decode };
+
+  console.log(`\nmulti-head attention block (QKV projection, attention, output projection), d_model ${E}, ${HEADS} heads`);
+  table(
+    ['batch', 'seq', 'causal', 'threads', 'ours ms', 'ort ms', 'speedup', '2T/1T', 'ours GFLOP/s', 'max |Δ|'],
+    rows.map((r) => [
+      r.batch,
+      r.seq,
+      r.causal ? 'yes' : 'no',
+      r.threads,
+      r.oursMs.toFixed(3),
+      r.ortMs.toFixed(3),
+      `${r.speedup.toFixed(2)}x`,
+      r.scalingVsOneThread ? `${r.scalingVsOneThread.toFixed(2)}x` : '',
+      r.oursGflops.toFixed(1),
+      r.maxAbsDiff.toExponential(1),
+    ]),
+  );
+  console.log(`\none decoding step: 1 query over ${past} cached keys`);
+  table(
+    ['cached', 'threads', 'ours ms', 'ort ms', 'speedup', 'max |Δ|'],
+    decode.map((r) => [r.past, r.threads, r.oursMs.toFixed(3), r.ortMs.toFixed(3), `${r.speedup.toFixed(2)}x`, r.maxAbsDiff.toExponential(1)]),
+  );
+  if (!SMOKE) writeChart(rows);
+}
+
+/** Throughput (tokens/s) against sequence length, one thread, ours and onnxruntime's. */
+function writeChart(rows) {
+  const W = 760;
+  const H = 420;
+  const pad = { l: 80, r: 200, t: 50, b: 60 };
+  const series = [];
+  for (const causal of [false, true]) {
+    const pts = rows.filter((r) => r.threads === 1 && r.causal === causal).sort((a, b) => a.seq - b.seq);
+    series.push({ name: `attention-kernels${causal ? ', causal' : ''}`, color: causal ? '#5b8def' : '#1f4fbf', dash: causal ? '6 4' : '', pts: pts.map((r) => [r.seq, r.oursTokensPerS]) });
+    series.push({ name: `onnxruntime-node${causal ? ', causal' : ''}`, color: causal ? '#f0a15b' : '#d2691e', dash: causal ? '6 4' : '', pts: pts.map((r) => [r.seq, r.ortTokensPerS]) });
+  }
+  const xs = series.flatMap((s) => s.pts.map((p) => p[0]));
+  const ys = series.flatMap((s) => s.pts.map((p) => p[1]));
+  const lx = (v) => Math.log2(v);
+  const x0 = lx(Math.min(...xs));
+  const x1 = lx(Math.max(...xs));
+  const yMax = Math.max(...ys) * 1.1;
+  const X = (v) => pad.l + ((lx(v) - x0) / (x1 - x0 || 1)) * (W - pad.l - pad.r);
+  const Y = (v) => H - pad.b - (v / yMax) * (H - pad.t - pad.b);
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="#ffffff"/>`,
+    `<text x="${(W - pad.r + pad.l) / 2}" y="24" text-anchor="middle" font-size="15">Multi-head attention block, d_model ${E}, ${HEADS} heads, 1 thread</text>`,
+  ];
+  for (let i = 0; i <= 5; ++i) {
+    const v = (yMax * i) / 5;
+    out.push(`<line x1="${pad.l}" x2="${W - pad.r}" y1="${Y(v)}" y2="${Y(v)}" stroke="#e5e5e5"/>`);
+    out.push(`<text x="${pad.l - 8}" y="${Y(v) + 4}" text-anchor="end">${Math.round(v / 1000)}k</text>`);
+  }
+  for (const r of [...new Set(xs)].sort((a, b) => a - b)) {
+    const b = rows.find((q) => q.seq === r).batch;
+    out.push(`<text x="${X(r)}" y="${H - pad.b + 18}" text-anchor="middle">${r}</text>`);
+    out.push(`<text x="${X(r)}" y="${H - pad.b + 32}" text-anchor="middle" fill="#777777">batch ${b}</text>`);
+  }
+  out.push(`<text x="${(W - pad.r + pad.l) / 2}" y="${H - 12}" text-anchor="middle">sequence length</text>`);
+  out.push(`<text transform="translate(18 ${(H - pad.b + pad.t) / 2}) rotate(-90)" text-anchor="middle">tokens per second</text>`);
+  series.forEach((s, i) => {
+    const d = s.pts.map((p, j) => `${j ? 'L' : 'M'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ');
+    out.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2.5" ${s.dash ? `stroke-dasharray="${s.dash}"` : ''}/>`);
+    for (const p of s.pts) out.push(`<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="3.5" fill="${s.color}"/>`);
+    const ly = pad.t + 10 + i * 22;
+    out.push(`<line x1="${W - pad.r + 16}" x2="${W - pad.r + 44}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2.5" ${s.dash ? `stroke-dasharray="${s.dash}"` : ''}/>`);
+    out.push(`<text x="${W - pad.r + 50}" y="${ly + 4}">${s.name}</text>`);
+  });
+  out.push('</svg>');
+  const file = path.join(__dirname, 'attention-throughput.svg');
+  fs.writeFileSync(file, out.join('\n') + '\n');
+  console.log(`chart: ${path.relative(process.cwd(), file)}`);
+}
+
 // ---------------------------------------------------------------- output
 function table(header, rows) {
   const all = [header, ...rows].map((r) => r.map(String));
@@ -282,13 +454,15 @@ async function main() {
   console.log(`FMA peak (${info.isa}, measured): ${peak.toFixed(1)} GFLOP/s per core`);
   if (want('gemm')) await benchGemm(report, peak);
   if (want('softmax')) await benchSoftmax(report);
+  if (want('attention')) await benchAttention(report);
 
   fs.mkdirSync(path.dirname(JSON_PATH), { recursive: true });
   fs.writeFileSync(JSON_PATH, JSON.stringify(report, null, 2) + '\n');
   console.log(`\nJSON report: ${path.relative(process.cwd(), JSON_PATH)}`);
   if (SMOKE) {
     // The smoke run is also a cross-check against onnxruntime.
-    const diffs = [...(report.sgemm || []), ...(report.softmax || [])].map((r) => r.maxAbsDiff);
+    const mha = report.multiheadAttention || { rows: [], decode: [] };
+    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...mha.rows, ...mha.decode].map((r) => r.maxAbsDiff);
     const worst = Math.max(0, ...diffs);
     if (!(worst < 1e-3)) {
       console.error(`outputs differ from onnxruntime by ${worst}`);

@@ -3,7 +3,7 @@
 import { native } from './native';
 import { matmul, matmulAsync } from './ops';
 import { MAX_RANK, Tensor, checkTensor } from './tensor';
-import { checkBoolean, checkFinite, checkOptions, expected, shapeString } from './validate';
+import { checkBoolean, checkFinite, checkOptions, expected, sameShape, shapeString } from './validate';
 
 export type ScoreFunction = 'scaled_dot' | 'dot' | 'cosine' | 'additive';
 
@@ -142,13 +142,13 @@ export function prepareAttention(
   if (opts.out !== undefined) {
     output = checkTensor('out', opts.out, 'float32');
     const want = [...lead, sq, dv];
-    if (shapeString(output.shape) !== shapeString(want)) throw new RangeError(expected(`Tensor of shape ${shapeString(want)}`, 'out', output));
+    if (!sameShape(output.shape, want)) throw new RangeError(expected(`Tensor of shape ${shapeString(want)}`, 'out', output));
     if (dv > 1 && output.strides[r - 1] !== 1) throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', output));
   } else {
-    output = Tensor.zeros([...lead, sq, dv]);
+    output = Tensor.empty([...lead, sq, dv]);
   }
   const o4 = to4d(output);
-  const weights = needWeights ? Tensor.zeros([...lead, sq, sk]) : undefined;
+  const weights = needWeights ? Tensor.empty([...lead, sq, sk]) : undefined;
 
   const p = new Float64Array(NPARAMS);
   p.set([B, H, sq, sk, dk, dv]);
@@ -189,7 +189,7 @@ export function prepareAttention(
   if (opts.keyPaddingMask !== undefined) {
     let P = checkTensor('keyPaddingMask', opts.keyPaddingMask);
     const want = r >= 3 ? [lead[0], sk] : [sk];
-    if (shapeString(P.shape) !== shapeString(want)) {
+    if (!sameShape(P.shape, want)) {
       throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', P));
     }
     P = P.contiguous();
@@ -222,12 +222,12 @@ export function prepareAttention(
     const w = checkTensor('additive.w', a.w, 'float32');
     const hidden = w.shape[0];
     if (w.rank !== 1) throw new RangeError(expected('1-D Tensor [hidden]', 'additive.w', w));
-    if (shapeString(wq.shape) !== shapeString([hidden, dq])) throw new RangeError(expected(`Tensor of shape [${hidden}, ${dq}]`, 'additive.wq', wq));
-    if (shapeString(wk.shape) !== shapeString([hidden, dk])) throw new RangeError(expected(`Tensor of shape [${hidden}, ${dk}]`, 'additive.wk', wk));
+    if (!sameShape(wq.shape, [hidden, dq])) throw new RangeError(expected(`Tensor of shape [${hidden}, ${dq}]`, 'additive.wq', wq));
+    if (!sameShape(wk.shape, [hidden, dk])) throw new RangeError(expected(`Tensor of shape [${hidden}, ${dk}]`, 'additive.wk', wk));
     let bias: Tensor | undefined;
     if (a.bias !== undefined) {
       bias = checkTensor('additive.bias', a.bias, 'float32');
-      if (shapeString(bias.shape) !== shapeString([hidden])) throw new RangeError(expected(`Tensor of shape [${hidden}]`, 'additive.bias', bias));
+      if (!sameShape(bias.shape, [hidden])) throw new RangeError(expected(`Tensor of shape [${hidden}]`, 'additive.bias', bias));
     }
     prepared.pre = { score, q4, k4, additive: { wq, wk, w: w.contiguous(), bias: bias?.contiguous() } };
   }

@@ -9,6 +9,8 @@ export {
   cpuInfo,
   setNumThreads,
   getNumThreads,
+  packMatrix,
+  PackedMatrix,
 } from './ops';
 export type { MatmulOptions, SoftmaxOptions, CpuInfo } from './ops';
 export { attention, attentionAsync } from './attention';

@@ -3,9 +3,9 @@
 // Q = XW^Q, K = XW^K, V = XW^V; split into h heads of E/h; scaled dot-product
 // attention per head; concatenate; project with W^O.
 import { attention, attentionAsync, type AttentionResult } from './attention';
-import { matmul, matmulAsync, type MatmulOptions } from './ops';
+import { matmul, matmulAsync, packMatrix, PackedMatrix, type MatmulOptions } from './ops';
 import { Tensor, checkTensor } from './tensor';
-import { checkBoolean, checkInteger, checkOptions, describe, expected, shapeString } from './validate';
+import { checkBoolean, checkInteger, checkOptions, describe, expected, sameShape, shapeString } from './validate';
 
 export interface MultiHeadAttentionOptions {
   /** Model width E (d_model). */
@@ -109,6 +109,11 @@ export class KVCache {
     this.len = 0;
   }
 
+  /** Keeps the first `length` steps (rolls back, e.g. for beam search or speculative decoding). */
+  truncate(length: number): void {
+    this.len = checkInteger('length', length, 0, this.len);
+  }
+
   /** @internal Appends [batch, heads, steps, headDim] keys and values; returns views of everything cached. */
   append(k: Tensor, v: Tensor): { keys: Tensor; values: Tensor } {
     const steps = k.shape[2];
@@ -135,7 +140,7 @@ export class KVCache {
 // ------------------------------------------------------------ sync / async steps
 
 type Step =
-  | { kind: 'matmul'; a: Tensor; b: Tensor; options: MatmulOptions }
+  | { kind: 'matmul'; a: Tensor; b: Tensor | PackedMatrix; options: MatmulOptions }
   | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: Parameters<typeof attention>[3] };
 
 type Steps<T> = Generator<Step, T, Tensor & AttentionResult>;
@@ -160,10 +165,9 @@ async function runAsync<T>(gen: Steps<T>): Promise<T> {
   return r.value;
 }
 
-/** y = x Wᵀ + b, written into `out` (x [..., in], W [out, in]). */
-function* linear(x: Tensor, w: Tensor, b: Tensor | undefined, out: Tensor): Steps<Tensor> {
-  if (b) out.assign(b);
-  return (yield { kind: 'matmul', a: x, b: w, options: { transposeB: true, out, beta: b ? 1 : 0 } }) as Tensor;
+/** y = x Wᵀ + b, written into `out` (x [..., in], W [out, in] packed as Wᵀ); the bias is added in the GEMM's epilogue. */
+function* linear(x: Tensor, w: PackedMatrix, b: Tensor | undefined, out: Tensor): Steps<Tensor> {
+  return (yield { kind: 'matmul', a: x, b: w, options: { out, bias: b } }) as Tensor;
 }
 
 /** [B, S, E] -> [B, h, S, E/h], a view. */
@@ -320,7 +324,7 @@ export class MultiHeadAttention {
     const shaped = (name: string, want: number[]): Tensor => {
       const t = get(name);
       if (!t) throw new RangeError(`fromStateDict: missing tensor '${prefix}${name}' of shape ${shapeString(want)}`);
-      if (shapeString(t.shape) !== shapeString(want)) {
+      if (!sameShape(t.shape, want)) {
         throw new RangeError(`fromStateDict: tensor '${prefix}${name}' has shape ${shapeString(t.shape)}, expected ${shapeString(want)}`);
       }
       return t.clone();
@@ -408,6 +412,26 @@ export class MultiHeadAttention {
     sd['out_proj.weight'] = this.outProjWeight;
     if (this.outProjBias) sd['out_proj.bias'] = this.outProjBias;
     return sd;
+  }
+
+  private packedWeights = new Map<string, PackedMatrix>();
+
+  /** The projection weight `name` packed as Wᵀ for the GEMM, packed on first use. */
+  private packed(name: string, w: Tensor): PackedMatrix {
+    let p = this.packedWeights.get(name);
+    if (!p) {
+      p = packMatrix(w, { transpose: true });
+      this.packedWeights.set(name, p);
+    }
+    return p;
+  }
+
+  /**
+   * The projection weights are packed for the GEMM kernel on first use. After
+   * changing a weight tensor in place, call this so the next forward repacks.
+   */
+  refreshWeights(): void {
+    this.packedWeights.clear();
   }
 
   /** A cache for incremental decoding with this module (see ForwardOptions.kvCache). */
@@ -511,7 +535,7 @@ export class MultiHeadAttention {
       const m = checkTensor('keyPaddingMask', opts.keyPaddingMask);
       const base = keysTotal - extra;
       const want = batched ? [B, base] : [base];
-      if (shapeString(m.shape) !== shapeString(want)) {
+      if (!sameShape(m.shape, want)) {
         throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', m));
       }
       keyPaddingMask = batched ? m : m.unsqueeze(0);
@@ -524,22 +548,22 @@ export class MultiHeadAttention {
     let Q: Tensor, K: Tensor, V: Tensor;
     if (this.inProjWeight && K0 === Q0 && V0 === Q0) {
       // Self-attention: one GEMM over the packed [3E, E] weight.
-      const qkv = yield* linear(q3, this.inProjWeight, bias, Tensor.zeros([B, L, 3 * E]));
+      const qkv = yield* linear(q3, this.packed('qkv', this.inProjWeight), bias, Tensor.empty([B, L, 3 * E]));
       note('QKV = X · [W^Q W^K W^V]ᵀ', qkv);
       Q = qkv.narrow(2, 0, E);
       K = qkv.narrow(2, E, E);
       V = qkv.narrow(2, 2 * E, E);
       note('Q, K, V (views of QKV)', Q);
     } else {
-      Q = yield* linear(q3, this.qProjWeight, bias?.narrow(0, 0, E), Tensor.zeros([B, L, E]));
+      Q = yield* linear(q3, this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), Tensor.empty([B, L, E]));
       if (this.inProjWeight && V0 === K0) {
         // Cross-attention over one memory: K and V from one GEMM.
-        const kv = yield* linear(k3, this.inProjWeight.narrow(0, E, 2 * E), bias?.narrow(0, E, 2 * E), Tensor.zeros([B, S, 2 * E]));
+        const kv = yield* linear(k3, this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), Tensor.empty([B, S, 2 * E]));
         K = kv.narrow(2, 0, E);
         V = kv.narrow(2, E, E);
       } else {
-        K = yield* linear(k3, this.kProjWeight, bias?.narrow(0, E, E), Tensor.zeros([B, S, E]));
-        V = yield* linear(v3, this.vProjWeight, bias?.narrow(0, 2 * E, E), Tensor.zeros([B, S, E]));
+        K = yield* linear(k3, this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), Tensor.empty([B, S, E]));
+        V = yield* linear(v3, this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), Tensor.empty([B, S, E]));
       }
     }
     if (!(this.inProjWeight && K0 === Q0 && V0 === Q0)) {
@@ -567,7 +591,7 @@ export class MultiHeadAttention {
     }
 
     // Attention per head, written straight into the merged [B, L, E] layout.
-    const merged = Tensor.zeros([B, L, E]);
+    const merged = Tensor.empty([B, L, E]);
     const out = splitHeads(merged, h);
     const att = (yield {
       kind: 'attention',
@@ -580,7 +604,7 @@ export class MultiHeadAttention {
     note('concat heads', merged);
 
     // Output projection W^O.
-    const y = yield* linear(merged, this.outProjWeight, this.outProjBias, Tensor.zeros([B, L, E]));
+    const y = yield* linear(merged, this.packed('out', this.outProjWeight), this.outProjBias, Tensor.empty([B, L, E]));
     note('output = concat · W^O', y);
 
     let weights = att.weights;

@@ -22,8 +22,11 @@ type Params = Float64Array;
 
 /** The addon's exports (internal; the public API wraps and validates them). */
 export interface NativeBinding {
-  gemm(a: F32, b: F32, c: F32, params: Params): void;
-  gemmAsync(a: F32, b: F32, c: F32, params: Params): Promise<void>;
+  gemm(a: F32, b: F32, c: F32, bias: F32 | null, params: Params): void;
+  gemmAsync(a: F32, b: F32, c: F32, bias: F32 | null, params: Params): Promise<void>;
+  packB(b: F32, params: Params): object;
+  gemmPacked(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): void;
+  gemmPackedAsync(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): Promise<void>;
   softmax(x: F32, out: F32, mask: F32 | Uint8Array | null, params: Params): void;
   softmaxAsync(x: F32, out: F32, mask: F32 | Uint8Array | null, params: Params): Promise<void>;
   copyStrided(src: F32 | Uint8Array, dst: F32 | Uint8Array, params: Params): void;

@@ -1,7 +1,7 @@
 // matmul and softmax on Tensors, and the runtime controls.
 import { MAX_RANK, Tensor, checkTensor } from './tensor';
 import { native, addonPath, type NativeCpuInfo } from './native';
-import { checkBoolean, checkFinite, checkInteger, checkOptions, expected, shapeString } from './validate';
+import { checkBoolean, checkFinite, checkInteger, checkOptions, expected, sameShape, shapeString } from './validate';
 
 export interface MatmulOptions {
   /** Use the transpose of a's last two axes. */
@@ -14,6 +14,8 @@ export interface MatmulOptions {
   beta?: number;
   /** Where to write the result; a float32 Tensor of the result's shape (may be a strided view). */
   out?: Tensor;
+  /** [N]: added to every row of the result (a linear layer's bias), in the same pass. */
+  bias?: Tensor;
 }
 
 export interface SoftmaxOptions {
@@ -27,7 +29,7 @@ export interface SoftmaxOptions {
   out?: Tensor;
 }
 
-const MATMUL_OPTIONS = ['transposeA', 'transposeB', 'alpha', 'beta', 'out'] as const;
+const MATMUL_OPTIONS = ['transposeA', 'transposeB', 'alpha', 'beta', 'out', 'bias'] as const;
 const SOFTMAX_OPTIONS = ['scale', 'mask', 'causal', 'out'] as const;
 
 // ------------------------------------------------------------ GEMM operands
@@ -80,17 +82,107 @@ function operand(t: Tensor): Operand {
   return { data: copy.data as Float32Array, offset: 0, ld: Math.max(c, 1), stored: false, batchStride: r * c };
 }
 
+// ------------------------------------------------------------ packed matrices
+
+/**
+ * A matrix packed once into the GEMM kernel's panel layout, for a right-hand
+ * operand used many times (a layer's weight). Pass it to matmul as `b`.
+ * It is a snapshot: changing the source tensor afterwards does not change it.
+ */
+export class PackedMatrix {
+  /** [K, N]: the shape it has as matmul's b. */
+  readonly shape: readonly [number, number];
+  /** @internal */
+  readonly handle: object;
+
+  /** @internal use packMatrix */
+  constructor(handle: object, k: number, n: number) {
+    this.handle = handle;
+    this.shape = Object.freeze([k, n]) as readonly [number, number];
+  }
+
+  toString(): string {
+    return `PackedMatrix([${this.shape.join(', ')}])`;
+  }
+}
+
+/**
+ * Packs b [K, N] (or, with transpose, b [N, K] used as bᵀ — PyTorch's Linear
+ * weight layout) for repeated use as matmul's right operand.
+ */
+export function packMatrix(b: Tensor, options?: { transpose?: boolean }): PackedMatrix {
+  const B = checkTensor('b', b, 'float32');
+  const opts = checkOptions<{ transpose?: boolean }>('packMatrix', options, ['transpose']);
+  const transpose = opts.transpose === undefined ? false : checkBoolean('transpose', opts.transpose);
+  if (B.rank !== 2) throw new RangeError(expected('2-D Tensor', 'b', B));
+  const p = operand(B);
+  const stored = transpose !== p.stored;
+  const [r, c] = B.shape;
+  const k = transpose ? c : r;
+  const n = transpose ? r : c;
+  const handle = native.packB(p.data, Float64Array.of(k, n, p.ld, stored ? 1 : 0, p.offset));
+  return new PackedMatrix(handle, k, n);
+}
+
 interface GemmCall {
   a: Float32Array;
-  b: Float32Array;
+  b: Float32Array | object;
+  packed: boolean;
   out: Tensor;
+  bias: Float32Array | null;
   params: Float64Array;
+}
+
+/** matmul with a PackedMatrix as b. */
+function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>, fn: string): GemmCall {
+  if (opts.transposeB) throw new RangeError(`${fn}: transposeB does not apply to a PackedMatrix (choose it in packMatrix)`);
+  const ta = opts.transposeA === undefined ? false : checkBoolean('transposeA', opts.transposeA);
+  const alpha = opts.alpha === undefined ? 1 : checkFinite('alpha', opts.alpha);
+  const beta = opts.beta === undefined ? 0 : checkFinite('beta', opts.beta);
+  if (A.rank < 2) throw new RangeError(expected('Tensor with at least 2 dimensions', 'a', A));
+  const [k, n] = P.shape;
+  const [ar, ac] = A.shape.slice(-2);
+  const m = ta ? ac : ar;
+  const ka = ta ? ar : ac;
+  if (ka !== k) {
+    throw new RangeError(`${fn}: a.shape[${ta ? A.rank - 2 : A.rank - 1}] is ${ka} but the packed b has ${k} rows; the inner dimensions must match`);
+  }
+  const batchShape = A.shape.slice(0, -2);
+  const outShape = [...batchShape, m, n];
+  let out: Tensor;
+  if (opts.out !== undefined) {
+    out = checkTensor('out', opts.out, 'float32');
+    if (!sameShape(out.shape, outShape)) throw new RangeError(expected(`Tensor of shape ${shapeString(outShape)}`, 'out', out));
+  } else {
+    if (beta !== 0) throw new RangeError(`${fn}: beta is ${beta} but no out was given; beta scales the existing contents of out`);
+    out = Tensor.empty(outShape);
+  }
+  const oc = operand(out);
+  if (oc.stored || oc.data !== out.data) {
+    throw new RangeError(`${fn}: out must be row-major in its last two axes with one stride for its leading axes`);
+  }
+  let bias: Tensor | null = null;
+  if (opts.bias !== undefined) {
+    bias = checkTensor('bias', opts.bias, 'float32');
+    if (bias.rank !== 1 || bias.shape[0] !== n) throw new RangeError(expected(`Tensor of shape [${n}]`, 'bias', bias));
+    if (n > 1 && bias.strides[0] !== 1) bias = bias.contiguous();
+  }
+  const pa = operand(A);
+  const batch = batchShape.reduce((x, d) => x * d, 1);
+  const params = Float64Array.of(
+    m, ta !== pa.stored ? 1 : 0, pa.ld, oc.ld,
+    batchShape.length === 0 ? 0 : pa.batchStride, oc.batchStride, batch,
+    alpha, beta, pa.offset, oc.offset, bias ? bias.offset : 0,
+  );
+  return { a: pa.data, b: P.handle, packed: true, out, bias: bias ? (bias.data as Float32Array) : null, params };
 }
 
 function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): GemmCall {
   const A = checkTensor('a', a, 'float32');
-  const B = checkTensor('b', b, 'float32');
   const opts = checkOptions<MatmulOptions>(fn, options, MATMUL_OPTIONS);
+  if (b instanceof PackedMatrix) return preparePacked(A, b, opts, fn);
+  if (!(b instanceof Tensor)) throw new TypeError(expected('float32 Tensor or PackedMatrix', 'b', b));
+  const B = checkTensor('b', b, 'float32');
   const ta = opts.transposeA === undefined ? false : checkBoolean('transposeA', opts.transposeA);
   const tb = opts.transposeB === undefined ? false : checkBoolean('transposeB', opts.transposeB);
   const alpha = opts.alpha === undefined ? 1 : checkFinite('alpha', opts.alpha);
@@ -118,7 +210,7 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
   let batchShape: readonly number[];
   if (batchA.length === 0) {
     batchShape = batchB;
-  } else if (batchB.length === 0 || shapeString(batchA) === shapeString(batchB)) {
+  } else if (batchB.length === 0 || sameShape(batchA, batchB)) {
     batchShape = batchA;
   } else {
     throw new RangeError(
@@ -131,23 +223,29 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
   let out: Tensor;
   if (opts.out !== undefined) {
     out = checkTensor('out', opts.out, 'float32');
-    if (shapeString(out.shape) !== shapeString(outShape)) {
+    if (!sameShape(out.shape, outShape)) {
       throw new RangeError(expected(`Tensor of shape ${shapeString(outShape)}`, 'out', out));
     }
   } else {
     if (beta !== 0) {
       throw new RangeError(`${fn}: beta is ${beta} but no out was given; beta scales the existing contents of out`);
     }
-    out = Tensor.zeros(outShape);
+    out = Tensor.empty(outShape); // every element is written (beta is 0)
   }
   const oc = operand(out);
   if (oc.stored || oc.data !== out.data) {
     throw new RangeError(`${fn}: out must be row-major in its last two axes with one stride for its leading axes`);
   }
 
+  let bias: Tensor | null = null;
+  if (opts.bias !== undefined) {
+    bias = checkTensor('bias', opts.bias, 'float32');
+    if (bias.rank !== 1 || bias.shape[0] !== n) throw new RangeError(expected(`Tensor of shape [${n}]`, 'bias', bias));
+    if (n > 1 && bias.strides[0] !== 1) bias = bias.contiguous();
+  }
   const pa = operand(A);
   const pb = operand(B);
-  const params = new Float64Array(17);
+  const params = new Float64Array(18);
   params[0] = m;
   params[1] = n;
   params[2] = k;
@@ -165,24 +263,33 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
   params[14] = pa.offset;
   params[15] = pb.offset;
   params[16] = oc.offset;
-  return { a: pa.data, b: pb.data, out, params };
+  params[17] = bias ? bias.offset : 0;
+  return { a: pa.data, b: pb.data, packed: false, out, bias: bias ? (bias.data as Float32Array) : null, params };
 }
 
 /**
- * out = alpha · op(a) · op(b) + beta · out, where op transposes the last two
+ * out = alpha · op(a) · op(b) + beta · out (+ bias), where op transposes the last two
  * axes when asked. a is [..., M, K] and b [..., K, N] (after op); leading axes
  * must be equal, or one operand 2-D (it is shared across the batch).
  */
-export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
+export function matmul(a: Tensor, b: Tensor | PackedMatrix, options?: MatmulOptions): Tensor {
   const call = prepareMatmul(a, b, options, 'matmul');
-  native.gemm(call.a, call.b, call.out.data as Float32Array, call.params);
+  if (call.packed) {
+    native.gemmPacked(call.a, call.b, call.out.data as Float32Array, call.bias, call.params);
+  } else {
+    native.gemm(call.a, call.b as Float32Array, call.out.data as Float32Array, call.bias, call.params);
+  }
   return call.out;
 }
 
 /** matmul off the main thread; resolves with `out`. Inputs must not change until it settles. */
-export async function matmulAsync(a: Tensor, b: Tensor, options?: MatmulOptions): Promise<Tensor> {
+export async function matmulAsync(a: Tensor, b: Tensor | PackedMatrix, options?: MatmulOptions): Promise<Tensor> {
   const call = prepareMatmul(a, b, options, 'matmulAsync');
-  await native.gemmAsync(call.a, call.b, call.out.data as Float32Array, call.params);
+  if (call.packed) {
+    await native.gemmPackedAsync(call.a, call.b, call.out.data as Float32Array, call.bias, call.params);
+  } else {
+    await native.gemmAsync(call.a, call.b as Float32Array, call.out.data as Float32Array, call.bias, call.params);
+  }
   return call.out;
 }
 
@@ -209,14 +316,14 @@ function prepareSoftmax(x: unknown, options: unknown, fn: string): SoftmaxCall {
   let out: Tensor;
   if (opts.out !== undefined) {
     out = checkTensor('out', opts.out, 'float32');
-    if (shapeString(out.shape) !== shapeString(X.shape)) {
+    if (!sameShape(out.shape, X.shape)) {
       throw new RangeError(expected(`Tensor of shape ${shapeString(X.shape)}`, 'out', out));
     }
     if (out.shape[last] > 1 && out.strides[last] !== 1) {
       throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', out));
     }
   } else {
-    out = Tensor.zeros(X.shape);
+    out = Tensor.empty(X.shape);
   }
   if (X.shape[last] > 1 && X.strides[last] !== 1) X = X.contiguous();
 

@@ -2,7 +2,7 @@
 // Views (transpose, permute, narrow, select, expand, reshape of contiguous
 // data) share the data; element loops live in the native addon.
 import { native } from './native';
-import { checkFinite, checkInteger, checkOptions, checkedProduct, describe, expected, shapeString } from './validate';
+import { checkFinite, checkInteger, checkOptions, checkedProduct, describe, expected, sameShape, shapeString } from './validate';
 
 export type DType = 'float32' | 'uint8';
 export type TensorData = Float32Array | Uint8Array;
@@ -126,6 +126,24 @@ export class Tensor {
     throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
   }
 
+  /**
+   * A float32 tensor whose contents are unspecified (not zeroed): for outputs
+   * that will be overwritten, e.g. `out` of matmul. Skips the zero fill and
+   * reuses freed memory instead of faulting in fresh pages.
+   */
+  static empty(shape: readonly number[]): Tensor {
+    const dims = checkShape('shape', shape);
+    const n = checkedProduct('shape', dims);
+    if (n === 0) return new Tensor(new Float32Array(0), dims);
+    let buf: Buffer;
+    try {
+      buf = Buffer.allocUnsafeSlow(n * 4);
+    } catch (err) {
+      throw new RangeError(`Cannot allocate a tensor of shape ${shapeString(dims)} (${n} elements): ${(err as Error).message}`);
+    }
+    return new Tensor(new Float32Array(buf.buffer, buf.byteOffset, n), dims);
+  }
+
   /** A tensor of `value` everywhere (any number, e.g. -Infinity for a mask). */
   static full(shape: readonly number[], value: number, dtype: DType = 'float32'): Tensor {
     if (typeof value !== 'number') throw new TypeError(expected('number', 'value', value));
@@ -235,7 +253,7 @@ export class Tensor {
    */
   assign(src: Tensor): this {
     checkTensor('src', src, this.dtype);
-    copyElements(src.rank === this.rank && shapeString(src.shape) === shapeString(this.shape) ? src : src.expand(this.shape), this);
+    copyElements(sameShape(src.shape, this.shape) ? src : src.expand(this.shape), this);
     return this;
   }
 
@@ -260,7 +278,7 @@ export class Tensor {
       );
     }
     const src = this.isContiguous() ? this : this.clone();
-    return new Tensor(src.data, dims, { strides: contiguousStrides(dims), offset: src.offset });
+    return src.view(dims, contiguousStrides(dims), src.offset);
   }
 
   /** Reorders the axes: result axis i is this tensor's axis dims[i]. A view. */
@@ -378,8 +396,15 @@ export class Tensor {
     return this.view(dims, strides, this.offset);
   }
 
+  /** A view that needs no checking: derived from this tensor's own valid layout. */
   private view(shape: number[], strides: number[], offset: number): Tensor {
-    return new Tensor(this.data, shape, { strides, offset });
+    const t = Object.create(Tensor.prototype) as { -readonly [K in keyof Tensor]: Tensor[K] };
+    t.data = this.data;
+    t.shape = Object.freeze(shape);
+    t.strides = Object.freeze(strides);
+    t.offset = offset;
+    t.dtype = this.dtype;
+    return t as Tensor;
   }
 
   // ------------------------------------------------------------ reading

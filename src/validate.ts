@@ -68,6 +68,12 @@ export function checkOptions<T extends object>(fn: string, options: unknown, all
   return options as Partial<T>;
 }
 
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; ++i) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export function shapeString(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }

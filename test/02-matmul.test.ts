@@ -74,6 +74,39 @@ describe('matmul against a float64 reference', () => {
   });
 });
 
+describe('bias (a linear layer in one pass)', () => {
+  test('bias is added to every row, with alpha, beta, batches and both paths', () => {
+    for (const [m, n, k] of [
+      [1, 7, 5],
+      [3, 40, 9],
+      [70, 65, 33],
+      [300, 257, 64],
+    ]) {
+      const a = rand([2, m, k]);
+      const w = rand([n, k]);
+      const bias = rand([n]);
+      const got = matmul(a, w, { transposeB: true, bias, alpha: 0.5 });
+      const ref = matmulRef(a, w, { transposeB: true, alpha: 0.5 });
+      const bv = values(bias);
+      for (let i = 0; i < ref.value.length; ++i) {
+        ref.value[i] += bv[i % n];
+        ref.magnitude[i] += Math.abs(bv[i % n]);
+      }
+      expectClose(got, ref.value, gemmTolerance(ref, k), `bias ${m}x${n}x${k}`);
+    }
+    const out = rand([4, 6]);
+    const prior = values(out);
+    const a = rand([4, 3]);
+    const b = rand([3, 6]);
+    const bias = rand([6]);
+    matmul(a, b, { out, beta: 2, bias });
+    const ref = matmulRef(a, b);
+    const bv = values(bias);
+    for (let i = 0; i < 24; ++i) expect(out.data[i]).toBeCloseTo(ref.value[i] + 2 * prior[i] + bv[i % 6], 5);
+    expect(() => matmul(a, b, { bias: rand([5]) })).toThrow('Expected Tensor of shape [6] for bias');
+  });
+});
+
 describe('strided and offset operands', () => {
   test('row-strided views (leading dimension > columns) and byteOffset subarrays', () => {
     const big = rand([70, 90]);

@@ -8,7 +8,7 @@ describe('matmul rejects bad input with a named, typed error', () => {
   test('wrong types', () => {
     expect(() => matmul([1, 2] as never, f([2, 2]))).toThrow('Expected float32 Tensor for a but received an Array of length 2');
     expect(() => matmul(f([2, 2]), new Float32Array(4) as never)).toThrow(
-      'Expected float32 Tensor for b but received a Float32Array of length 4',
+      'Expected float32 Tensor or PackedMatrix for b but received a Float32Array of length 4',
     );
     expect(() => matmul(Tensor.zeros([2, 2], 'uint8'), f([2, 2]))).toThrow(TypeError);
     expect(() => matmul(f([2, 2]), f([2, 2]), 'fast' as never)).toThrow(TypeError);
@@ -38,7 +38,7 @@ describe('matmul rejects bad input with a named, typed error', () => {
   test('bad options', () => {
     const a = f([2, 2]);
     expect(() => matmul(a, a, { transpose: true } as never)).toThrow(
-      "Unknown option 'transpose' for matmul; expected one of transposeA, transposeB, alpha, beta, out but received true of type boolean",
+      "Unknown option 'transpose' for matmul; expected one of transposeA, transposeB, alpha, beta, out, bias but received true of type boolean",
     );
     expect(() => matmul(a, a, { alpha: NaN })).toThrow('Expected finite number for alpha but received NaN of type number');
     expect(() => matmul(a, a, { alpha: '2' as never })).toThrow(TypeError);
@@ -74,29 +74,32 @@ describe('the native layer checks bounds itself', () => {
   test('gemm refuses views past the end of an array instead of reading them', () => {
     const a = new Float32Array(10);
     const c = new Float32Array(100);
-    // m n k ta tb lda ldb ldc sA sB sC batch alpha beta offA offB offC
-    expect(() => native.gemm(a, a, c, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+    // m n k ta tb lda ldb ldc sA sB sC batch alpha beta offA offB offC offBias
+    expect(() => native.gemm(a, a, c, null, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
       'a is too short: the view needs 16 elements from offset 0 but its array has 10',
     );
-    expect(() => native.gemm(c, c, a, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(RangeError);
-    expect(() => native.gemm(c, c, new Float32Array(100), p([2, 2, 2, 0, 0, 1, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+    expect(() => native.gemm(c, c, a, null, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(RangeError);
+    expect(() => native.gemm(c, c, new Float32Array(100), null, p([2, 2, 2, 0, 0, 1, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
       'lda is smaller than the rows it must hold',
     );
-    expect(() => native.gemm(c, c, new Float32Array(100), p([-1, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+    expect(() => native.gemm(c, c, new Float32Array(100), null, p([-1, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
       RangeError,
     );
-    expect(() => native.gemm(c, c, new Float32Array(100), p([1.5, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+    expect(() => native.gemm(c, c, new Float32Array(100), null, p([1.5, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
       RangeError,
     );
-    expect(() => native.gemm(c, c, new Float32Array(200), p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 8, 2, 1, 0, 0, 0, 0]))).toThrow(
+    expect(() => native.gemm(c, c, new Float32Array(200), null, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 8, 2, 1, 0, 0, 0, 0, 0]))).toThrow(
       'out batch items overlap',
     );
-    expect(() => native.gemm(c, c, c, p([2, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+    expect(() => native.gemm(c, c, c, null, p([2, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
       'out must not share memory with a or b',
     );
-    expect(() => native.gemm(c, c, c, p([2, 2]))).toThrow('Expected 17 entries in gemm parameters but received 2');
-    expect(() => native.gemm(c, [1] as never, c, p([]))).toThrow('Expected Float32Array for b but received an Array');
-    expect(() => native.gemm(c, c, c, p([2 ** 40, 2 ** 40, 2, 0, 0, 2, 2 ** 40, 2 ** 40, 0, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+    expect(() => native.gemm(c, c, c, null, p([2, 2]))).toThrow('Expected 18 entries in gemm parameters but received 2');
+    expect(() => native.gemm(c, [1] as never, c, null, p([]))).toThrow('Expected Float32Array for b but received an Array');
+    expect(() => native.gemm(c, c, new Float32Array(4), new Float32Array(1), p([2, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
+      'bias is too short',
+    );
+    expect(() => native.gemm(c, c, c, null, p([2 ** 40, 2 ** 40, 2, 0, 0, 2, 2 ** 40, 2 ** 40, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
       RangeError,
     );
   });

@@ -51,6 +51,10 @@ describe(`PyTorch parity (${process.env.ATTN_ISA} kernels), within ${TOL}`, () =
   test.each(cases)('%s', async (name, file) => {
     const { tensors, metadata, module, query, key, value, options } = setup(file);
     compare(module.forward(query, key, value, options), tensors, name);
+    // Without weights the fused kernel computes the output.
+    const fused = module.forward(query, key, value, { ...options, needWeights: false });
+    expect(fused.weights).toBeUndefined();
+    expectClose(fused.output, values(tensors['output.attn_output']), TOL, `${name} (fused) attn_output`);
     compare(await module.forwardAsync(query, key, value, options), tensors, `${name} (async)`);
     if (metadata.causal === 'True') {
       // The same case through causal masking instead of the stored mask.

@@ -108,13 +108,14 @@ long strided_extent(Napi::Env env, int rank, const long* shape, const long* stri
 }
 
 // ------------------------------------------------------------ gemm
-// params: m n k transA transB lda ldb ldc strideA strideB strideC batch alpha beta offA offB offC
+// gemm(a, b, out, bias|null, params)
+// params: m n k transA transB lda ldb ldc strideA strideB strideC batch alpha beta offA offB offC offBias
 Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
   Napi::Env env = info.Env();
   F32Arg a = get_f32(info, 0, "a");
   F32Arg b = get_f32(info, 1, "b");
   F32Arg c = get_f32(info, 2, "out");
-  const double* p = get_params(info, 3, 17, "gemm parameters");
+  const double* p = get_params(info, 4, 18, "gemm parameters");
   GemmArgs g;
   g.m = get_int(env, p[0], 0, kMaxIndex, "m");
   g.n = get_int(env, p[1], 0, kMaxIndex, "n");
@@ -159,8 +160,101 @@ Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
       overlaps(g.c, static_cast<std::size_t>(ec) * fa, g.b, static_cast<std::size_t>(eb) * fa)) {
     throw_range(env, "out must not share memory with a or b");
   }
+  if (!info[3].IsNull() && !info[3].IsUndefined()) {
+    F32Arg bias = get_f32(info, 3, "bias");
+    const long off = get_int(env, p[17], 0, kMaxIndex, "offset of bias");
+    check_fits(env, "bias", off, g.n, bias.length);
+    g.bias = bias.data + off;
+    if (overlaps(g.c, static_cast<std::size_t>(ec) * fa, g.bias, static_cast<std::size_t>(g.n) * fa)) {
+      throw_range(env, "out must not share memory with bias");
+    }
+  }
   const KernelTable* kt = &kernels();
-  return run(info, async, 3, [kt, g] { sgemm(*kt, g); });
+  return run(info, async, 4, [kt, g] { sgemm(*kt, g); });
+}
+
+// ------------------------------------------------------------ prepacked B
+// A PackedB travels to JS as a type-tagged External; its finalizer frees it
+// and the packed bytes are reported to V8 as external memory.
+const napi_type_tag kPackedTag = {0x8a6f1c2e5b3d4a71ULL, 0x93e0c4b7d2f16a58ULL};
+
+// packB(b, params: k n ldb transB offB) -> handle
+Napi::Value PackB(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32Arg b = get_f32(info, 0, "b");
+  const double* p = get_params(info, 1, 5, "pack parameters");
+  const long k = get_int(env, p[0], 0, kMaxIndex, "k");
+  const long n = get_int(env, p[1], 0, kMaxIndex, "n");
+  const long ldb = get_int(env, p[2], 1, kMaxIndex, "ldb");
+  const bool trans = get_int(env, p[3], 0, 1, "transB") != 0;
+  const long off = get_int(env, p[4], 0, kMaxIndex, "offset of b");
+  if (ldb < (trans ? k : n)) throw_range(env, "ldb is smaller than the rows it must hold");
+  if (static_cast<double>(k) * static_cast<double>(n) > 4.0e15) throw_range(env, "b is too large");
+  GemmArgs g;
+  g.k = k;
+  g.n = n;
+  g.ldb = ldb;
+  g.trans_b = trans;
+  check_fits(env, "b", off, gemm_extent_b(g), b.length);
+  PackedB* pb = gemm_pack_b(kernels(), b.data + off, ldb, trans, k, n);
+  const std::int64_t bytes = static_cast<std::int64_t>(pb->floats * sizeof(float));
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  auto handle = Napi::External<PackedB>::New(env, pb, [bytes](Napi::Env e, PackedB* q) {
+    Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
+    delete q;
+  });
+  handle.TypeTag(&kPackedTag);
+  return handle;
+}
+
+// gemmPacked(a, packed, out, bias|null, params: m transA lda ldc strideA strideC batch alpha beta offA offC offBias)
+Napi::Value gemm_packed_impl(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  F32Arg a = get_f32(info, 0, "a");
+  Napi::Value h = info[1];
+  if (!h.IsExternal() || !h.As<Napi::Object>().CheckTypeTag(&kPackedTag)) {
+    throw_type(env, "Expected a packed matrix for b but received " + describe(h));
+  }
+  const PackedB* pb = h.As<Napi::External<PackedB>>().Data();
+  F32Arg c = get_f32(info, 2, "out");
+  const double* p = get_params(info, 4, 12, "gemm parameters");
+  GemmArgs g;
+  g.m = get_int(env, p[0], 0, kMaxIndex, "m");
+  g.n = pb->n;
+  g.k = pb->k;
+  g.trans_a = get_int(env, p[1], 0, 1, "transA") != 0;
+  g.lda = get_int(env, p[2], 1, kMaxIndex, "lda");
+  g.ldc = get_int(env, p[3], 1, kMaxIndex, "ldc");
+  g.stride_a = get_int(env, p[4], 0, kMaxIndex, "strideA");
+  g.stride_c = get_int(env, p[5], 0, kMaxIndex, "strideC");
+  g.batch = get_int(env, p[6], 0, kMaxIndex, "batch");
+  g.alpha = static_cast<float>(p[7]);
+  g.beta = static_cast<float>(p[8]);
+  const long off_a = get_int(env, p[9], 0, kMaxIndex, "offset of a");
+  const long off_c = get_int(env, p[10], 0, kMaxIndex, "offset of out");
+  if (g.lda < (g.trans_a ? g.m : g.k)) throw_range(env, "lda is smaller than the rows it must hold");
+  if (g.ldc < g.n) throw_range(env, "ldc is smaller than n");
+  const double span = (static_cast<double>(g.batch) + 1) * (static_cast<double>(g.m) + g.n + g.k + 1) *
+                      (static_cast<double>(g.lda) + g.ldc + g.stride_a + g.stride_c + 1);
+  if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
+  const long ea = gemm_extent_a(g), ec = gemm_extent_c(g);
+  check_fits(env, "a", off_a, ea, a.length);
+  check_fits(env, "out", off_c, ec, c.length);
+  if (g.batch > 1 && g.m > 0 && g.n > 0 && g.stride_c < (g.m - 1) * g.ldc + g.n) {
+    throw_range(env, "out batch items overlap (strideC is smaller than one m x n item)");
+  }
+  g.a = a.data + off_a;
+  g.c = c.data + off_c;
+  if (overlaps(g.c, static_cast<std::size_t>(ec) * 4, g.a, static_cast<std::size_t>(ea) * 4)) {
+    throw_range(env, "out must not share memory with a");
+  }
+  if (!info[3].IsNull() && !info[3].IsUndefined()) {
+    F32Arg bias = get_f32(info, 3, "bias");
+    const long off = get_int(env, p[11], 0, kMaxIndex, "offset of bias");
+    check_fits(env, "bias", off, g.n, bias.length);
+    g.bias = bias.data + off;
+  }
+  return run(info, async, 4, [g, pb] { sgemm_prepacked(g, *pb); });
 }
 
 // ------------------------------------------------------------ softmax
@@ -429,7 +523,10 @@ Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
     throw_range(env, "out must not share memory with q, k, v or the mask");
   }
   const KernelTable* kt = &kernels();
-  return run(info, async, 8, [kt, a] { attention_explicit(*kt, a); });
+  // Fused (flash) whenever the weights are not wanted and the scores are a dot
+  // product; the explicit path builds the [queries, keys] weights.
+  if (a.weights || a.scores) return run(info, async, 8, [kt, a] { attention_explicit(*kt, a); });
+  return run(info, async, 8, [kt, a] { attention_fused(*kt, a); });
 }
 
 // additiveScores(pq, pk, w, bias|null, scores, params: batch heads sq sk hidden
@@ -608,6 +705,9 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   //  name             arguments                                  kernel
   fn("gemm",         [](const Napi::CallbackInfo& i) { return gemm_impl(i, false); });
   fn("gemmAsync",    [](const Napi::CallbackInfo& i) { return gemm_impl(i, true); });
+  fn("packB",        PackB);
+  fn("gemmPacked",   [](const Napi::CallbackInfo& i) { return gemm_packed_impl(i, false); });
+  fn("gemmPackedAsync", [](const Napi::CallbackInfo& i) { return gemm_packed_impl(i, true); });
   fn("softmax",      [](const Napi::CallbackInfo& i) { return softmax_impl(i, false); });
   fn("softmaxAsync", [](const Napi::CallbackInfo& i) { return softmax_impl(i, true); });
   fn("copyStrided",    copy_impl);

@@ -1,7 +1,9 @@
 #include "attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "../runtime/thread_pool.h"
 #include "gemm.h"
@@ -116,6 +118,292 @@ void attention_explicit(const KernelTable& kt, const AttentionArgs& a) {
     sgemm_serial(kt, g);  // k == 0 writes zeros
   };
   parallel_for(tasks, task);
+}
+
+namespace {
+
+// Fused path blocking. Query blocks (4 mr rows) and key blocks
+// (kAttnKeyBlock) are fixed, so every query row sees the same sequence of
+// operations whatever the thread count; only the grouping of query blocks into
+// tasks adapts to the threads (it decides how often K^T is packed, not what is
+// computed).
+constexpr long kMinChunkQueries = 128;  // a task packs K^T once for at least this many queries
+constexpr long kDecodeQueries = 4;   // at most this many queries: the decode path
+constexpr long kDecodeChunk = 1024;  // keys per decode task
+
+thread_local Scratch tl_qpack;
+thread_local Scratch tl_ktpack;
+thread_local Scratch tl_tile;
+thread_local Scratch tl_out;
+thread_local Scratch tl_stats;
+
+inline long round_up(long v, long m) { return (v + m - 1) / m * m; }
+
+// Keys [0, n) per batch item when the uint8 key padding is zeros then ones;
+// empty when any item has another pattern (then it is applied as a mask).
+std::vector<long> padding_lengths(const AttentionArgs& a) {
+  std::vector<long> len(static_cast<std::size_t>(a.batch), a.sk);
+  if (a.kpm_kind == MaskKind::kNone) return len;
+  if (a.kpm_kind != MaskKind::kU8) return {};
+  for (long b = 0; b < a.batch; ++b) {
+    const std::uint8_t* m = static_cast<const std::uint8_t*>(a.kpm) + b * a.kpm_stride_b;
+    long first = a.sk;
+    for (long j = 0; j < a.sk; ++j)
+      if (m[j]) {
+        first = j;
+        break;
+      }
+    for (long j = first; j < a.sk; ++j)
+      if (!m[j]) return {};
+    len[static_cast<std::size_t>(b)] = first;
+  }
+  return len;
+}
+
+// The fused kernel's scores are in base 2: scale * log2(e) * q.k.
+constexpr float kLog2e = 1.44269504088896341f;
+
+// Adds the general masks (the attn mask, and key padding when it is not a
+// per-batch length, float ones times log2 e) to `rows` score rows for keys
+// [j0, j0 + valid[r]).
+void mask_tile(const KernelTable& kt, const AttentionArgs& a, bool kpm_general, long b, long h, long i0,
+               long j0, float* s, long lds, long rows, long cols, const long* valid) {
+  for (long r = 0; r < rows; ++r) {
+    const long n = valid ? std::min(valid[r], cols) : cols;
+    if (n <= 0) continue;
+    float* row = s + r * lds;
+    if (a.mask_kind != MaskKind::kNone) {
+      const long off = b * a.mask_strides[0] + h * a.mask_strides[1] + (i0 + r) * a.mask_strides[2] +
+                       j0 * a.mask_strides[3];
+      if (a.mask_kind == MaskKind::kF32) {
+        kt.attn_mask_row(row, n, static_cast<const float*>(a.mask) + off, a.mask_strides[3], kLog2e, nullptr, 0);
+      } else {
+        kt.attn_mask_row(row, n, nullptr, 0, 0.0f, static_cast<const std::uint8_t*>(a.mask) + off, a.mask_strides[3]);
+      }
+    }
+    if (kpm_general) {
+      const long off = b * a.kpm_stride_b + j0;
+      if (a.kpm_kind == MaskKind::kF32) {
+        kt.attn_mask_row(row, n, static_cast<const float*>(a.kpm) + off, 1, kLog2e, nullptr, 0);
+      } else {
+        kt.attn_mask_row(row, n, nullptr, 0, 0.0f, static_cast<const std::uint8_t*>(a.kpm) + off, 1);
+      }
+    }
+  }
+}
+
+// Sum of a row's W partial sums, in a fixed order.
+inline float lanes_sum(const float* l, long w) {
+  float s = 0.0f;
+  for (long i = 0; i < w; ++i) s += l[i];
+  return s;
+}
+
+// out row = acc / l (zeros for a row with no live key; NaN stays NaN).
+void finish_rows(long dv, long w, const float* o, long ldo, const float* l, long rows, float* out,
+                 long out_row_stride) {
+  for (long r = 0; r < rows; ++r) {
+    const float lr = lanes_sum(l + r * w, w);
+    const float inv = lr > 0.0f ? 1.0f / lr : (lr == lr ? 0.0f : lr);
+    const float* src = o + r * ldo;
+    float* dst = out + r * out_row_stride;
+    for (long c = 0; c < dv; ++c) dst[c] = src[c] * inv;
+  }
+}
+
+void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vector<long>& kv_len, bool kpm_general) {
+  const long mr = kt.mr, nr = kt.nr, bk_max = kAttnKeyBlock;
+  const long bq = 4 * mr;
+  const long blocks = (a.sq + bq - 1) / bq;
+  const long heads = a.batch * a.heads;
+  // Whole heads per task when there are enough of them to keep the threads
+  // busy (K^T packed once per head); otherwise split each head's queries,
+  // into more pieces with causal masking, where the work per piece varies.
+  const long threads = ThreadPool::global().size();
+  const long want = threads <= 1 ? 1 : std::max(1L, (threads * (a.causal ? 4 : 2) + heads - 1) / heads);
+  const long min_blocks = std::max(1L, (kMinChunkQueries + bq - 1) / bq);
+  const long per_task = std::max(min_blocks, (blocks + want - 1) / want);
+  const long chunks = (blocks + per_task - 1) / per_task;
+  const long tasks = heads * chunks;
+  auto limit = [&](long i) { return a.causal ? std::clamp(i + a.sk - a.sq + 1, 0L, a.sk) : a.sk; };
+
+  auto run = [&](long t) {
+    // Heaviest first: with causal masking, later chunks see more keys.
+    const long c = a.causal ? chunks - 1 - t / heads : t / heads;
+    const long bh = t % heads;
+    const long b = bh / a.heads, h = bh % a.heads;
+    const long i_begin = c * per_task * bq;
+    const long i_end = std::min(a.sq, i_begin + per_task * bq);
+    const long kvl = kv_len.empty() ? a.sk : kv_len[static_cast<std::size_t>(b)];
+    const long kend_task = std::min(kvl, limit(i_end - 1));
+    const float* qh = a.q + b * a.q_strides[0] + h * a.q_strides[1];
+    const float* kh = a.k + b * a.k_strides[0] + h * a.k_strides[1];
+    const float* vh = a.v + b * a.v_strides[0] + h * a.v_strides[1];
+    float* outh = a.out + b * a.out_strides[0] + h * a.out_strides[1];
+
+    // K^T for every key this task can see, once: nr-wide panels of dk rows.
+    float* ktp = tl_ktpack.get(static_cast<std::size_t>(std::max(1L, round_up(kend_task, nr) * a.dk)));
+    for (long j = 0; j < kend_task; j += nr) {
+      kt.gemm_pack(kh + j * a.k_strides[2], a.k_strides[2], 1, std::min(nr, kend_task - j), a.dk,
+                   static_cast<int>(nr), ktp + j * a.dk);
+    }
+    float* qp = tl_qpack.get(static_cast<std::size_t>(std::max(1L, bq * a.dk)));
+    float* tile = tl_tile.get(static_cast<std::size_t>(bq * bk_max));
+    float* o = tl_out.get(static_cast<std::size_t>(bq * a.dv));
+    const long w = kt.vector_width;
+    float* stats = tl_stats.get(static_cast<std::size_t>((2 + w) * bq));
+    float* m = stats;
+    float* rescale = stats + bq;
+    float* l = stats + 2 * bq;  // w partial sums per row
+    std::vector<long> valid(static_cast<std::size_t>(bq));
+
+    for (long i0 = i_begin; i0 < i_end; i0 += bq) {
+      const long rows = std::min(bq, a.sq - i0);
+      for (long ip = 0; ip < rows; ip += mr) {
+        kt.gemm_pack(qh + (i0 + ip) * a.q_strides[2], a.q_strides[2], 1, std::min(mr, rows - ip), a.dk,
+                     static_cast<int>(mr), qp + ip * a.dk);
+      }
+      // Fold scale * log2(e) into Q once: the scores come out in base 2.
+      const float qscale = a.scale * kLog2e;
+      for (long i = 0, n = round_up(rows, mr) * a.dk; i < n; ++i) qp[i] *= qscale;
+      for (long r = 0; r < rows; ++r) m[r] = -INFINITY;
+      std::fill(l, l + rows * w, 0.0f);
+      std::fill(o, o + rows * a.dv, 0.0f);
+      const long kend = std::min(kend_task, limit(i0 + rows - 1));
+      for (long j0 = 0; j0 < kend; j0 += bk_max) {
+        const long bk = std::min(bk_max, kend - j0);
+        // S = scale * Q K^T for this block of keys.
+        for (long ir = 0; ir < rows; ir += mr)
+          for (long jr = 0; jr < bk; jr += nr)
+            kt.gemm_micro(a.dk, qp + ir * a.dk, ktp + (j0 + jr) * a.dk, tile + ir * bk_max + jr, bk_max, 1.0f,
+                          0.0f, static_cast<int>(std::min(mr, rows - ir)), static_cast<int>(std::min(nr, bk - jr)),
+                          nullptr);
+        // Rows that reach the causal diagonal inside this block see fewer keys.
+        const bool partial = a.causal && limit(i0) < j0 + bk;
+        if (partial)
+          for (long r = 0; r < rows; ++r) valid[static_cast<std::size_t>(r)] = std::clamp(limit(i0 + r) - j0, 0L, bk);
+        const long* vp = partial ? valid.data() : nullptr;
+        if (a.mask_kind != MaskKind::kNone || kpm_general) {
+          mask_tile(kt, a, kpm_general, b, h, i0, j0, tile, bk_max, rows, bk, vp);
+        }
+        kt.attn_online_softmax(tile, bk_max, rows, bk, vp, m, l, rescale);
+        // O = O * rescale + P V.
+        for (long ir = 0; ir < rows; ir += mr)
+          for (long c0 = 0; c0 < a.dv; c0 += nr)
+            kt.attn_pv(bk, tile + ir * bk_max, vh + j0 * a.v_strides[2] + c0, a.v_strides[2], o + ir * a.dv + c0,
+                       a.dv, rescale + ir, static_cast<int>(std::min(mr, rows - ir)),
+                       static_cast<int>(std::min(nr, a.dv - c0)));
+      }
+      finish_rows(a.dv, w, o, a.dv, l, rows, outh + i0 * a.out_strides[2], a.out_strides[2]);
+    }
+  };
+  parallel_for(tasks, run);
+}
+
+// Few queries over many keys: key chunks in parallel, then a merge of the
+// partial (max, sum, unnormalised output) triples, in chunk order.
+void fused_decode(const KernelTable& kt, const AttentionArgs& a, const std::vector<long>& kv_len, bool kpm_general) {
+  const long heads = a.batch * a.heads;
+  const long chunks = std::max(1L, (a.sk + kDecodeChunk - 1) / kDecodeChunk);
+  const long sq = a.sq, dv = a.dv;
+  const long part = sq * (dv + 2);  // per task: m[sq], l[sq], o[sq][dv]
+  std::vector<float> partials(static_cast<std::size_t>(heads * chunks * part));
+  auto limit = [&](long i) { return a.causal ? std::clamp(i + a.sk - a.sq + 1, 0L, a.sk) : a.sk; };
+
+  parallel_for(heads * chunks, [&](long t) {
+    const long bh = t / chunks, c = t % chunks;
+    const long b = bh / a.heads, h = bh % a.heads;
+    const long kvl = kv_len.empty() ? a.sk : kv_len[static_cast<std::size_t>(b)];
+    const long j0 = c * kDecodeChunk;
+    const long j1 = std::min({a.sk, j0 + kDecodeChunk, kvl, limit(sq - 1)});
+    float* pm = partials.data() + t * part;
+    float* pl = pm + sq;
+    float* po = pl + sq;
+    for (long r = 0; r < sq; ++r) {
+      pm[r] = -INFINITY;
+      pl[r] = 0.0f;
+    }
+    std::fill(po, po + sq * dv, 0.0f);
+    if (j1 <= j0) return;
+    const long n = j1 - j0;
+    float* s = tl_tile.get(static_cast<std::size_t>(sq * n));
+    GemmArgs g;
+    g.m = sq;
+    g.n = n;
+    g.k = a.dk;
+    g.trans_b = true;
+    g.alpha = a.scale * kLog2e;  // base-2 scores, as in the flash path
+    g.a = a.q + b * a.q_strides[0] + h * a.q_strides[1];
+    g.lda = a.q_strides[2];
+    g.b = a.k + b * a.k_strides[0] + h * a.k_strides[1] + j0 * a.k_strides[2];
+    g.ldb = a.k_strides[2];
+    g.c = s;
+    g.ldc = n;
+    sgemm_serial(kt, g);
+    long valid[kDecodeQueries];
+    for (long r = 0; r < sq; ++r) valid[r] = std::clamp(limit(r) - j0, 0L, n);
+    if (a.mask_kind != MaskKind::kNone || kpm_general) mask_tile(kt, a, kpm_general, b, h, 0, j0, s, n, sq, n, valid);
+    float rescale[kDecodeQueries];
+    const long w = kt.vector_width;
+    std::vector<float> lv(static_cast<std::size_t>(sq * w), 0.0f);
+    kt.attn_online_softmax(s, n, sq, n, valid, pm, lv.data(), rescale);
+    for (long r = 0; r < sq; ++r) pl[r] = lanes_sum(lv.data() + r * w, w);
+    GemmArgs pv;
+    pv.m = sq;
+    pv.n = dv;
+    pv.k = n;
+    pv.a = s;
+    pv.lda = n;
+    pv.b = a.v + b * a.v_strides[0] + h * a.v_strides[1] + j0 * a.v_strides[2];
+    pv.ldb = a.v_strides[2];
+    pv.c = po;
+    pv.ldc = dv;
+    sgemm_serial(kt, pv);
+  });
+
+  parallel_for(heads, [&](long bh) {
+    const long b = bh / a.heads, h = bh % a.heads;
+    float* out = a.out + b * a.out_strides[0] + h * a.out_strides[1];
+    std::vector<double> acc(static_cast<std::size_t>(dv));
+    for (long r = 0; r < sq; ++r) {
+      float mx = -INFINITY;
+      bool nan = false;
+      for (long c = 0; c < chunks; ++c) {
+        const float* pm = partials.data() + (bh * chunks + c) * part;
+        nan = nan || pm[r] != pm[r] || pm[sq + r] != pm[sq + r];
+        mx = std::max(mx, pm[r]);
+      }
+      float* dst = out + r * a.out_strides[2];
+      if (nan || mx == -INFINITY) {
+        for (long d = 0; d < dv; ++d) dst[d] = nan ? NAN : 0.0f;
+        continue;
+      }
+      double lsum = 0;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (long c = 0; c < chunks; ++c) {
+        const float* pm = partials.data() + (bh * chunks + c) * part;
+        if (pm[r] == -INFINITY) continue;
+        const double w = std::exp2(static_cast<double>(pm[r]) - mx);
+        lsum += w * pm[sq + r];
+        const float* po = pm + 2 * sq + r * dv;
+        for (long d = 0; d < dv; ++d) acc[static_cast<std::size_t>(d)] += w * po[d];
+      }
+      for (long d = 0; d < dv; ++d) dst[d] = static_cast<float>(acc[static_cast<std::size_t>(d)] / lsum);
+    }
+  });
+}
+
+}  // namespace
+
+void attention_fused(const KernelTable& kt, const AttentionArgs& a) {
+  if (a.batch <= 0 || a.heads <= 0 || a.sq <= 0 || a.dv <= 0) return;
+  const std::vector<long> kv_len = padding_lengths(a);
+  const bool kpm_general = a.kpm_kind != MaskKind::kNone && kv_len.empty();
+  if (a.sq <= kDecodeQueries) {
+    fused_decode(kt, a, kv_len, kpm_general);
+  } else {
+    fused_flash(kt, a, kv_len, kpm_general);
+  }
 }
 
 void l2_normalize(int rank, const long* shape, const float* src, const long* strides, float* dst,

@@ -46,6 +46,17 @@ struct AttentionArgs {
 // count, so neither do the results.
 void attention_explicit(const KernelTable& kt, const AttentionArgs& a);
 
+// The fused path (flash attention): for each (batch, head, block of queries)
+// the scores of one block of keys at a time, an online softmax (running max
+// and sum, rescaling the accumulated output), out += P V. The [queries, keys]
+// matrix is never built: memory beyond the output is O(sequence) per thread.
+// Causal masking bounds the key loop; uint8 key padding of the usual form
+// (zeros then ones) becomes a per-batch key count; other masks are applied
+// per tile. Up to 4 queries (decoding): the keys are split into chunks whose
+// partial (max, sum, output) triples are merged. Requires weights == null and
+// scores == null. Results do not depend on the thread count.
+void attention_fused(const KernelTable& kt, const AttentionArgs& a);
+
 // dst (contiguous) = src (strided, last axis contiguous) with every vector of
 // the last axis scaled to unit L2 norm: x / max(|x|, eps).
 void l2_normalize(int rank, const long* shape, const float* src, const long* strides, float* dst,

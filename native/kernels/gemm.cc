@@ -54,9 +54,10 @@ struct Problem {
   float* c;
   long ldc;
   float alpha, beta;
+  const float* bias;
 };
 
-// C = beta * C, for the degenerate cases (k == 0 or alpha == 0).
+// C = beta * C (+ bias), for the degenerate cases (k == 0 or alpha == 0).
 void scale_c(const Problem& p) {
   for (long i = 0; i < p.m; ++i) {
     float* row = p.c + i * p.ldc;
@@ -65,6 +66,8 @@ void scale_c(const Problem& p) {
     } else if (p.beta != 1.0f) {
       for (long j = 0; j < p.n; ++j) row[j] *= p.beta;
     }
+    if (p.bias)
+      for (long j = 0; j < p.n; ++j) row[j] += p.bias[j];
   }
 }
 
@@ -125,8 +128,8 @@ void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_
   *tn_out = best_tn;
 }
 
-void gemm_packed(const KernelTable& kt, const Problem& p, int nt) {
-  const GemmBlocking blk = gemm_blocking(kt);
+void gemm_packed(const KernelTable& kt, const Problem& p, int nt, const PackedB* pre = nullptr) {
+  const GemmBlocking blk = pre ? pre->blk : gemm_blocking(kt);
   const int mr = kt.mr, nr = kt.nr;
   long tm = 1, tn = 1;
   if (nt > 1) choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
@@ -135,7 +138,7 @@ void gemm_packed(const KernelTable& kt, const Problem& p, int nt) {
 
   const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
   const long kc_max = min_l(blk.kc, p.k);
-  float* bpack = tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
+  float* bpack = pre ? nullptr : tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
 
   for (long jc = 0; jc < p.n; jc += blk.nc) {
     const long ncur = min_l(blk.nc, p.n - jc);
@@ -144,15 +147,19 @@ void gemm_packed(const KernelTable& kt, const Problem& p, int nt) {
       const long kc = min_l(blk.kc, p.k - pc);
       const float beta = pc == 0 ? p.beta : 1.0f;
 
-      // Pack this B panel, split by micro-panels across the threads.
-      const long pack_tasks = parallel ? min_l(tasks, panels) : 1;
-      for_tasks(parallel, pack_tasks, [&](long t) {
-        long q0 = split_point(panels, pack_tasks, t, 1);
-        long q1 = split_point(panels, pack_tasks, t + 1, 1);
-        if (q1 <= q0) return;
-        long c0 = q0 * nr, c1 = min_l(q1 * nr, ncur);
-        pack_b(kt, p.b, pc, kc, jc + c0, c1 - c0, bpack + c0 * kc);
-      });
+      if (pre) {
+        bpack = pre->data + pre->offset(jc, pc);
+      } else {
+        // Pack this B panel, split by micro-panels across the threads.
+        const long pack_tasks = parallel ? min_l(tasks, panels) : 1;
+        for_tasks(parallel, pack_tasks, [&](long t) {
+          long q0 = split_point(panels, pack_tasks, t, 1);
+          long q1 = split_point(panels, pack_tasks, t + 1, 1);
+          if (q1 <= q0) return;
+          long c0 = q0 * nr, c1 = min_l(q1 * nr, ncur);
+          pack_b(kt, p.b, pc, kc, jc + c0, c1 - c0, bpack + c0 * kc);
+        });
+      }
 
       for_tasks(parallel, tasks, [&](long t) {
         const long ti = t / tn, tj = t % tn;
@@ -167,10 +174,11 @@ void gemm_packed(const KernelTable& kt, const Problem& p, int nt) {
             const int ncols = static_cast<int>(min_l(nr, c1 - jr));
             const float* bp = bpack + jr * kc;
             float* cp = p.c + ic * p.ldc + jc + jr;
+            const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
             for (long ir = 0; ir < mcur; ir += mr) {
               const int mrows = static_cast<int>(min_l(mr, mcur - ir));
               kt.gemm_micro(kc, apack + ir * kc, bp, cp + ir * p.ldc, p.ldc, p.alpha, beta, mrows,
-                            ncols);
+                            ncols, bias);
             }
           }
         }
@@ -180,8 +188,8 @@ void gemm_packed(const KernelTable& kt, const Problem& p, int nt) {
 }
 
 void gemm_small(const KernelTable& kt, const Problem& p, bool dot, int nt) {
-  SmallGemm g{dot,    p.m,    p.n,    p.k,    p.a.p, p.a.rs,  p.a.cs,
-              p.b.p,  p.b.rs, p.b.cs, p.c,    p.ldc, p.alpha, p.beta};
+  SmallGemm g{dot,   p.m,    p.n,    p.k, p.a.p,   p.a.rs, p.a.cs,
+              p.b.p, p.b.rs, p.b.cs, p.c, p.ldc, p.alpha, p.beta, p.bias};
   if (nt <= 1) {
     kt.gemm_small(g, 0, p.m, 0, p.n);
     return;
@@ -239,11 +247,19 @@ Problem problem_of(const GemmArgs& g, long item) {
   p.ldc = g.ldc;
   p.alpha = g.alpha;
   p.beta = g.beta;
+  p.bias = g.bias;
   return p;
 }
 
-void run_gemm(const KernelTable& kt, const GemmArgs& g, bool parallel) {
-  if (g.batch <= 0) return;
+void run_gemm(const KernelTable& kt, const GemmArgs& in, bool parallel) {
+  if (in.batch <= 0) return;
+  GemmArgs g = in;
+  // A shared B with A and C rows contiguous across the batch is one GEMM with
+  // batch * m rows (B packed once). Same per-element arithmetic either way.
+  if (g.batch > 1 && g.stride_b == 0 && !g.trans_a && g.stride_a == g.m * g.lda && g.stride_c == g.m * g.ldc) {
+    g.m *= g.batch;
+    g.batch = 1;
+  }
   const double item_flops = 2.0 * g.m * g.n * g.k;
   const int pool = parallel ? ThreadPool::global().size() : 1;
   // One item per task when the items divide evenly among the threads, are
@@ -297,6 +313,79 @@ GemmBlocking gemm_blocking(const KernelTable& kt) {
 }
 
 void sgemm(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, true); }
+
+PackedB::~PackedB() { std::free(data); }
+
+std::size_t PackedB::offset(long jc, long pc) const {
+  // Blocks are stored jc-major, then pc; a block holds kc x round_up(ncur, nr).
+  std::size_t off = 0;
+  for (long j = 0; j < n; j += blk.nc) {
+    const long ncur = min_l(blk.nc, n - j);
+    const long width = ceil_div(ncur, kt->nr) * kt->nr;
+    for (long p = 0; p < k; p += blk.kc) {
+      if (j == jc && p == pc) return off;
+      off += static_cast<std::size_t>(min_l(blk.kc, k - p) * width);
+    }
+  }
+  return off;
+}
+
+PackedB* gemm_pack_b(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k, long n) {
+  auto* pb = new PackedB();
+  pb->kt = &kt;
+  pb->k = k;
+  pb->n = n;
+  pb->blk = gemm_blocking(kt);
+  const long width = ceil_div(n, kt.nr) * kt.nr;
+  pb->floats = static_cast<std::size_t>(k > 0 ? k : 1) * static_cast<std::size_t>(width > 0 ? width : 1);
+  pb->data = static_cast<float*>(std::aligned_alloc(64, (pb->floats * sizeof(float) + 63) / 64 * 64));
+  if (!pb->data) {
+    delete pb;
+    throw std::bad_alloc();
+  }
+  const View v{b, trans_b ? 1 : ldb, trans_b ? ldb : 1};
+  for (long jc = 0; jc < n; jc += pb->blk.nc) {
+    const long ncur = min_l(pb->blk.nc, n - jc);
+    for (long pc = 0; pc < k; pc += pb->blk.kc) {
+      const long kc = min_l(pb->blk.kc, k - pc);
+      float* dst = pb->data + pb->offset(jc, pc);
+      const long panels = ceil_div(ncur, kt.nr);
+      parallel_for(panels, [&](long q) {
+        pack_b(kt, v, pc, kc, jc + q * kt.nr, min_l(kt.nr, ncur - q * kt.nr), dst + q * kt.nr * kc);
+      });
+    }
+  }
+  return pb;
+}
+
+void sgemm_prepacked(const GemmArgs& in, const PackedB& pb) {
+  const KernelTable& kt = *pb.kt;
+  GemmArgs g = in;
+  if (g.batch <= 0) return;
+  if (g.batch > 1 && !g.trans_a && g.stride_a == g.m * g.lda && g.stride_c == g.m * g.ldc) {
+    g.m *= g.batch;
+    g.batch = 1;
+  }
+  for (long t = 0; t < g.batch; ++t) {
+    Problem p;
+    p.m = g.m;
+    p.n = pb.n;
+    p.k = pb.k;
+    p.a = View{g.a + t * g.stride_a, g.trans_a ? 1 : g.lda, g.trans_a ? g.lda : 1};
+    p.b = View{nullptr, 0, 0};
+    p.c = g.c + t * g.stride_c;
+    p.ldc = g.ldc;
+    p.alpha = g.alpha;
+    p.beta = g.beta;
+    p.bias = g.bias;
+    if (p.m <= 0 || p.n <= 0) continue;
+    if (p.k <= 0 || p.alpha == 0.0f) {
+      scale_c(p);
+      continue;
+    }
+    gemm_packed(kt, p, threads_for(2.0 * p.m * p.n * p.k, true), &pb);
+  }
+}
 
 void sgemm_serial(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, false); }
 

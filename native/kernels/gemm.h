@@ -17,6 +17,8 @@ struct GemmArgs {
   float* c = nullptr;
   long ldc = 0, stride_c = 0;
   long batch = 1;
+  // Added to every row of C (n floats, shared by the batch), or null.
+  const float* bias = nullptr;
 };
 
 // Cache blocking for the packed path (floats / rows / columns).
@@ -31,6 +33,29 @@ void sgemm(const KernelTable& kt, const GemmArgs& g);
 
 // Same, but on the calling thread only.
 void sgemm_serial(const KernelTable& kt, const GemmArgs& g);
+
+// B packed once into the micro-kernel's panel layout (for weights reused
+// across calls). Tied to the kernel table and blocking it was packed for.
+struct PackedB {
+  const KernelTable* kt = nullptr;
+  long k = 0, n = 0;
+  GemmBlocking blk{0, 0, 0};
+  float* data = nullptr;  // 64-byte aligned, owned
+  std::size_t floats = 0;
+  PackedB() = default;
+  PackedB(const PackedB&) = delete;
+  PackedB& operator=(const PackedB&) = delete;
+  ~PackedB();
+  // Floats of the panel for block (jc, pc) start here.
+  std::size_t offset(long jc, long pc) const;
+};
+
+// Packs op(B) (k x n): element (p, j) is b[p * ldb + j], or b[j * ldb + p] when trans_b.
+PackedB* gemm_pack_b(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k, long n);
+
+// C = alpha * op(A) * B + beta * C (+ bias) with a prepacked B (g.b, g.ldb,
+// g.trans_b and g.stride_b are ignored; B is shared by the batch).
+void sgemm_prepacked(const GemmArgs& g, const PackedB& pb);
 
 // Number of floats from the operand's first element to one past its last,
 // over all batch items (0 when the operand is empty). For bounds checks.

@@ -10,6 +10,10 @@ namespace attn {
 
 enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
+// Keys per block of the fused attention kernel: the row stride of its score
+// scratch, a multiple of every ISA's nr (32, 16, 12, 4).
+constexpr long kAttnKeyBlock = 96;
+
 // Unpacked GEMM on a sub-range of C: C[i0:i1, j0:j1] = alpha * A B + beta * C.
 // Element (i, k) of A is a[i * rsa + k * csa]; element (k, j) of B is
 // b[k * rsb + j * csb]; C is row-major with leading dimension ldc.
@@ -25,6 +29,7 @@ struct SmallGemm {
   float* c;
   long ldc;
   float alpha, beta;
+  const float* bias;  // per column of C, or null
 };
 
 struct KernelTable {
@@ -32,12 +37,13 @@ struct KernelTable {
   const char* name;
   int vector_width;  // float lanes per register
 
-  // Packed GEMM micro-kernel: an mr x nr tile of C from kc steps of packed A
-  // (mr floats per step) and packed B (nr floats per step). Writes the top-left
-  // m x n corner: C = alpha * acc + beta * C, C untouched-as-input when beta == 0.
+  // Packed GEMM micro-kernel: an m x n tile of C (m <= mr, n <= nr) from kc
+  // steps of packed A (mr floats per step, the first m used) and packed B (nr
+  // floats per step): C = alpha * acc + beta * C (+ bias[0:n] when bias is not
+  // null); C is not read when beta == 0. A row's result does not depend on m.
   int mr, nr;
   void (*gemm_micro)(long kc, const float* a, const float* b, float* c, long ldc,
-                     float alpha, float beta, int m, int n);
+                     float alpha, float beta, int m, int n, const float* bias);
   // Packs a panel for the micro-kernel: dst[k * w + l] = src[l * ls + k * ks]
   // for l < lanes (zero up to w), k < kc. w is mr (A) or nr (B).
   void (*gemm_pack)(const float* src, long ls, long ks, long lanes, long kc, int w, float* dst);
@@ -59,6 +65,18 @@ struct KernelTable {
   // out[j] = sum_h w[h] * tanh(qb[h] + pk[j * pk_stride + h]), j < sk, h < hd.
   void (*additive_row)(const float* qb, const float* pk, long sk, long pk_stride, long hd,
                        const float* w, float* out);
+
+  // Fused attention pieces (see attention.cc), in base 2 (log2 e folded into
+  // the scores). attn_pv: O[0:m, 0:n] = O * rescale[r] + P V for one mr x nr
+  // tile, P rows kAttnKeyBlock apart, V rows ldv apart. attn_online_softmax:
+  // one key block of the online softmax; l holds vector_width partial sums per
+  // row. attn_mask_row: add fscale * a float mask, or apply a uint8 mask.
+  void (*attn_pv)(long kc, const float* p, const float* v, long ldv, float* o, long ldo,
+                  const float* rescale, int m, int n);
+  void (*attn_online_softmax)(float* s, long lds, long rows, long cols, const long* valid, float* m,
+                              float* l, float* rescale);
+  void (*attn_mask_row)(float* s, long n, const float* fmask, long fstride, float fscale,
+                        const std::uint8_t* umask, long ustride);
 
   // Runs `iterations` rounds of independent FMAs and returns the flop count;
   // the benchmark divides by the elapsed time to get this core's FMA peak.

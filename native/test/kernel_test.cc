@@ -329,6 +329,146 @@ void test_attention(const KernelTable& kt) {
   check(ok, "l2_normalize rows have unit norm (zero row stays zero)");
 }
 
+// ---------------------------------------------------------------- fused attention
+struct FusedCase {
+  long B, H, Sq, Sk, dk, dv;
+  bool causal;
+  int mask;  // 0 none, 1 f32 [B,1,Sq,Sk], 2 u8 [Sq,Sk], 3 f32 broadcast along keys
+  int kpm;   // 0 none, 1 u8 suffix padding, 2 u8 scattered, 3 f32
+};
+
+void test_fused(const KernelTable& kt) {
+  const FusedCase cases[] = {
+      {1, 1, 1, 1, 1, 1, false, 0, 0},       {2, 3, 70, 83, 19, 23, false, 0, 0},
+      {2, 3, 70, 83, 19, 23, true, 0, 0},    {1, 2, 130, 130, 64, 64, true, 0, 0},
+      {2, 2, 57, 200, 64, 40, true, 1, 1},   {2, 2, 45, 97, 32, 64, false, 2, 2},
+      {3, 1, 33, 191, 16, 16, true, 3, 3},   {1, 2, 300, 300, 64, 64, true, 0, 1},
+      {2, 2, 1, 2500, 64, 64, true, 0, 1},   {1, 3, 3, 2100, 24, 40, false, 1, 2},
+      {2, 1, 4, 1500, 64, 64, true, 2, 3},   {1, 1, 260, 40, 8, 8, true, 0, 0},
+      {1, 1, 5, 7, 8, 8, false, 0, 0},       {1, 1, 97, 1025, 96, 128, false, 0, 0},
+  };
+  double worst = 0;
+  for (const FusedCase& c : cases) {
+    Rng rng(static_cast<std::uint64_t>(c.Sq * 31 + c.Sk));
+    // [B, S, H, d] storage read as [B, H, S, d].
+    std::vector<float> q(static_cast<std::size_t>(c.B * c.Sq * c.H * c.dk)), k(static_cast<std::size_t>(c.B * c.Sk * c.H * c.dk)),
+        v(static_cast<std::size_t>(c.B * c.Sk * c.H * c.dv));
+    rng.fill(q);
+    rng.fill(k);
+    rng.fill(v);
+    for (float& x : q) x *= 2.0f;
+    std::vector<float> fm(static_cast<std::size_t>(c.B * c.Sq * c.Sk));
+    for (float& x : fm) x = rng.next() * 3.0f;
+    for (std::size_t i = 0; i < fm.size(); i += 7) fm[i] = -INFINITY;
+    std::vector<std::uint8_t> um(static_cast<std::size_t>(c.Sq * c.Sk));
+    for (std::size_t i = 0; i < um.size(); ++i) um[i] = (i % 5 == 3) ? 1 : 0;
+    std::vector<std::uint8_t> kpu(static_cast<std::size_t>(c.B * c.Sk), 0);
+    std::vector<float> kpf(static_cast<std::size_t>(c.B * c.Sk));
+    for (long b = 0; b < c.B; ++b)
+      for (long j = 0; j < c.Sk; ++j) {
+        const std::size_t i = static_cast<std::size_t>(b * c.Sk + j);
+        if (c.kpm == 1) kpu[i] = j >= c.Sk - b * (c.Sk / 3) ? 1 : 0;  // batch 0 unpadded, later ones padded
+        if (c.kpm == 2) kpu[i] = (j % 4 == 1 && b == c.B - 1) ? 1 : 0;
+        kpf[i] = rng.next();
+      }
+    AttentionArgs a;
+    a.batch = c.B;
+    a.heads = c.H;
+    a.sq = c.Sq;
+    a.sk = c.Sk;
+    a.dk = c.dk;
+    a.dv = c.dv;
+    a.q = q.data();
+    a.q_strides[0] = c.Sq * c.H * c.dk;
+    a.q_strides[1] = c.dk;
+    a.q_strides[2] = c.H * c.dk;
+    a.k = k.data();
+    a.k_strides[0] = c.Sk * c.H * c.dk;
+    a.k_strides[1] = c.dk;
+    a.k_strides[2] = c.H * c.dk;
+    a.v = v.data();
+    a.v_strides[0] = c.Sk * c.H * c.dv;
+    a.v_strides[1] = c.dv;
+    a.v_strides[2] = c.H * c.dv;
+    a.out_strides[0] = c.Sq * c.H * c.dv;
+    a.out_strides[1] = c.dv;
+    a.out_strides[2] = c.H * c.dv;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
+    a.causal = c.causal;
+    if (c.mask == 1) {
+      a.mask_kind = MaskKind::kF32;
+      a.mask = fm.data();
+      a.mask_strides[0] = c.Sq * c.Sk;
+      a.mask_strides[2] = c.Sk;
+      a.mask_strides[3] = 1;
+    } else if (c.mask == 2) {
+      a.mask_kind = MaskKind::kU8;
+      a.mask = um.data();
+      a.mask_strides[2] = c.Sk;
+      a.mask_strides[3] = 1;
+    } else if (c.mask == 3) {
+      a.mask_kind = MaskKind::kF32;
+      a.mask = fm.data();
+      a.mask_strides[2] = 1;  // one value per query row
+    }
+    if (c.kpm == 1 || c.kpm == 2) {
+      a.kpm_kind = MaskKind::kU8;
+      a.kpm = kpu.data();
+      a.kpm_stride_b = c.Sk;
+    } else if (c.kpm == 3) {
+      a.kpm_kind = MaskKind::kF32;
+      a.kpm = kpf.data();
+      a.kpm_stride_b = c.Sk;
+    }
+    std::vector<float> ref(static_cast<std::size_t>(c.B * c.Sq * c.H * c.dv)), got(ref.size(), 9.0f), got3(ref.size(), -9.0f);
+    a.out = ref.data();
+    attention_explicit(kt, a);
+    a.out = got.data();
+    attention_fused(kt, a);
+    double err = 0, mag = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      err = std::max(err, static_cast<double>(std::fabs(got[i] - ref[i])));
+      mag = std::max(mag, static_cast<double>(std::fabs(ref[i])));
+    }
+    const double rel = err / std::max(mag, 1e-30);
+    worst = std::max(worst, rel);
+    check(rel < 1e-5, std::string(kt.name) + " fused vs explicit B=" + std::to_string(c.B) + " H=" + std::to_string(c.H) +
+                          " Sq=" + std::to_string(c.Sq) + " Sk=" + std::to_string(c.Sk) + " dk=" + std::to_string(c.dk) +
+                          " causal=" + std::to_string(c.causal) + " mask=" + std::to_string(c.mask) + " kpm=" +
+                          std::to_string(c.kpm) + " rel err " + std::to_string(rel));
+    const int before = ThreadPool::global().size();
+    ThreadPool::global().resize(3);
+    a.out = got3.data();
+    attention_fused(kt, a);
+    ThreadPool::global().resize(before);
+    check(std::memcmp(got.data(), got3.data(), got.size() * sizeof(float)) == 0,
+          std::string(kt.name) + " fused attention: same bits on 3 threads, Sq=" + std::to_string(c.Sq));
+  }
+  // A NaN in a query makes its rows NaN (and only those).
+  {
+    const long S = 20, d = 8;
+    std::vector<float> q(S * d, 0.5f), k(S * d, 0.25f), v(S * d, 1.0f), out(S * d);
+    q[3 * d + 2] = NAN;
+    AttentionArgs a;
+    a.batch = a.heads = 1;
+    a.sq = a.sk = S;
+    a.dk = a.dv = d;
+    a.q = q.data();
+    a.k = k.data();
+    a.v = v.data();
+    a.out = out.data();
+    a.q_strides[2] = a.k_strides[2] = a.v_strides[2] = a.out_strides[2] = d;
+    a.causal = true;
+    attention_fused(kt, a);
+    bool ok = true;
+    for (long i = 0; i < S; ++i)
+      for (long c = 0; c < d; ++c) ok = ok && (i == 3 ? std::isnan(out[i * d + c]) : out[i * d + c] == 1.0f);
+    check(ok, std::string(kt.name) + " fused attention: NaN query row is NaN, others exact");
+  }
+  std::printf("  %s fused attention: %zu cases, worst relative error vs explicit %.2e\n", kt.name,
+              sizeof cases / sizeof cases[0], worst);
+}
+
 // ---------------------------------------------------------------- softmax
 void softmax_ref(const float* x, double* y, long n, long valid, float scale, const float* fm,
                  const std::uint8_t* um) {
@@ -736,6 +876,7 @@ int main(int argc, char** argv) {
     test_threads(*kt);
     test_tanh(*kt);
     test_attention(*kt);
+    test_fused(*kt);
   }
   test_tensor_ops();
   check(tables >= 2 || std::strcmp(ci.arch, "unknown") == 0, "at least one vector path ran");
