@@ -415,6 +415,27 @@ export class MultiHeadAttention {
   }
 
   private packedWeights = new Map<string, PackedMatrix>();
+  /** Reusable buffers for a forward's internal temporaries (never returned to the caller). */
+  private workspaces: Map<string, Tensor>[] = [];
+
+  private takeWorkspace(): Map<string, Tensor> {
+    return this.workspaces.pop() ?? new Map();
+  }
+
+  private returnWorkspace(ws: Map<string, Tensor>): void {
+    if (this.workspaces.length < 2) this.workspaces.push(ws);
+  }
+
+  /** An uninitialised temporary of `shape` from the workspace (reused across calls). */
+  private static temp(ws: Map<string, Tensor>, name: string, shape: number[]): Tensor {
+    const size = shape.reduce((p, d) => p * d, 1);
+    let t = ws.get(name);
+    if (!t || t.size < size) {
+      t = Tensor.empty([Math.max(size, 1)]);
+      ws.set(name, t);
+    }
+    return t.narrow(0, 0, size).reshape(shape);
+  }
 
   /** The projection weight `name` packed as Wᵀ for the GEMM, packed on first use. */
   private packed(name: string, w: Tensor): PackedMatrix {
@@ -446,15 +467,33 @@ export class MultiHeadAttention {
    * to key.
    */
   forward(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): ForwardResult {
-    return runSync(this.steps(query, key, value, options, 'forward'));
+    const ws = this.takeWorkspace();
+    try {
+      return runSync(this.steps(query, key, value, options, 'forward', ws));
+    } finally {
+      this.returnWorkspace(ws);
+    }
   }
 
   /** forward off the main thread. */
   async forwardAsync(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): Promise<ForwardResult> {
-    return runAsync(this.steps(query, key, value, options, 'forwardAsync'));
+    const ws = this.takeWorkspace();
+    try {
+      return await runAsync(this.steps(query, key, value, options, 'forwardAsync', ws));
+    } finally {
+      this.returnWorkspace(ws);
+    }
   }
 
-  private *steps(query: unknown, key: unknown, value: unknown, options: unknown, fn: string): Steps<ForwardResult> {
+  private *steps(
+    query: unknown,
+    key: unknown,
+    value: unknown,
+    options: unknown,
+    fn: string,
+    ws: Map<string, Tensor>,
+  ): Steps<ForwardResult> {
+    const temp = (name: string, shape: number[]) => MultiHeadAttention.temp(ws, name, shape);
     const E = this.embedDim;
     const h = this.numHeads;
     const Q0 = checkTensor('query', query, 'float32');
@@ -548,22 +587,22 @@ export class MultiHeadAttention {
     let Q: Tensor, K: Tensor, V: Tensor;
     if (this.inProjWeight && K0 === Q0 && V0 === Q0) {
       // Self-attention: one GEMM over the packed [3E, E] weight.
-      const qkv = yield* linear(q3, this.packed('qkv', this.inProjWeight), bias, Tensor.empty([B, L, 3 * E]));
+      const qkv = yield* linear(q3, this.packed('qkv', this.inProjWeight), bias, temp('qkv', [B, L, 3 * E]));
       note('QKV = X · [W^Q W^K W^V]ᵀ', qkv);
       Q = qkv.narrow(2, 0, E);
       K = qkv.narrow(2, E, E);
       V = qkv.narrow(2, 2 * E, E);
       note('Q, K, V (views of QKV)', Q);
     } else {
-      Q = yield* linear(q3, this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), Tensor.empty([B, L, E]));
+      Q = yield* linear(q3, this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), temp('q', [B, L, E]));
       if (this.inProjWeight && V0 === K0) {
         // Cross-attention over one memory: K and V from one GEMM.
-        const kv = yield* linear(k3, this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), Tensor.empty([B, S, 2 * E]));
+        const kv = yield* linear(k3, this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), temp('kv', [B, S, 2 * E]));
         K = kv.narrow(2, 0, E);
         V = kv.narrow(2, E, E);
       } else {
-        K = yield* linear(k3, this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), Tensor.empty([B, S, E]));
-        V = yield* linear(v3, this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), Tensor.empty([B, S, E]));
+        K = yield* linear(k3, this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), temp('k', [B, S, E]));
+        V = yield* linear(v3, this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), temp('v', [B, S, E]));
       }
     }
     if (!(this.inProjWeight && K0 === Q0 && V0 === Q0)) {
@@ -591,7 +630,7 @@ export class MultiHeadAttention {
     }
 
     // Attention per head, written straight into the merged [B, L, E] layout.
-    const merged = Tensor.empty([B, L, E]);
+    const merged = temp('merged', [B, L, E]);
     const out = splitHeads(merged, h);
     const att = (yield {
       kind: 'attention',

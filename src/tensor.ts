@@ -29,7 +29,9 @@ function checkShape(name: string, shape: unknown): number[] {
   if (shape.length > MAX_RANK) {
     throw new RangeError(expected(`at most ${MAX_RANK} dimensions`, name, shape) + ` [${shape.join(', ')}]`);
   }
-  shape.forEach((d, i) => checkInteger(`${name}[${i}]`, d, 0));
+  shape.forEach((d, i) => {
+    if (!(Number.isSafeInteger(d) && d >= 0)) checkInteger(`${name}[${i}]`, d, 0); // throws with the index named
+  });
   checkedProduct(name, shape);
   return shape.slice();
 }
@@ -87,7 +89,9 @@ export class Tensor {
       if (!Array.isArray(opts.strides) || opts.strides.length !== dims.length) {
         throw new RangeError(expected(`Array of ${dims.length} strides`, 'strides', opts.strides));
       }
-      opts.strides.forEach((s, i) => checkInteger(`strides[${i}]`, s, 0));
+      opts.strides.forEach((s, i) => {
+        if (!(Number.isSafeInteger(s) && s >= 0)) checkInteger(`strides[${i}]`, s, 0);
+      });
       strides = opts.strides.slice();
     } else {
       strides = contiguousStrides(dims);
@@ -286,7 +290,7 @@ export class Tensor {
     if (!Array.isArray(dims) || dims.length !== this.rank) {
       throw new RangeError(expected(`permutation of ${this.rank} axes`, 'dims', dims));
     }
-    const axes = dims.map((a, i) => normAxis(`dims[${i}]`, a, this.rank));
+    const axes = dims.map((a, i) => (Number.isInteger(a) && a >= 0 && a < this.rank ? a : normAxis(`dims[${i}]`, a, this.rank)));
     if (new Set(axes).size !== axes.length) {
       throw new RangeError(expected(`permutation of ${this.rank} axes`, 'dims', dims) + ` [${dims.join(', ')}]`);
     }
@@ -330,7 +334,9 @@ export class Tensor {
   unflatten(dim: number, sizes: readonly number[]): Tensor {
     const d = normAxis('dim', dim, this.rank);
     if (!Array.isArray(sizes) || sizes.length === 0) throw new TypeError(expected('non-empty Array of sizes', 'sizes', sizes));
-    sizes.forEach((n, i) => checkInteger(`sizes[${i}]`, n, 0));
+    sizes.forEach((n, i) => {
+      if (!(Number.isSafeInteger(n) && n >= 0)) checkInteger(`sizes[${i}]`, n, 0);
+    });
     const n = sizes.reduce((p, x) => p * x, 1);
     if (n !== this.shape[d]) {
       throw new RangeError(

@@ -28,6 +28,8 @@ export function expected(what: string, name: string, value: unknown): string {
 
 /** Throws TypeError for a non-number, RangeError for a number out of bounds. */
 export function checkInteger(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return value;
+  // The message is built only on failure: this check sits on hot paths.
   const what =
     min === 1 && max === Number.MAX_SAFE_INTEGER
       ? 'positive integer'
@@ -35,8 +37,7 @@ export function checkInteger(name: string, value: unknown, min: number, max = Nu
         ? 'non-negative integer'
         : `integer in [${min}, ${max}]`;
   if (typeof value !== 'number') throw new TypeError(expected(what, name, value));
-  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(expected(what, name, value));
-  return value;
+  throw new RangeError(expected(what, name, value));
 }
 
 export function checkFinite(name: string, value: unknown): number {

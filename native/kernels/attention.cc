@@ -133,6 +133,7 @@ constexpr long kDecodeChunk = 1024;  // keys per decode task
 
 thread_local Scratch tl_qpack;
 thread_local Scratch tl_ktpack;
+thread_local Scratch tl_vpack;
 thread_local Scratch tl_tile;
 thread_local Scratch tl_out;
 thread_local Scratch tl_stats;
@@ -212,7 +213,7 @@ void finish_rows(long dv, long w, const float* o, long ldo, const float* l, long
 }
 
 void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vector<long>& kv_len, bool kpm_general) {
-  const long mr = kt.mr, nr = kt.nr, bk_max = kAttnKeyBlock;
+  const long mr = kt.mr, nr = kt.nr, bk_max = kt.attn_key_block;
   const long bq = 4 * mr;
   const long blocks = (a.sq + bq - 1) / bq;
   const long heads = a.batch * a.heads;
@@ -241,11 +242,18 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     const float* vh = a.v + b * a.v_strides[0] + h * a.v_strides[1];
     float* outh = a.out + b * a.out_strides[0] + h * a.out_strides[1];
 
-    // K^T for every key this task can see, once: nr-wide panels of dk rows.
+    // K^T and V for every key this task can see, once, in nr-wide panels:
+    // K^T as panels of dk rows, V as panels of kend_task rows (each P V pass
+    // then streams one contiguous panel).
     float* ktp = tl_ktpack.get(static_cast<std::size_t>(std::max(1L, round_up(kend_task, nr) * a.dk)));
     for (long j = 0; j < kend_task; j += nr) {
       kt.gemm_pack(kh + j * a.k_strides[2], a.k_strides[2], 1, std::min(nr, kend_task - j), a.dk,
                    static_cast<int>(nr), ktp + j * a.dk);
+    }
+    float* vpk = tl_vpack.get(static_cast<std::size_t>(std::max(1L, kend_task * round_up(a.dv, nr))));
+    for (long c0 = 0; c0 < a.dv; c0 += nr) {
+      kt.gemm_pack(vh + c0, 1, a.v_strides[2], std::min(nr, a.dv - c0), kend_task, static_cast<int>(nr),
+                   vpk + c0 * kend_task);
     }
     float* qp = tl_qpack.get(static_cast<std::size_t>(std::max(1L, bq * a.dk)));
     float* tile = tl_tile.get(static_cast<std::size_t>(bq * bk_max));
@@ -290,8 +298,8 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
         // O = O * rescale + P V.
         for (long ir = 0; ir < rows; ir += mr)
           for (long c0 = 0; c0 < a.dv; c0 += nr)
-            kt.attn_pv(bk, tile + ir * bk_max, vh + j0 * a.v_strides[2] + c0, a.v_strides[2], o + ir * a.dv + c0,
-                       a.dv, rescale + ir, static_cast<int>(std::min(mr, rows - ir)),
+            kt.attn_pv(bk, tile + ir * bk_max, vpk + c0 * kend_task + j0 * nr, nr, o + ir * a.dv + c0, a.dv,
+                       rescale + ir, static_cast<int>(std::min(mr, rows - ir)),
                        static_cast<int>(std::min(nr, a.dv - c0)));
       }
       finish_rows(a.dv, w, o, a.dv, l, rows, outh + i0 * a.out_strides[2], a.out_strides[2]);

@@ -10,9 +10,6 @@ namespace attn {
 
 enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
-// Keys per block of the fused attention kernel: the row stride of its score
-// scratch, a multiple of every ISA's nr (32, 16, 12, 4).
-constexpr long kAttnKeyBlock = 96;
 
 // Unpacked GEMM on a sub-range of C: C[i0:i1, j0:j1] = alpha * A B + beta * C.
 // Element (i, k) of A is a[i * rsa + k * csa]; element (k, j) of B is
@@ -42,6 +39,9 @@ struct KernelTable {
   // floats per step): C = alpha * acc + beta * C (+ bias[0:n] when bias is not
   // null); C is not read when beta == 0. A row's result does not depend on m.
   int mr, nr;
+  // Keys per block of the fused attention kernel (a multiple of nr): the row
+  // stride of its score tile.
+  long attn_key_block;
   void (*gemm_micro)(long kc, const float* a, const float* b, float* c, long ldc,
                      float alpha, float beta, int m, int n, const float* bias);
   // Packs a panel for the micro-kernel: dst[k * w + l] = src[l * ls + k * ks]
@@ -68,7 +68,7 @@ struct KernelTable {
 
   // Fused attention pieces (see attention.cc), in base 2 (log2 e folded into
   // the scores). attn_pv: O[0:m, 0:n] = O * rescale[r] + P V for one mr x nr
-  // tile, P rows kAttnKeyBlock apart, V rows ldv apart. attn_online_softmax:
+  // tile, P rows attn_key_block apart, V rows ldv apart. attn_online_softmax:
   // one key block of the online softmax; l holds vector_width partial sums per
   // row. attn_mask_row: add fscale * a float mask, or apply a uint8 mask.
   void (*attn_pv)(long kc, const float* p, const float* v, long ldv, float* o, long ldo,

@@ -16,6 +16,7 @@ struct Ops {
   static constexpr int kSmallRows = 4;
   static constexpr int kSmallVecs = 2;
   static constexpr int kPeakChains = 12;
+  static constexpr long kAttnKeyBlock = 128;
 
   static __m256i first(long n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),

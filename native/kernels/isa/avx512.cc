@@ -15,6 +15,7 @@ struct Ops {
   static constexpr int kSmallRows = 4;
   static constexpr int kSmallVecs = 4;
   static constexpr int kPeakChains = 24;
+  static constexpr long kAttnKeyBlock = 128;
 
   static __mmask16 first(long n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static V zero() { return _mm512_setzero_ps(); }

@@ -17,6 +17,7 @@ struct Ops {
   static constexpr int kSmallRows = 4;
   static constexpr int kSmallVecs = 4;
   static constexpr int kPeakChains = 24;
+  static constexpr long kAttnKeyBlock = 96;
 
   static V zero() { return vdupq_n_f32(0.0f); }
   static V set1(float x) { return vdupq_n_f32(x); }

@@ -17,6 +17,7 @@ struct Ops {
   static constexpr int kSmallRows = 4;
   static constexpr int kSmallVecs = 4;
   static constexpr int kPeakChains = 8;
+  static constexpr long kAttnKeyBlock = 128;
 
   static V zero() { return 0.0f; }
   static V set1(float x) { return x; }
