@@ -12,6 +12,7 @@
 //   npm run bench -- --smoke      tiny sizes, few repeats (CI: checks it runs and agrees)
 //   npm run bench -- --only gemm  sections: gemm, softmax, attention (comma-separated)
 //   npm run bench -- --json out.json
+//   npm run bench -- --chart-from bench/out/report.json   redraw the chart only
 //
 // Prints tables and writes a JSON report (default bench/out/report.json).
 
@@ -375,9 +376,9 @@ async function benchAttention(report) {
 
 /** Throughput (tokens/s) against sequence length, one thread, ours and onnxruntime's. */
 function writeChart(rows) {
-  const W = 760;
+  const W = 820;
   const H = 420;
-  const pad = { l: 80, r: 200, t: 50, b: 60 };
+  const pad = { l: 80, r: 250, t: 50, b: 60 };
   const series = [];
   for (const causal of [false, true]) {
     const pts = rows.filter((r) => r.threads === 1 && r.causal === causal).sort((a, b) => a.seq - b.seq);
@@ -434,6 +435,12 @@ function table(header, rows) {
 }
 
 async function main() {
+  const chartFrom = value('--chart-from', '');
+  if (chartFrom) {
+    // Redraw the chart from a saved report, without running anything.
+    writeChart(JSON.parse(fs.readFileSync(chartFrom, 'utf8')).multiheadAttention.rows);
+    return;
+  }
   const info = ak.cpuInfo();
   const ortVersion = require('onnxruntime-node/package.json').version;
   const report = {

@@ -276,6 +276,22 @@ function setCosine(prep: PreparedAttention, qn: Tensor, kn: Tensor): void {
   p.set([kn.strides[0], kn.strides[1], kn.strides[2], 0], 10);
 }
 
+const scoreArgs = (pq: Tensor, pk: Tensor, a: AdditiveWeights, out: Tensor) =>
+  [
+    pq.data as Float32Array,
+    pk.data as Float32Array,
+    a.w.data as Float32Array,
+    a.bias ? (a.bias.data as Float32Array) : null,
+    out.data as Float32Array,
+    additiveParams(pq, pk, a, out),
+  ] as const;
+
+/** Scores of the additive score function, [B, H, Sq, Sk], zeroed. */
+function scoresFor(pq: Tensor, pk: Tensor): Tensor {
+  return Tensor.zeros([pq.shape[0], pq.shape[1], pq.shape[2], pk.shape[2]]);
+}
+
+/** The work before the native call: normalised q and k (cosine) or the additive scores. */
 function runPreSync(prep: PreparedAttention): void {
   const pre = prep.pre;
   if (!pre) return;
@@ -286,27 +302,22 @@ function runPreSync(prep: PreparedAttention): void {
   const a = pre.additive!;
   const pq = matmul(pre.q4, a.wq, { transposeB: true });
   const pk = matmul(pre.k4, a.wk, { transposeB: true });
-  const scores = Tensor.zeros([pq.shape[0], pq.shape[1], pq.shape[2], pk.shape[2]]);
-  if (scores.size > 0 && a.w.size > 0) {
-    native.additiveScores(pq.data as Float32Array, pk.data as Float32Array, a.w.data as Float32Array, a.bias ? (a.bias.data as Float32Array) : null, scores.data as Float32Array, additiveParams(pq, pk, a, scores));
-  }
-  setScores(prep, scores);
+  const out = scoresFor(pq, pk);
+  if (out.size > 0 && a.w.size > 0) native.additiveScores(...scoreArgs(pq, pk, a, out));
+  setScores(prep, out);
 }
 
 async function runPreAsync(prep: PreparedAttention): Promise<void> {
   const pre = prep.pre;
-  if (!pre) return;
-  if (pre.score === 'cosine') {
-    setCosine(prep, normalizeRows(pre.q4), normalizeRows(pre.k4));
-    return;
-  }
+  if (!pre || pre.score === 'cosine') return runPreSync(prep); // cosine: O(S d), cheap
   const a = pre.additive!;
-  const [pq, pk] = await Promise.all([matmulAsync(pre.q4, a.wq, { transposeB: true }), matmulAsync(pre.k4, a.wk, { transposeB: true })]);
-  const scores = Tensor.zeros([pq.shape[0], pq.shape[1], pq.shape[2], pk.shape[2]]);
-  if (scores.size > 0 && a.w.size > 0) {
-    await native.additiveScoresAsync(pq.data as Float32Array, pk.data as Float32Array, a.w.data as Float32Array, a.bias ? (a.bias.data as Float32Array) : null, scores.data as Float32Array, additiveParams(pq, pk, a, scores));
-  }
-  setScores(prep, scores);
+  const [pq, pk] = await Promise.all([
+    matmulAsync(pre.q4, a.wq, { transposeB: true }),
+    matmulAsync(pre.k4, a.wk, { transposeB: true }),
+  ]);
+  const out = scoresFor(pq, pk);
+  if (out.size > 0 && a.w.size > 0) await native.additiveScoresAsync(...scoreArgs(pq, pk, a, out));
+  setScores(prep, out);
 }
 
 function result(prep: PreparedAttention): AttentionResult {

@@ -133,6 +133,35 @@ interface GemmCall {
   params: Float64Array;
 }
 
+/** The result tensor (given or new) and its GEMM layout; the bias checked against n. */
+function outputAndBias(
+  opts: Partial<MatmulOptions>,
+  outShape: number[],
+  n: number,
+  beta: number,
+  fn: string,
+): { out: Tensor; oc: Operand; bias: Tensor | null } {
+  let out: Tensor;
+  if (opts.out !== undefined) {
+    out = checkTensor('out', opts.out, 'float32');
+    if (!sameShape(out.shape, outShape)) throw new RangeError(expected(`Tensor of shape ${shapeString(outShape)}`, 'out', out));
+  } else {
+    if (beta !== 0) throw new RangeError(`${fn}: beta is ${beta} but no out was given; beta scales the existing contents of out`);
+    out = Tensor.empty(outShape); // every element is written (beta is 0)
+  }
+  const oc = operand(out);
+  if (oc.stored || oc.data !== out.data) {
+    throw new RangeError(`${fn}: out must be row-major in its last two axes with one stride for its leading axes`);
+  }
+  let bias: Tensor | null = null;
+  if (opts.bias !== undefined) {
+    bias = checkTensor('bias', opts.bias, 'float32');
+    if (bias.rank !== 1 || bias.shape[0] !== n) throw new RangeError(expected(`Tensor of shape [${n}]`, 'bias', bias));
+    if (n > 1 && bias.strides[0] !== 1) bias = bias.contiguous();
+  }
+  return { out, oc, bias };
+}
+
 /** matmul with a PackedMatrix as b. */
 function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>, fn: string): GemmCall {
   if (opts.transposeB) throw new RangeError(`${fn}: transposeB does not apply to a PackedMatrix (choose it in packMatrix)`);
@@ -148,25 +177,7 @@ function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>,
     throw new RangeError(`${fn}: a.shape[${ta ? A.rank - 2 : A.rank - 1}] is ${ka} but the packed b has ${k} rows; the inner dimensions must match`);
   }
   const batchShape = A.shape.slice(0, -2);
-  const outShape = [...batchShape, m, n];
-  let out: Tensor;
-  if (opts.out !== undefined) {
-    out = checkTensor('out', opts.out, 'float32');
-    if (!sameShape(out.shape, outShape)) throw new RangeError(expected(`Tensor of shape ${shapeString(outShape)}`, 'out', out));
-  } else {
-    if (beta !== 0) throw new RangeError(`${fn}: beta is ${beta} but no out was given; beta scales the existing contents of out`);
-    out = Tensor.empty(outShape);
-  }
-  const oc = operand(out);
-  if (oc.stored || oc.data !== out.data) {
-    throw new RangeError(`${fn}: out must be row-major in its last two axes with one stride for its leading axes`);
-  }
-  let bias: Tensor | null = null;
-  if (opts.bias !== undefined) {
-    bias = checkTensor('bias', opts.bias, 'float32');
-    if (bias.rank !== 1 || bias.shape[0] !== n) throw new RangeError(expected(`Tensor of shape [${n}]`, 'bias', bias));
-    if (n > 1 && bias.strides[0] !== 1) bias = bias.contiguous();
-  }
+  const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn);
   const pa = operand(A);
   const batch = batchShape.reduce((x, d) => x * d, 1);
   const params = Float64Array.of(
@@ -220,29 +231,7 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
   const batch = batchShape.reduce((p, d) => p * d, 1);
   const outShape = [...batchShape, m, n];
 
-  let out: Tensor;
-  if (opts.out !== undefined) {
-    out = checkTensor('out', opts.out, 'float32');
-    if (!sameShape(out.shape, outShape)) {
-      throw new RangeError(expected(`Tensor of shape ${shapeString(outShape)}`, 'out', out));
-    }
-  } else {
-    if (beta !== 0) {
-      throw new RangeError(`${fn}: beta is ${beta} but no out was given; beta scales the existing contents of out`);
-    }
-    out = Tensor.empty(outShape); // every element is written (beta is 0)
-  }
-  const oc = operand(out);
-  if (oc.stored || oc.data !== out.data) {
-    throw new RangeError(`${fn}: out must be row-major in its last two axes with one stride for its leading axes`);
-  }
-
-  let bias: Tensor | null = null;
-  if (opts.bias !== undefined) {
-    bias = checkTensor('bias', opts.bias, 'float32');
-    if (bias.rank !== 1 || bias.shape[0] !== n) throw new RangeError(expected(`Tensor of shape [${n}]`, 'bias', bias));
-    if (n > 1 && bias.strides[0] !== 1) bias = bias.contiguous();
-  }
+  const { out, oc, bias } = outputAndBias(opts, outShape, n, beta, fn);
   const pa = operand(A);
   const pb = operand(B);
   const params = new Float64Array(18);

@@ -760,10 +760,7 @@ void test_threads(const KernelTable& kt) {
     Rng rng(static_cast<std::uint64_t>(s.m + s.n));
     rng.fill(A);
     rng.fill(Bm);
-    std::vector<std::vector<float>> outs;
-    for (int threads : {1, 2, 3, 4}) {
-      ThreadPool::global().resize(threads);
-      std::vector<float> C(static_cast<std::size_t>(s.m * s.n * s.batch), 0.0f);
+    auto args = [&](std::vector<float>& C) {
       GemmArgs g;
       g.m = s.m;
       g.n = s.n;
@@ -780,7 +777,13 @@ void test_threads(const KernelTable& kt) {
       g.ldc = s.n;
       g.stride_c = s.m * s.n;
       g.batch = s.batch;
-      sgemm(kt, g);
+      return g;
+    };
+    std::vector<std::vector<float>> outs;
+    for (int threads : {1, 2, 3, 4}) {
+      ThreadPool::global().resize(threads);
+      std::vector<float> C(static_cast<std::size_t>(s.m * s.n * s.batch), 0.0f);
+      sgemm(kt, args(C));
       outs.push_back(C);
     }
     bool same = true;
@@ -790,23 +793,7 @@ void test_threads(const KernelTable& kt) {
                     " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k));
     // The serial entry point agrees too.
     std::vector<float> C(static_cast<std::size_t>(s.m * s.n * s.batch), 0.0f);
-    GemmArgs g;
-    g.m = s.m;
-    g.n = s.n;
-    g.k = s.k;
-    g.trans_a = s.ta;
-    g.trans_b = s.tb;
-    g.a = A.data();
-    g.lda = s.ta ? s.m : s.k;
-    g.stride_a = s.m * s.k;
-    g.b = Bm.data();
-    g.ldb = s.tb ? s.k : s.n;
-    g.stride_b = s.k * s.n;
-    g.c = C.data();
-    g.ldc = s.n;
-    g.stride_c = s.m * s.n;
-    g.batch = s.batch;
-    sgemm_serial(kt, g);
+    sgemm_serial(kt, args(C));
     check(std::memcmp(outs[0].data(), C.data(), C.size() * sizeof(float)) == 0,
           std::string(kt.name) + " sgemm_serial equals sgemm m=" + std::to_string(s.m));
   }
