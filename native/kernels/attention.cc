@@ -259,10 +259,11 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     float* tile = tl_tile.get(static_cast<std::size_t>(bq * bk_max));
     float* o = tl_out.get(static_cast<std::size_t>(bq * a.dv));
     const long w = kt.vector_width;
-    float* stats = tl_stats.get(static_cast<std::size_t>((2 + w) * bq));
+    float* stats = tl_stats.get(static_cast<std::size_t>((3 + w) * bq));
     float* m = stats;
     float* rescale = stats + bq;
-    float* l = stats + 2 * bq;  // w partial sums per row
+    float* bmax = stats + 2 * bq;
+    float* l = stats + 3 * bq;  // w partial sums per row
     std::vector<long> valid(static_cast<std::size_t>(bq));
 
     for (long i0 = i_begin; i0 < i_end; i0 += bq) {
@@ -280,27 +281,19 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
       const long kend = std::min(kend_task, limit(i0 + rows - 1));
       for (long j0 = 0; j0 < kend; j0 += bk_max) {
         const long bk = std::min(bk_max, kend - j0);
-        // S = scale * Q K^T for this block of keys.
-        for (long ir = 0; ir < rows; ir += mr)
-          for (long jr = 0; jr < bk; jr += nr)
-            kt.gemm_micro(a.dk, qp + ir * a.dk, ktp + (j0 + jr) * a.dk, tile + ir * bk_max + jr, bk_max, 1.0f,
-                          0.0f, static_cast<int>(std::min(mr, rows - ir)), static_cast<int>(std::min(nr, bk - jr)),
-                          nullptr);
+        // S = scale * log2(e) * Q K^T for this block of keys, with row maxima.
+        kt.attn_scores(a.dk, qp, ktp + j0 * a.dk, rows, bk, tile, bmax);
         // Rows that reach the causal diagonal inside this block see fewer keys.
         const bool partial = a.causal && limit(i0) < j0 + bk;
         if (partial)
           for (long r = 0; r < rows; ++r) valid[static_cast<std::size_t>(r)] = std::clamp(limit(i0 + r) - j0, 0L, bk);
         const long* vp = partial ? valid.data() : nullptr;
-        if (a.mask_kind != MaskKind::kNone || kpm_general) {
-          mask_tile(kt, a, kpm_general, b, h, i0, j0, tile, bk_max, rows, bk, vp);
-        }
-        kt.attn_online_softmax(tile, bk_max, rows, bk, vp, m, l, rescale);
+        const bool masked = a.mask_kind != MaskKind::kNone || kpm_general;
+        if (masked) mask_tile(kt, a, kpm_general, b, h, i0, j0, tile, bk_max, rows, bk, vp);
+        // The kernel's row maxima hold when every entry of the block is live.
+        kt.attn_online_softmax(tile, bk_max, rows, bk, vp, masked || partial ? nullptr : bmax, m, l, rescale);
         // O = O * rescale + P V.
-        for (long ir = 0; ir < rows; ir += mr)
-          for (long c0 = 0; c0 < a.dv; c0 += nr)
-            kt.attn_pv(bk, tile + ir * bk_max, vpk + c0 * kend_task + j0 * nr, nr, o + ir * a.dv + c0, a.dv,
-                       rescale + ir, static_cast<int>(std::min(mr, rows - ir)),
-                       static_cast<int>(std::min(nr, a.dv - c0)));
+        kt.attn_pv_block(bk, tile, vpk + j0 * nr, kend_task * nr, rows, a.dv, o, rescale);
       }
       finish_rows(a.dv, w, o, a.dv, l, rows, outh + i0 * a.out_strides[2], a.out_strides[2]);
     }
@@ -354,7 +347,7 @@ void fused_decode(const KernelTable& kt, const AttentionArgs& a, const std::vect
     float rescale[kDecodeQueries];
     const long w = kt.vector_width;
     std::vector<float> lv(static_cast<std::size_t>(sq * w), 0.0f);
-    kt.attn_online_softmax(s, n, sq, n, valid, pm, lv.data(), rescale);
+    kt.attn_online_softmax(s, n, sq, n, valid, nullptr, pm, lv.data(), rescale);
     for (long r = 0; r < sq; ++r) pl[r] = lanes_sum(lv.data() + r * w, w);
     GemmArgs pv;
     pv.m = sq;

@@ -67,14 +67,20 @@ struct KernelTable {
                        const float* w, float* out);
 
   // Fused attention pieces (see attention.cc), in base 2 (log2 e folded into
-  // the scores). attn_pv: O[0:m, 0:n] = O * rescale[r] + P V for one mr x nr
-  // tile, P rows attn_key_block apart, V rows ldv apart. attn_online_softmax:
-  // one key block of the online softmax; l holds vector_width partial sums per
-  // row. attn_mask_row: add fscale * a float mask, or apply a uint8 mask.
-  void (*attn_pv)(long kc, const float* p, const float* v, long ldv, float* o, long ldo,
-                  const float* rescale, int m, int n);
-  void (*attn_online_softmax)(float* s, long lds, long rows, long cols, const long* valid, float* m,
-                              float* l, float* rescale);
+  // the packed queries). attn_scores: the score tile of a block (rows x bk,
+  // rows attn_key_block apart) from Q packed in mr-row panels and K^T in
+  // nr-wide panels, with each row's maximum. attn_pv_block: O = O * rescale[r]
+  // + P V for the block, V in nr-wide panels vstride floats apart.
+  // attn_online_softmax: one key block of the online softmax (block_max, when
+  // given, is each row's maximum and every entry is live); l holds
+  // vector_width partial sums per row. attn_mask_row: add fscale * a float
+  // mask, or apply a uint8 mask.
+  void (*attn_scores)(long dk, const float* qp, const float* ktp, long rows, long bk, float* tile,
+                      float* rowmax);
+  void (*attn_pv_block)(long bk, const float* tile, const float* vpk, long vstride, long rows, long dv,
+                        float* o, const float* rescale);
+  void (*attn_online_softmax)(float* s, long lds, long rows, long cols, const long* valid,
+                              const float* block_max, float* m, float* l, float* rescale);
   void (*attn_mask_row)(float* s, long n, const float* fmask, long fstride, float fscale,
                         const std::uint8_t* umask, long ustride);
 
