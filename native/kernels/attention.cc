@@ -140,6 +140,17 @@ thread_local Scratch tl_stats;
 
 inline long round_up(long v, long m) { return (v + m - 1) / m * m; }
 
+// Prefetches `rows` rows of `cols` floats, `ld` floats apart.
+template <int Locality = 3>
+inline void prefetch_rows(const float* p, long ld, long rows, long cols) {
+  constexpr long kLine = 64 / sizeof(float);
+  for (long r = 0; r < rows; ++r) {
+    const float* row = p + r * ld;
+    for (long c = 0; c < cols; c += kLine) __builtin_prefetch(row + c, 0, Locality);
+    __builtin_prefetch(row + cols - 1, 0, Locality);  // a row that straddles one more line
+  }
+}
+
 // Keys [0, n) per batch item when the uint8 key padding is zeros then ones;
 // empty when any item has another pattern (then it is applied as a mask).
 std::vector<long> padding_lengths(const AttentionArgs& a) {
@@ -200,18 +211,6 @@ inline float lanes_sum(const float* l, long w) {
   return s;
 }
 
-// out row = acc / l (zeros for a row with no live key; NaN stays NaN).
-void finish_rows(long dv, long w, const float* o, long ldo, const float* l, long rows, float* out,
-                 long out_row_stride) {
-  for (long r = 0; r < rows; ++r) {
-    const float lr = lanes_sum(l + r * w, w);
-    const float inv = lr > 0.0f ? 1.0f / lr : (lr == lr ? 0.0f : lr);
-    const float* src = o + r * ldo;
-    float* dst = out + r * out_row_stride;
-    for (long c = 0; c < dv; ++c) dst[c] = src[c] * inv;
-  }
-}
-
 void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vector<long>& kv_len, bool kpm_general) {
   const long mr = kt.mr, nr = kt.nr, bk_max = kt.attn_key_block;
   const long bq = 4 * mr;
@@ -245,16 +244,38 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     // K^T and V for every key this task can see, once, in nr-wide panels:
     // K^T as panels of dk rows, V as panels of kend_task rows (each P V pass
     // then streams one contiguous panel).
+    // K^T and V are packed a key block at a time, when a query block first
+    // needs it, while the next key block is prefetched into L2: the rows are
+    // strided (often pages apart in a projection output), out of the hardware
+    // prefetcher's reach, and come from L3 or memory. Their latency then hides
+    // behind the compute of the block in between.
+    const long ks = a.k_strides[2], vs = a.v_strides[2];
     float* ktp = tl_ktpack.get(static_cast<std::size_t>(std::max(1L, round_up(kend_task, nr) * a.dk)));
-    for (long j = 0; j < kend_task; j += nr) {
-      kt.gemm_pack(kh + j * a.k_strides[2], a.k_strides[2], 1, std::min(nr, kend_task - j), a.dk,
-                   static_cast<int>(nr), ktp + j * a.dk);
-    }
     float* vpk = tl_vpack.get(static_cast<std::size_t>(std::max(1L, kend_task * round_up(a.dv, nr))));
-    for (long c0 = 0; c0 < a.dv; c0 += nr) {
-      kt.gemm_pack(vh + c0, 1, a.v_strides[2], std::min(nr, a.dv - c0), kend_task, static_cast<int>(nr),
-                   vpk + c0 * kend_task);
-    }
+    long packed = 0;  // keys [0, packed) are in ktp and vpk
+    auto pack_keys = [&](long upto) {
+      while (packed < upto) {
+        const long j = packed, n = std::min(bk_max, kend_task - j);
+        const long next = j + n, next_n = std::min(bk_max, kend_task - next);
+        if (next_n > 0) {
+          prefetch_rows<2>(kh + next * ks, ks, next_n, a.dk);
+          prefetch_rows<2>(vh + next * vs, vs, next_n, a.dv);
+        }
+        for (long g = j; g < next; g += nr) {
+          const long gn = std::min(nr, next - g);
+          kt.gemm_pack(kh + g * ks, ks, 1, gn, a.dk, static_cast<int>(nr), ktp + g * a.dk);
+          for (long c0 = 0; c0 < a.dv; c0 += nr) {
+            kt.gemm_pack(vh + g * vs + c0, 1, vs, std::min(nr, a.dv - c0), gn, static_cast<int>(nr),
+                         vpk + c0 * kend_task + g * nr);
+          }
+        }
+        packed = next;
+      }
+    };
+    // Nothing to overlap the first blocks with: fetch them at once.
+    prefetch_rows<2>(qh + i_begin * a.q_strides[2], a.q_strides[2], std::min(bq, i_end - i_begin), a.dk);
+    prefetch_rows<2>(kh, ks, std::min(bk_max, kend_task), a.dk);
+    prefetch_rows<2>(vh, vs, std::min(bk_max, kend_task), a.dv);
     float* qp = tl_qpack.get(static_cast<std::size_t>(std::max(1L, bq * a.dk)));
     float* tile = tl_tile.get(static_cast<std::size_t>(bq * bk_max));
     float* o = tl_out.get(static_cast<std::size_t>(bq * a.dv));
@@ -268,19 +289,23 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
 
     for (long i0 = i_begin; i0 < i_end; i0 += bq) {
       const long rows = std::min(bq, a.sq - i0);
+      // The next block's queries, into L2 while this block computes.
+      if (i0 + bq < i_end)
+        prefetch_rows<2>(qh + (i0 + bq) * a.q_strides[2], a.q_strides[2], std::min(bq, i_end - i0 - bq), a.dk);
       for (long ip = 0; ip < rows; ip += mr) {
         kt.gemm_pack(qh + (i0 + ip) * a.q_strides[2], a.q_strides[2], 1, std::min(mr, rows - ip), a.dk,
                      static_cast<int>(mr), qp + ip * a.dk);
       }
       // Fold scale * log2(e) into Q once: the scores come out in base 2.
       const float qscale = a.scale * kLog2e;
-      for (long i = 0, n = round_up(rows, mr) * a.dk; i < n; ++i) qp[i] *= qscale;
+      kt.scale(qp, round_up(rows, mr) * a.dk, qscale);
       for (long r = 0; r < rows; ++r) m[r] = -INFINITY;
       std::fill(l, l + rows * w, 0.0f);
       std::fill(o, o + rows * a.dv, 0.0f);
       const long kend = std::min(kend_task, limit(i0 + rows - 1));
       for (long j0 = 0; j0 < kend; j0 += bk_max) {
         const long bk = std::min(bk_max, kend - j0);
+        pack_keys(std::min(kend_task, j0 + bk_max));
         // S = scale * log2(e) * Q K^T for this block of keys, with row maxima.
         kt.attn_scores(a.dk, qp, ktp + j0 * a.dk, rows, bk, tile, bmax);
         // Rows that reach the causal diagonal inside this block see fewer keys.
@@ -295,7 +320,7 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
         // O = O * rescale + P V.
         kt.attn_pv_block(bk, tile, vpk + j0 * nr, kend_task * nr, rows, a.dv, o, rescale);
       }
-      finish_rows(a.dv, w, o, a.dv, l, rows, outh + i0 * a.out_strides[2], a.out_strides[2]);
+      kt.attn_finish(a.dv, o, a.dv, l, rows, outh + i0 * a.out_strides[2], a.out_strides[2]);
     }
   };
   parallel_for(tasks, run);

@@ -83,6 +83,13 @@ struct KernelTable {
                               const float* block_max, float* m, float* l, float* rescale);
   void (*attn_mask_row)(float* s, long n, const float* fmask, long fstride, float fscale,
                         const std::uint8_t* umask, long ustride);
+  // x[0:n] *= s.
+  void (*scale)(float* x, long n, float s);
+  // out row r (out_stride apart) = o row r (ldo apart, dv entries) / the sum
+  // of its vector_width partial sums l[r * vector_width ...], added in lane
+  // order; a row whose sum is 0 gives zeros, a NaN sum NaNs.
+  void (*attn_finish)(long dv, const float* o, long ldo, const float* l, long rows, float* out,
+                      long out_stride);
 
   // Runs `iterations` rounds of independent FMAs and returns the flop count;
   // the benchmark divides by the elapsed time to get this core's FMA peak.
