@@ -54,7 +54,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Times each named async function in turn, in blocks, so all see the same
  * machine noise; returns per-call medians in seconds (and the repeat count).
  */
-async function compare(fns, { minTime = SMOKE ? 0.02 : 0.6, minReps = SMOKE ? 2 : 9, blocks = SMOKE ? 1 : 3 } = {}) {
+async function compare(fns, { minTime = SMOKE ? 0.02 : 1.0, minReps = SMOKE ? 2 : 15, blocks = SMOKE ? 1 : 5 } = {}) {
   const names = Object.keys(fns);
   for (const name of names) await fns[name]();
   const samples = Object.fromEntries(names.map((n) => [n, []]));
