@@ -32,6 +32,8 @@ struct Ops {
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  // To the nearest integer, ties to even (|x| < 2^22 in every use).
+  static V round_nearest(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static V abs(V x) { return _mm512_abs_ps(x); }
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
   // x where a < b, else y.

@@ -35,6 +35,9 @@ struct Ops {
   static V mul(V a, V b) { return a * b; }
   static V min(V a, V b) { return a < b ? a : b; }  // b when unordered
   static V max(V a, V b) { return a > b ? a : b; }
+  // To the nearest integer, ties to even, for |x| < 2^22: adding 1.5 * 2^23
+  // leaves no fraction bits.
+  static V round_nearest(V x) { return (x + 12582912.0f) - 12582912.0f; }
   static V abs(V x) { return __builtin_fabsf(x); }
   static V div(V a, V b) { return a / b; }
   // x where a < b, else y.
