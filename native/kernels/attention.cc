@@ -241,14 +241,13 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     const float* vh = a.v + b * a.v_strides[0] + h * a.v_strides[1];
     float* outh = a.out + b * a.out_strides[0] + h * a.out_strides[1];
 
-    // K^T and V for every key this task can see, once, in nr-wide panels:
-    // K^T as panels of dk rows, V as panels of kend_task rows (each P V pass
-    // then streams one contiguous panel).
-    // K^T and V are packed a key block at a time, when a query block first
-    // needs it, while the next key block is prefetched into L2: the rows are
-    // strided (often pages apart in a projection output), out of the hardware
-    // prefetcher's reach, and come from L3 or memory. Their latency then hides
-    // behind the compute of the block in between.
+    // K^T and V for every key this task can see, in nr-wide panels: K^T as
+    // panels of dk rows, V as panels of kend_task rows (each P V pass then
+    // streams one contiguous panel). They are packed a key block at a time,
+    // when a query block first needs it, while the next key block is
+    // prefetched into L2: the rows are strided (often pages apart in a
+    // projection output), out of the hardware prefetcher's reach, and come
+    // from L3 or memory; their latency hides behind the block in between.
     const long ks = a.k_strides[2], vs = a.v_strides[2];
     float* ktp = tl_ktpack.get(static_cast<std::size_t>(std::max(1L, round_up(kend_task, nr) * a.dk)));
     float* vpk = tl_vpack.get(static_cast<std::size_t>(std::max(1L, kend_task * round_up(a.dv, nr))));
