@@ -104,6 +104,29 @@ describe('the native layer checks bounds itself', () => {
     );
   });
 
+  test('gemm and gemmPacked refuse an out that shares memory with a or the bias', () => {
+    const buf = new Float32Array(64);
+    const a = buf.subarray(0, 4);
+    const out = buf.subarray(8, 12);
+    const bias = buf.subarray(10, 12); // inside out
+    const b = new Float32Array(4);
+    // m n k ta tb lda ldb ldc sA sB sC batch alpha beta offA offB offC offBias
+    expect(() => native.gemm(a, b, out, bias, p([2, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
+      'out must not share memory with bias',
+    );
+    const packed = native.packB(b, p([2, 2, 2, 0, 0]));
+    // m transA lda ldc strideA strideC batch alpha beta offA offC offBias
+    expect(() => native.gemmPacked(a, packed, out, bias, p([2, 0, 2, 2, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+      'out must not share memory with bias',
+    );
+    expect(() => native.gemmPacked(buf, packed, buf, null, p([2, 0, 2, 2, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
+      'out must not share memory with a',
+    );
+    const ok = new Float32Array(4);
+    native.gemmPacked(a, packed, ok, bias, p([2, 0, 2, 2, 0, 0, 1, 1, 0, 0, 0, 0]));
+    expect(Array.from(ok)).toEqual([0, 0, 0, 0]);
+  });
+
   test('softmax refuses a mask shorter than its strides claim', () => {
     const x = new Float32Array(12);
     const params = new Float64Array(7 + 32);

@@ -108,6 +108,37 @@ long strided_extent(Napi::Env env, int rank, const long* shape, const long* stri
 }
 
 // ------------------------------------------------------------ gemm
+// The part of gemm and gemmPacked argument checking they share: A, out and
+// the optional bias (info[3], at bias_offset) fit their arrays, out's batch
+// items are disjoint and out shares memory with neither A nor the bias. Sets
+// g.a, g.c and g.bias; g's shape and strides must be set.
+// `inputs` names the operands out must stay apart from, for the message.
+void bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& a, long off_a, const F32Arg& c,
+                     long off_c, double bias_offset, const char* inputs) {
+  Napi::Env env = info.Env();
+  const long ea = gemm_extent_a(g), ec = gemm_extent_c(g);
+  check_fits(env, "a", off_a, ea, a.length);
+  check_fits(env, "out", off_c, ec, c.length);
+  if (g.batch > 1 && g.m > 0 && g.n > 0 && g.stride_c < (g.m - 1) * g.ldc + g.n) {
+    throw_range(env, "out batch items overlap (strideC is smaller than one m x n item)");
+  }
+  g.a = a.data + off_a;
+  g.c = c.data + off_c;
+  const std::size_t out_bytes = static_cast<std::size_t>(ec) * sizeof(float);
+  if (overlaps(g.c, out_bytes, g.a, static_cast<std::size_t>(ea) * sizeof(float))) {
+    throw_range(env, std::string("out must not share memory with ") + inputs);
+  }
+  if (!info[3].IsNull() && !info[3].IsUndefined()) {
+    F32Arg bias = get_f32(info, 3, "bias");
+    const long off = get_int(env, bias_offset, 0, kMaxIndex, "offset of bias");
+    check_fits(env, "bias", off, g.n, bias.length);
+    g.bias = bias.data + off;
+    if (overlaps(g.c, out_bytes, g.bias, static_cast<std::size_t>(g.n) * sizeof(float))) {
+      throw_range(env, "out must not share memory with bias");
+    }
+  }
+}
+
 // gemm(a, b, out, bias|null, params)
 // params: m n k transA transB lda ldb ldc strideA strideB strideC batch alpha beta offA offB offC offBias
 Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
@@ -145,29 +176,13 @@ Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
                        static_cast<double>(g.stride_a) + static_cast<double>(g.stride_b) +
                        static_cast<double>(g.stride_c) + 1);
   if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
-  const long ea = gemm_extent_a(g), eb = gemm_extent_b(g), ec = gemm_extent_c(g);
-  check_fits(env, "a", off_a, ea, a.length);
+  bind_a_out_bias(info, g, a, off_a, c, off_c, p[17], "a or b");
+  const long eb = gemm_extent_b(g);
   check_fits(env, "b", off_b, eb, b.length);
-  check_fits(env, "out", off_c, ec, c.length);
-  if (g.batch > 1 && g.m > 0 && g.n > 0 && g.stride_c < (g.m - 1) * g.ldc + g.n) {
-    throw_range(env, "out batch items overlap (strideC is smaller than one m x n item)");
-  }
-  g.a = a.data + off_a;
   g.b = b.data + off_b;
-  g.c = c.data + off_c;
-  const std::size_t fa = sizeof(float);
-  if (overlaps(g.c, static_cast<std::size_t>(ec) * fa, g.a, static_cast<std::size_t>(ea) * fa) ||
-      overlaps(g.c, static_cast<std::size_t>(ec) * fa, g.b, static_cast<std::size_t>(eb) * fa)) {
+  if (overlaps(g.c, static_cast<std::size_t>(gemm_extent_c(g)) * sizeof(float), g.b,
+               static_cast<std::size_t>(eb) * sizeof(float))) {
     throw_range(env, "out must not share memory with a or b");
-  }
-  if (!info[3].IsNull() && !info[3].IsUndefined()) {
-    F32Arg bias = get_f32(info, 3, "bias");
-    const long off = get_int(env, p[17], 0, kMaxIndex, "offset of bias");
-    check_fits(env, "bias", off, g.n, bias.length);
-    g.bias = bias.data + off;
-    if (overlaps(g.c, static_cast<std::size_t>(ec) * fa, g.bias, static_cast<std::size_t>(g.n) * fa)) {
-      throw_range(env, "out must not share memory with bias");
-    }
   }
   const KernelTable* kt = &kernels();
   return run(info, async, 4, [kt, g] { sgemm(*kt, g); });
@@ -237,23 +252,7 @@ Napi::Value gemm_packed_impl(const Napi::CallbackInfo& info, bool async) {
   const double span = (static_cast<double>(g.batch) + 1) * (static_cast<double>(g.m) + g.n + g.k + 1) *
                       (static_cast<double>(g.lda) + g.ldc + g.stride_a + g.stride_c + 1);
   if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
-  const long ea = gemm_extent_a(g), ec = gemm_extent_c(g);
-  check_fits(env, "a", off_a, ea, a.length);
-  check_fits(env, "out", off_c, ec, c.length);
-  if (g.batch > 1 && g.m > 0 && g.n > 0 && g.stride_c < (g.m - 1) * g.ldc + g.n) {
-    throw_range(env, "out batch items overlap (strideC is smaller than one m x n item)");
-  }
-  g.a = a.data + off_a;
-  g.c = c.data + off_c;
-  if (overlaps(g.c, static_cast<std::size_t>(ec) * 4, g.a, static_cast<std::size_t>(ea) * 4)) {
-    throw_range(env, "out must not share memory with a");
-  }
-  if (!info[3].IsNull() && !info[3].IsUndefined()) {
-    F32Arg bias = get_f32(info, 3, "bias");
-    const long off = get_int(env, p[11], 0, kMaxIndex, "offset of bias");
-    check_fits(env, "bias", off, g.n, bias.length);
-    g.bias = bias.data + off;
-  }
+  bind_a_out_bias(info, g, a, off_a, c, off_c, p[11], "a");
   return run(info, async, 4, [g, pb] { sgemm_prepacked(g, *pb); });
 }
 

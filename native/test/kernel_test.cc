@@ -64,6 +64,20 @@ double ulp_distance(float got, double want) {
   return std::fabs(static_cast<double>(got) - want) / ulp;
 }
 
+// The largest ulp distance of y[i] from ref(xs[i]), and where it is.
+template <typename Ref>
+double worst_ulp(const std::vector<float>& xs, const std::vector<float>& y, Ref ref, float* where) {
+  double worst = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const double d = ulp_distance(y[i], ref(static_cast<double>(xs[i])));
+    if (d > worst) {
+      worst = d;
+      *where = xs[i];
+    }
+  }
+  return worst;
+}
+
 // ---------------------------------------------------------------- exp
 void test_exp(const KernelTable& kt) {
   std::vector<float> xs;
@@ -75,15 +89,8 @@ void test_exp(const KernelTable& kt) {
   std::vector<float> special = {inf, -inf, std::nanf("")};
   std::vector<float> y(xs.size());
   kt.exp(xs.data(), y.data(), static_cast<long>(xs.size()));
-  double worst = 0;
   float worst_x = 0;
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    double d = ulp_distance(y[i], std::exp(static_cast<double>(xs[i])));
-    if (d > worst) {
-      worst = d;
-      worst_x = xs[i];
-    }
-  }
+  const double worst = worst_ulp(xs, y, [](double x) { return std::exp(x); }, &worst_x);
   check(worst <= 2.0, std::string(kt.name) + " exp max error " + std::to_string(worst) +
                           " ulp at x=" + std::to_string(worst_x) + " (want <= 2)");
   std::vector<float> ys(3);
@@ -109,15 +116,8 @@ void test_tanh(const KernelTable& kt) {
     xs.push_back(x);
   std::vector<float> y(xs.size());
   kt.tanh(xs.data(), y.data(), static_cast<long>(xs.size()));
-  double worst = 0;
   float worst_x = 0;
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    double d = ulp_distance(y[i], std::tanh(static_cast<double>(xs[i])));
-    if (d > worst) {
-      worst = d;
-      worst_x = xs[i];
-    }
-  }
+  const double worst = worst_ulp(xs, y, [](double x) { return std::tanh(x); }, &worst_x);
   check(worst <= 3.0, std::string(kt.name) + " tanh max error " + std::to_string(worst) + " ulp at x=" +
                           std::to_string(worst_x) + " (want <= 3)");
   float nan_in = std::nanf(""), nan_out = 0;
