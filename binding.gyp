@@ -65,7 +65,16 @@
       "target_name": "attention_kernels",
       "dependencies": ["isa_scalar", "isa_vector", "isa_avx2", "isa_avx512"],
       "sources": ["<!@(node native/sources.js runtime kernels addon)"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "actions": [{
+        "action_name": "param_blocks",
+        "inputs": ["native/params.json", "native/params.js"],
+        "outputs": ["<(SHARED_INTERMEDIATE_DIR)/attention_kernels/params.h"],
+        "action": ["node", "native/params.js", "cpp", "<@(_outputs)"]
+      }],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<(SHARED_INTERMEDIATE_DIR)/attention_kernels"
+      ],
       "cflags_cc": ["-ffp-contract=off"],
       "ldflags": ["-pthread"],
       "cflags": ["-pthread"]

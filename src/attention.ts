@@ -1,8 +1,11 @@
 // attention(q, k, v): a score between each query and key, softmax over the
-// keys, the weighted sum of the values.
-import { native } from './native';
-import { matmul, matmulAsync } from './ops';
-import { MAX_RANK, Tensor, checkTensor } from './tensor';
+// keys, the weighted sum of the values. planAttention checks the call and lays
+// it out; the compute step runs the score's preparation (cosine, additive) and
+// the kernel, the same for attention and attentionAsync.
+import { native, type NativeBinding } from './native';
+import { matmul, matmulAsync, maskKind } from './ops';
+import { additiveScoresParams, attentionParams, l2NormalizeParams } from './params';
+import { Tensor, checkTensor } from './tensor';
 import { checkBoolean, checkFinite, checkOptions, expected, sameShape, shapeString } from './validate';
 
 export type ScoreFunction = 'scaled_dot' | 'dot' | 'cosine' | 'additive';
@@ -45,9 +48,37 @@ export interface AttentionResult {
   weights?: Tensor;
 }
 
+/** The result of a call with `needWeights: true`. */
+export interface AttentionResultWithWeights extends AttentionResult {
+  /** [..., queries, keys] */
+  weights: Tensor;
+}
+
 const OPTIONS = ['score', 'scale', 'attnMask', 'keyPaddingMask', 'causal', 'needWeights', 'additive', 'out'] as const;
 const SCORES: readonly ScoreFunction[] = ['scaled_dot', 'dot', 'cosine', 'additive'];
-const NPARAMS = 37;
+
+// ------------------------------------------------------------ plan
+
+/** A checked attention call, every operand a 4-D [batch, heads, positions, features] view. */
+interface AttentionPlan {
+  score: ScoreFunction;
+  q4: Tensor;
+  k4: Tensor;
+  v4: Tensor;
+  /** The output as the kernel writes it (a view of `output`). */
+  o4: Tensor;
+  /** What the caller gets back. */
+  output: Tensor;
+  weights: Tensor | undefined;
+  scale: number;
+  causal: boolean;
+  /** attnMask as a [batch, heads, queries, keys] view (stride 0 on broadcast axes). */
+  mask: Tensor | null;
+  /** [batch, keys] or [keys], contiguous. */
+  keyPadding: Tensor | null;
+  /** The checked weights of the additive score. */
+  additive: AdditiveWeights | null;
+}
 
 /**
  * Lifts a rank 2..4 tensor to a 4-D [batch, heads, ...] view: [S, d] is one
@@ -63,33 +94,11 @@ function unitLast(t: Tensor): Tensor {
   return t.shape[t.rank - 1] > 1 && t.strides[t.rank - 1] !== 1 ? t.contiguous() : t;
 }
 
-export interface PreparedAttention {
-  output: Tensor;
-  weights?: Tensor;
-  /** The native call, after any score precomputation. */
-  args: [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array | Uint8Array | null, Float32Array | Uint8Array | null, Float32Array | null, Float32Array | null, Float64Array];
-  /** Work to do before the native call (cosine normalisation, additive scores). */
-  pre?: { score: 'cosine' | 'additive'; q4: Tensor; k4: Tensor; additive?: AdditiveWeights; scores?: Tensor };
-}
-
-function maskKind(t: Tensor): number {
-  return t.dtype === 'float32' ? 1 : 2;
-}
-
-/** Validates and lays out an attention call (shared by attention, attentionAsync and MultiHeadAttention). */
-export function prepareAttention(
-  q: unknown,
-  k: unknown,
-  v: unknown,
-  options: unknown,
-  fn: string,
-): PreparedAttention {
+/** q, k and v as float32 tensors of one rank (2 to 4) with equal leading axes and equal key and value lengths. */
+function checkOperands(q: unknown, k: unknown, v: unknown, fn: string): [Tensor, Tensor, Tensor] {
   const Q = checkTensor('q', q, 'float32');
   const K = checkTensor('k', k, 'float32');
   const V = checkTensor('v', v, 'float32');
-  const opts = checkOptions<AttentionOptions>(fn, options, OPTIONS);
-  const score = opts.score ?? 'scaled_dot';
-  if (!SCORES.includes(score)) throw new TypeError(expected(`one of ${SCORES.map((s) => `'${s}'`).join(', ')}`, 'score', score));
   for (const [name, t] of [
     ['q', Q],
     ['k', K],
@@ -108,220 +117,235 @@ export function prepareAttention(
     }
   }
   const r = Q.rank;
-  const sq = Q.shape[r - 2];
-  const sk = K.shape[r - 2];
-  const dq = Q.shape[r - 1];
-  const dk = K.shape[r - 1];
-  const dv = V.shape[r - 1];
-  if (V.shape[r - 2] !== sk) {
-    throw new RangeError(`${fn}: key and value lengths differ: k.shape[${r - 2}] is ${sk} but v.shape[${r - 2}] is ${V.shape[r - 2]}`);
+  if (V.shape[r - 2] !== K.shape[r - 2]) {
+    throw new RangeError(`${fn}: key and value lengths differ: k.shape[${r - 2}] is ${K.shape[r - 2]} but v.shape[${r - 2}] is ${V.shape[r - 2]}`);
+  }
+  return [Q, K, V];
+}
+
+function checkScore(score: unknown, opts: Partial<AttentionOptions>, dq: number, dk: number, r: number, fn: string): ScoreFunction {
+  if (!SCORES.includes(score as ScoreFunction)) {
+    throw new TypeError(expected(`one of ${SCORES.map((s) => `'${s}'`).join(', ')}`, 'score', score));
   }
   if (score !== 'additive' && dq !== dk) {
     throw new RangeError(`${fn}: q.shape[${r - 1}] is ${dq} but k.shape[${r - 1}] is ${dk}; a dot-product score needs equal feature sizes`);
   }
-  const causal = opts.causal === undefined ? false : checkBoolean('causal', opts.causal);
-  const needWeights = opts.needWeights === undefined ? false : checkBoolean('needWeights', opts.needWeights);
-  let scale: number;
-  if (opts.scale !== undefined) {
-    scale = checkFinite('scale', opts.scale);
-    if (score === 'additive') throw new RangeError(`${fn}: scale does not apply to the additive score (put it in the weight w)`);
-  } else {
-    scale = score === 'scaled_dot' ? 1 / Math.sqrt(Math.max(dk, 1)) : 1;
-  }
   if (opts.additive !== undefined && score !== 'additive') {
     throw new RangeError(`${fn}: additive weights were given but score is '${score}'`);
   }
-
-  const q4 = to4d(unitLast(Q));
-  const k4 = to4d(unitLast(K));
-  const v4 = to4d(unitLast(V));
-  const [B, H] = q4.shape;
-  const lead = Q.shape.slice(0, -2);
-
-  let output: Tensor;
-  if (opts.out !== undefined) {
-    output = checkTensor('out', opts.out, 'float32');
-    const want = [...lead, sq, dv];
-    if (!sameShape(output.shape, want)) throw new RangeError(expected(`Tensor of shape ${shapeString(want)}`, 'out', output));
-    if (dv > 1 && output.strides[r - 1] !== 1) throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', output));
-  } else {
-    output = Tensor.empty([...lead, sq, dv]);
-  }
-  const o4 = to4d(output);
-  const weights = needWeights ? Tensor.empty([...lead, sq, sk]) : undefined;
-
-  const p = new Float64Array(NPARAMS);
-  p.set([B, H, sq, sk, dk, dv]);
-  const put = (base: number, t: Tensor) => {
-    p[base] = t.strides[0];
-    p[base + 1] = t.strides[1];
-    p[base + 2] = t.strides[2];
-    p[base + 3] = t.offset;
-  };
-  put(6, q4);
-  put(10, k4);
-  put(14, v4);
-  put(18, o4);
-  p[22] = scale;
-  p[23] = causal ? 1 : 0;
-
-  let maskData: Float32Array | Uint8Array | null = null;
-  if (opts.attnMask !== undefined) {
-    let M = checkTensor('attnMask', opts.attnMask);
-    // Broadcast against the caller's layout [..., queries, keys], then lift like q.
-    const full = [...lead, sq, sk];
-    if (M.rank > r || M.shape.some((d, i) => d !== 1 && d !== full[i + r - M.rank])) {
-      throw new RangeError(
-        `${fn}: attnMask of shape ${shapeString(M.shape)} does not broadcast to ${shapeString(full)} ([..., queries, keys])`,
-      );
-    }
-    if (M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = M.contiguous();
-    const m4 = to4d(M.expand(full));
-    p[24] = maskKind(M);
-    p[25] = m4.strides[0];
-    p[26] = m4.strides[1];
-    p[27] = m4.strides[2];
-    p[28] = m4.strides[3];
-    p[29] = m4.offset;
-    maskData = M.data;
-  }
-  let kpmData: Float32Array | Uint8Array | null = null;
-  if (opts.keyPaddingMask !== undefined) {
-    let P = checkTensor('keyPaddingMask', opts.keyPaddingMask);
-    const want = r >= 3 ? [lead[0], sk] : [sk];
-    if (!sameShape(P.shape, want)) {
-      throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', P));
-    }
-    P = P.contiguous();
-    p[30] = maskKind(P);
-    p[31] = P.rank === 2 ? P.strides[0] : 0;
-    p[32] = P.offset;
-    kpmData = P.data;
-  }
-  if (weights) {
-    p[33] = 1;
-    p[34] = 0;
-  }
-
-  const prepared: PreparedAttention = {
-    output,
-    weights,
-    args: [q4.data as Float32Array, k4.data as Float32Array, v4.data as Float32Array, o4.data as Float32Array, maskData, kpmData, weights ? (weights.data as Float32Array) : null, null, p],
-  };
-
-  if (score === 'cosine') {
-    prepared.pre = { score, q4, k4 };
-  } else if (score === 'additive') {
-    const a = opts.additive;
-    if (a === undefined || a === null || typeof a !== 'object') {
-      throw new TypeError(expected('{ wq, wk, w, bias? } for the additive score', 'additive', a));
-    }
-    checkOptions<AdditiveWeights>(`${fn} additive`, a, ['wq', 'wk', 'w', 'bias']);
-    const wq = checkTensor('additive.wq', a.wq, 'float32');
-    const wk = checkTensor('additive.wk', a.wk, 'float32');
-    const w = checkTensor('additive.w', a.w, 'float32');
-    const hidden = w.shape[0];
-    if (w.rank !== 1) throw new RangeError(expected('1-D Tensor [hidden]', 'additive.w', w));
-    if (!sameShape(wq.shape, [hidden, dq])) throw new RangeError(expected(`Tensor of shape [${hidden}, ${dq}]`, 'additive.wq', wq));
-    if (!sameShape(wk.shape, [hidden, dk])) throw new RangeError(expected(`Tensor of shape [${hidden}, ${dk}]`, 'additive.wk', wk));
-    let bias: Tensor | undefined;
-    if (a.bias !== undefined) {
-      bias = checkTensor('additive.bias', a.bias, 'float32');
-      if (!sameShape(bias.shape, [hidden])) throw new RangeError(expected(`Tensor of shape [${hidden}]`, 'additive.bias', bias));
-    }
-    prepared.pre = { score, q4, k4, additive: { wq, wk, w: w.contiguous(), bias: bias?.contiguous() } };
-  }
-  return prepared;
+  return score as ScoreFunction;
 }
 
+function scaleFor(opts: Partial<AttentionOptions>, score: ScoreFunction, dk: number, fn: string): number {
+  if (opts.scale === undefined) return score === 'scaled_dot' ? 1 / Math.sqrt(Math.max(dk, 1)) : 1;
+  const scale = checkFinite('scale', opts.scale);
+  if (score === 'additive') throw new RangeError(`${fn}: scale does not apply to the additive score (put it in the weight w)`);
+  return scale;
+}
+
+/** The given out (checked: shape [...lead, sq, dv], unit last stride) or a new tensor. */
+function outputFor(out: unknown, want: number[]): Tensor {
+  if (out === undefined) return Tensor.empty(want);
+  const output = checkTensor('out', out, 'float32');
+  if (!sameShape(output.shape, want)) throw new RangeError(expected(`Tensor of shape ${shapeString(want)}`, 'out', output));
+  const dv = want[want.length - 1];
+  if (dv > 1 && output.strides[output.rank - 1] !== 1) {
+    throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', output));
+  }
+  return output;
+}
+
+/** attnMask broadcast to the caller's [...lead, queries, keys], then lifted to 4-D like q. */
+function maskFor(mask: unknown, full: number[], fn: string): Tensor {
+  let M = checkTensor('attnMask', mask);
+  const r = full.length;
+  if (M.rank > r || M.shape.some((d, i) => d !== 1 && d !== full[i + r - M.rank])) {
+    throw new RangeError(
+      `${fn}: attnMask of shape ${shapeString(M.shape)} does not broadcast to ${shapeString(full)} ([..., queries, keys])`,
+    );
+  }
+  if (M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = M.contiguous();
+  return to4d(M.expand(full));
+}
+
+function keyPaddingFor(mask: unknown, want: number[]): Tensor {
+  const P = checkTensor('keyPaddingMask', mask);
+  if (!sameShape(P.shape, want)) {
+    throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', P));
+  }
+  return P.contiguous();
+}
+
+/** The additive score's weights, checked against q's and k's feature sizes; w and the bias made contiguous. */
+function additiveFor(a: AdditiveWeights | undefined, dq: number, dk: number, fn: string): AdditiveWeights {
+  if (a === undefined || a === null || typeof a !== 'object') {
+    throw new TypeError(expected('{ wq, wk, w, bias? } for the additive score', 'additive', a));
+  }
+  checkOptions<AdditiveWeights>(`${fn} additive`, a, ['wq', 'wk', 'w', 'bias']);
+  const wq = checkTensor('additive.wq', a.wq, 'float32');
+  const wk = checkTensor('additive.wk', a.wk, 'float32');
+  const w = checkTensor('additive.w', a.w, 'float32');
+  const hidden = w.shape[0];
+  if (w.rank !== 1) throw new RangeError(expected('1-D Tensor [hidden]', 'additive.w', w));
+  if (!sameShape(wq.shape, [hidden, dq])) throw new RangeError(expected(`Tensor of shape [${hidden}, ${dq}]`, 'additive.wq', wq));
+  if (!sameShape(wk.shape, [hidden, dk])) throw new RangeError(expected(`Tensor of shape [${hidden}, ${dk}]`, 'additive.wk', wk));
+  let bias: Tensor | undefined;
+  if (a.bias !== undefined) {
+    bias = checkTensor('additive.bias', a.bias, 'float32');
+    if (!sameShape(bias.shape, [hidden])) throw new RangeError(expected(`Tensor of shape [${hidden}]`, 'additive.bias', bias));
+  }
+  return { wq, wk, w: w.contiguous(), bias: bias?.contiguous() };
+}
+
+/** Checks an attention call (attention and attentionAsync) and lays it out for the kernel. */
+function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn: string): AttentionPlan {
+  const [Q, K, V] = checkOperands(q, k, v, fn);
+  const opts = checkOptions<AttentionOptions>(fn, options, OPTIONS);
+  const r = Q.rank;
+  const [sq, dq] = Q.shape.slice(-2);
+  const [sk, dk] = K.shape.slice(-2);
+  const dv = V.shape[r - 1];
+  const score = checkScore(opts.score ?? 'scaled_dot', opts, dq, dk, r, fn);
+  const causal = opts.causal === undefined ? false : checkBoolean('causal', opts.causal);
+  const needWeights = opts.needWeights === undefined ? false : checkBoolean('needWeights', opts.needWeights);
+  const scale = scaleFor(opts, score, dk, fn);
+  const lead = Q.shape.slice(0, -2);
+  const output = outputFor(opts.out, [...lead, sq, dv]);
+  return {
+    score,
+    q4: to4d(unitLast(Q)),
+    k4: to4d(unitLast(K)),
+    v4: to4d(unitLast(V)),
+    o4: to4d(output),
+    output,
+    weights: needWeights ? Tensor.empty([...lead, sq, sk]) : undefined,
+    scale,
+    causal,
+    mask: opts.attnMask === undefined ? null : maskFor(opts.attnMask, [...lead, sq, sk], fn),
+    keyPadding: opts.keyPaddingMask === undefined ? null : keyPaddingFor(opts.keyPaddingMask, r >= 3 ? [lead[0], sk] : [sk]),
+    additive: score === 'additive' ? additiveFor(opts.additive, dq, dk, fn) : null,
+  };
+}
+
+// ------------------------------------------------------------ compute
+
+/** What the kernel compares: q and k as given, normalised (cosine), or scores computed beforehand (additive). */
+interface ScoreInputs {
+  q: Tensor;
+  k: Tensor;
+  scores: Tensor | null;
+}
+
+/** The first three strides of a 4-D view (the fourth, over features, is 1). */
+const outer = (t: Tensor): number[] => [t.strides[0], t.strides[1], t.strides[2]];
+
+/** Each row of t (its last axis) divided by its L2 norm, as a new contiguous tensor. */
 function normalizeRows(t: Tensor): Tensor {
   const out = Tensor.zeros(t.shape);
-  const p = new Float64Array(4 + 2 * MAX_RANK);
-  p[0] = t.rank;
-  p[1] = t.offset;
-  p[2] = 0;
-  for (let d = 0; d < t.rank; ++d) {
-    p[3 + d] = t.shape[d];
-    p[3 + MAX_RANK + d] = t.strides[d];
-  }
-  p[3 + 2 * MAX_RANK] = 1e-8;
-  if (t.size > 0) native.l2Normalize(t.data as Float32Array, out.data as Float32Array, p);
+  const params = l2NormalizeParams({ rank: t.rank, srcOffset: t.offset, dstOffset: 0, shape: t.shape, srcStrides: t.strides, eps: 1e-8 });
+  if (t.size > 0) native.l2Normalize(t.data as Float32Array, out.data as Float32Array, params);
   return out;
 }
 
-function additiveParams(pq: Tensor, pk: Tensor, a: AdditiveWeights, scores: Tensor): Float64Array {
-  const [B, H, sq, hidden] = pq.shape;
-  const sk = pk.shape[2];
-  return Float64Array.of(
-    B, H, sq, sk, hidden,
-    pq.strides[0], pq.strides[1], pq.strides[2], pq.offset,
-    pk.strides[0], pk.strides[1], pk.strides[2], pk.offset,
-    a.w.offset, a.bias ? a.bias.offset : 0, scores.offset,
-  );
+/** The additive scores' kernel call: scores [B, H, Sq, Sk] = w · tanh(pq + pk + bias). */
+function additiveArgs(pq: Tensor, pk: Tensor, a: AdditiveWeights, scores: Tensor): Parameters<NativeBinding['additiveScores']> {
+  const [batch, heads, queries, hidden] = pq.shape;
+  const params = additiveScoresParams({
+    batch,
+    heads,
+    queries,
+    keys: pk.shape[2],
+    hidden,
+    pqStrides: outer(pq),
+    pqOffset: pq.offset,
+    pkStrides: outer(pk),
+    pkOffset: pk.offset,
+    wOffset: a.w.offset,
+    biasOffset: a.bias ? a.bias.offset : 0,
+    scoresOffset: scores.offset,
+  });
+  const bias = a.bias ? (a.bias.data as Float32Array) : null;
+  return [pq.data as Float32Array, pk.data as Float32Array, a.w.data as Float32Array, bias, scores.data as Float32Array, params];
 }
 
-/** Installs precomputed scores (additive) or normalised q and k (cosine) into the call. */
-function setScores(prep: PreparedAttention, scores: Tensor): void {
-  const p = prep.args[8];
-  prep.args[7] = scores.data as Float32Array;
-  p[35] = 1;
-  p[36] = 0;
+/** Zeroed scores [B, H, Sq, Sk] for projected queries and keys, and whether the kernel has any to compute. */
+function scoresFor(pq: Tensor, pk: Tensor, a: AdditiveWeights): { scores: Tensor; run: boolean } {
+  const scores = Tensor.zeros([pq.shape[0], pq.shape[1], pq.shape[2], pk.shape[2]]);
+  return { scores, run: scores.size > 0 && a.w.size > 0 };
 }
 
-function setCosine(prep: PreparedAttention, qn: Tensor, kn: Tensor): void {
-  const p = prep.args[8];
-  prep.args[0] = qn.data as Float32Array;
-  prep.args[1] = kn.data as Float32Array;
-  p.set([qn.strides[0], qn.strides[1], qn.strides[2], 0], 6);
-  p.set([kn.strides[0], kn.strides[1], kn.strides[2], 0], 10);
+function scoreInputsSync(plan: AttentionPlan): ScoreInputs {
+  const { q4, k4, additive: a } = plan;
+  if (plan.score === 'cosine') return { q: normalizeRows(q4), k: normalizeRows(k4), scores: null };
+  if (!a) return { q: q4, k: k4, scores: null };
+  const pq = matmul(q4, a.wq, { transposeB: true });
+  const pk = matmul(k4, a.wk, { transposeB: true });
+  const { scores, run } = scoresFor(pq, pk, a);
+  if (run) native.additiveScores(...additiveArgs(pq, pk, a, scores));
+  return { q: q4, k: k4, scores };
 }
 
-const scoreArgs = (pq: Tensor, pk: Tensor, a: AdditiveWeights, out: Tensor) =>
-  [
-    pq.data as Float32Array,
-    pk.data as Float32Array,
-    a.w.data as Float32Array,
-    a.bias ? (a.bias.data as Float32Array) : null,
-    out.data as Float32Array,
-    additiveParams(pq, pk, a, out),
-  ] as const;
-
-/** Scores of the additive score function, [B, H, Sq, Sk], zeroed. */
-function scoresFor(pq: Tensor, pk: Tensor): Tensor {
-  return Tensor.zeros([pq.shape[0], pq.shape[1], pq.shape[2], pk.shape[2]]);
+async function scoreInputsAsync(plan: AttentionPlan): Promise<ScoreInputs> {
+  const { q4, k4, additive: a } = plan;
+  if (!a) return scoreInputsSync(plan); // cosine normalisation is O(S·d): cheap enough to run here
+  const [pq, pk] = await Promise.all([matmulAsync(q4, a.wq, { transposeB: true }), matmulAsync(k4, a.wk, { transposeB: true })]);
+  const { scores, run } = scoresFor(pq, pk, a);
+  if (run) await native.additiveScoresAsync(...additiveArgs(pq, pk, a, scores));
+  return { q: q4, k: k4, scores };
 }
 
-/** The work before the native call: normalised q and k (cosine) or the additive scores. */
-function runPreSync(prep: PreparedAttention): void {
-  const pre = prep.pre;
-  if (!pre) return;
-  if (pre.score === 'cosine') {
-    setCosine(prep, normalizeRows(pre.q4), normalizeRows(pre.k4));
-    return;
-  }
-  const a = pre.additive!;
-  const pq = matmul(pre.q4, a.wq, { transposeB: true });
-  const pk = matmul(pre.k4, a.wk, { transposeB: true });
-  const out = scoresFor(pq, pk);
-  if (out.size > 0 && a.w.size > 0) native.additiveScores(...scoreArgs(pq, pk, a, out));
-  setScores(prep, out);
+/** The attention kernel's arguments for a plan and its score inputs. */
+function attentionArgs(plan: AttentionPlan, s: ScoreInputs): Parameters<NativeBinding['attention']> {
+  const { v4, o4, mask, keyPadding: kp, weights } = plan;
+  const [batch, heads, queries] = plan.q4.shape;
+  const [, , keys, dk] = plan.k4.shape;
+  const params = attentionParams({
+    batch,
+    heads,
+    queries,
+    keys,
+    dk,
+    dv: v4.shape[3],
+    qStrides: outer(s.q),
+    qOffset: s.q.offset,
+    kStrides: outer(s.k),
+    kOffset: s.k.offset,
+    vStrides: outer(v4),
+    vOffset: v4.offset,
+    outStrides: outer(o4),
+    outOffset: o4.offset,
+    scale: plan.scale,
+    causal: plan.causal ? 1 : 0,
+    maskKind: maskKind(mask),
+    maskStrides: mask ? mask.strides : [],
+    maskOffset: mask ? mask.offset : 0,
+    keyPaddingKind: maskKind(kp),
+    keyPaddingBatchStride: kp && kp.rank === 2 ? kp.strides[0] : 0,
+    keyPaddingOffset: kp ? kp.offset : 0,
+    hasWeights: weights ? 1 : 0,
+    weightsOffset: weights ? weights.offset : 0,
+    hasScores: s.scores ? 1 : 0,
+    scoresOffset: s.scores ? s.scores.offset : 0,
+  });
+  const f32 = (t: Tensor | null | undefined) => (t ? (t.data as Float32Array) : null);
+  return [
+    s.q.data as Float32Array,
+    s.k.data as Float32Array,
+    v4.data as Float32Array,
+    o4.data as Float32Array,
+    mask ? mask.data : null,
+    kp ? kp.data : null,
+    f32(weights),
+    f32(s.scores),
+    params,
+  ];
 }
 
-async function runPreAsync(prep: PreparedAttention): Promise<void> {
-  const pre = prep.pre;
-  if (!pre || pre.score === 'cosine') return runPreSync(prep); // cosine: O(S d), cheap
-  const a = pre.additive!;
-  const [pq, pk] = await Promise.all([
-    matmulAsync(pre.q4, a.wq, { transposeB: true }),
-    matmulAsync(pre.k4, a.wk, { transposeB: true }),
-  ]);
-  const out = scoresFor(pq, pk);
-  if (out.size > 0 && a.w.size > 0) await native.additiveScoresAsync(...scoreArgs(pq, pk, a, out));
-  setScores(prep, out);
-}
+/** Whether the kernel has anything to write. */
+const hasWork = (plan: AttentionPlan): boolean => plan.output.size > 0 || plan.weights !== undefined;
 
-function result(prep: PreparedAttention): AttentionResult {
-  return prep.weights ? { output: prep.output, weights: prep.weights } : { output: prep.output };
+function resultOf(plan: AttentionPlan): AttentionResult {
+  return plan.weights ? { output: plan.output, weights: plan.weights } : { output: plan.output };
 }
 
 /**
@@ -329,17 +353,26 @@ function result(prep: PreparedAttention): AttentionResult {
  * 2 to 4; leading axes are batch and heads): softmax(score(q, k) + masks) · v.
  * A query whose every key is masked gets zero weights and a zero output.
  */
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions & { needWeights: true }): AttentionResultWithWeights;
+export function attention(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): AttentionResult;
 export function attention(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): AttentionResult {
-  const prep = prepareAttention(q, k, v, options, 'attention');
-  runPreSync(prep);
-  if (prep.output.size > 0 || prep.weights) native.attention(...prep.args);
-  return result(prep);
+  const plan = planAttention(q, k, v, options, 'attention');
+  const inputs = scoreInputsSync(plan);
+  if (hasWork(plan)) native.attention(...attentionArgs(plan, inputs));
+  return resultOf(plan);
 }
 
 /** attention off the main thread. Inputs must not change until it settles. */
+export function attentionAsync(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions & { needWeights: true },
+): Promise<AttentionResultWithWeights>;
+export function attentionAsync(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): Promise<AttentionResult>;
 export async function attentionAsync(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): Promise<AttentionResult> {
-  const prep = prepareAttention(q, k, v, options, 'attentionAsync');
-  await runPreAsync(prep);
-  if (prep.output.size > 0 || prep.weights) await native.attentionAsync(...prep.args);
-  return result(prep);
+  const plan = planAttention(q, k, v, options, 'attentionAsync');
+  const inputs = await scoreInputsAsync(plan);
+  if (hasWork(plan)) await native.attentionAsync(...attentionArgs(plan, inputs));
+  return resultOf(plan);
 }

@@ -50,6 +50,12 @@ export interface ForwardResult {
   weights?: Tensor;
 }
 
+/** The result of a forward with `needWeights: true`. */
+export interface ForwardResultWithWeights extends ForwardResult {
+  /** See ForwardOptions.averageWeights. */
+  weights: Tensor;
+}
+
 export interface FromStateDictOptions {
   numHeads: number;
   /** Prepended to every name, e.g. 'encoder.layers.0.self_attn.' */
@@ -207,6 +213,291 @@ function extraKeysLast(w: Tensor, extra: number): Tensor {
   return out;
 }
 
+// ------------------------------------------------------------ weights
+
+/** The module's configuration, checked. */
+interface ModuleConfig {
+  embedDim: number;
+  numHeads: number;
+  kdim: number;
+  vdim: number;
+  bias: boolean;
+  addBiasKV: boolean;
+  addZeroAttn: boolean;
+}
+
+/** The parameter tensors of a module; shapes match its configuration. */
+interface WeightTensors {
+  inProjWeight?: Tensor;
+  qProjWeight: Tensor;
+  kProjWeight: Tensor;
+  vProjWeight: Tensor;
+  inProjBias?: Tensor;
+  outProjWeight: Tensor;
+  outProjBias?: Tensor;
+  biasK?: Tensor;
+  biasV?: Tensor;
+}
+
+/** @internal Weights built by this module (from a seed or a state dict), for its constructor. */
+class ModuleWeights {
+  constructor(readonly tensors: WeightTensors) {}
+}
+
+function checkConfig(options: unknown): ModuleConfig & { seed: number } {
+  const opts = checkOptions<MultiHeadAttentionOptions>('MultiHeadAttention', options, CTOR_OPTIONS);
+  if (options === undefined) throw new TypeError(expected('options object with embedDim and numHeads', 'options', options));
+  const E = checkInteger('embedDim', opts.embedDim, 1);
+  const h = checkInteger('numHeads', opts.numHeads, 1);
+  if (E % h !== 0) {
+    throw new RangeError(`Expected numHeads that divides embedDim ${E} but received ${h} of type number`);
+  }
+  return {
+    embedDim: E,
+    numHeads: h,
+    kdim: opts.kdim === undefined ? E : checkInteger('kdim', opts.kdim, 1),
+    vdim: opts.vdim === undefined ? E : checkInteger('vdim', opts.vdim, 1),
+    bias: opts.bias === undefined ? true : checkBoolean('bias', opts.bias),
+    addBiasKV: opts.addBiasKV === undefined ? false : checkBoolean('addBiasKV', opts.addBiasKV),
+    addZeroAttn: opts.addZeroAttn === undefined ? false : checkBoolean('addZeroAttn', opts.addZeroAttn),
+    seed: opts.seed === undefined ? 0 : checkInteger('seed', opts.seed, 0, 2 ** 40),
+  };
+}
+
+/**
+ * Fresh weights, deterministic for a seed: Xavier-uniform input projections,
+ * the output projection as torch.nn.Linear initialises it (uniform ±1/√E),
+ * zero biases, normal bias_k / bias_v.
+ */
+function initialWeights(c: ModuleConfig, seed: number): ModuleWeights {
+  const E = c.embedDim;
+  const sub = (i: number) => seed * 16 + i;
+  const xavier = (rows: number, cols: number, i: number) => {
+    const bound = Math.sqrt(6 / (rows + cols));
+    return Tensor.uniform([rows, cols], { seed: sub(i), low: -bound, high: bound });
+  };
+  const ob = 1 / Math.sqrt(E);
+  const std = Math.sqrt(2 / (2 * E));
+  const packed = c.kdim === E && c.vdim === E;
+  return new ModuleWeights({
+    ...(packed
+      ? splitInProj(xavier(3 * E, E, 1), E)
+      : { qProjWeight: xavier(E, E, 2), kProjWeight: xavier(E, c.kdim, 3), vProjWeight: xavier(E, c.vdim, 4) }),
+    outProjWeight: Tensor.uniform([E, E], { seed: sub(5), low: -ob, high: ob }),
+    ...(c.bias ? { inProjBias: Tensor.zeros([3 * E]), outProjBias: Tensor.zeros([E]) } : {}),
+    ...(c.addBiasKV
+      ? { biasK: Tensor.randn([1, 1, E], { seed: sub(6), std }), biasV: Tensor.randn([1, 1, E], { seed: sub(7), std }) }
+      : {}),
+  });
+}
+
+/** The packed [3E, E] input projection and its three [E, E] views. */
+function splitInProj(w: Tensor, E: number): Pick<WeightTensors, 'inProjWeight' | 'qProjWeight' | 'kProjWeight' | 'vProjWeight'> {
+  return { inProjWeight: w, qProjWeight: w.narrow(0, 0, E), kProjWeight: w.narrow(0, E, E), vProjWeight: w.narrow(0, 2 * E, E) };
+}
+
+// ------------------------------------------------------------ state dicts
+
+/** The entries of a state dict under `prefix` that are MultiheadAttention parameters, by their own name. */
+function namedEntries(stateDict: Record<string, Tensor> | Map<string, Tensor>, prefix: string): Map<string, unknown> {
+  const entries = stateDict instanceof Map ? [...stateDict.entries()] : Object.entries(stateDict);
+  const dict = new Map<string, unknown>();
+  for (const [key, value] of entries) {
+    if (!key.startsWith(prefix)) continue;
+    const name = key.slice(prefix.length);
+    if (KNOWN_PARAMS.includes(name)) {
+      dict.set(name, value);
+    } else if (name.startsWith('out_proj.') || (!name.includes('.') && /weight|bias|proj/.test(name))) {
+      // In MultiheadAttention's own namespace but not one of its parameters.
+      throw new RangeError(`fromStateDict: unexpected tensor '${key}' in the state dict; MultiheadAttention has ${KNOWN_PARAMS.map((n) => prefix + n).join(', ')}`);
+    }
+  }
+  return dict;
+}
+
+/** Reads a state dict's tensors by name, checked as float32 and against the shapes they must have. */
+class StateDictReader {
+  constructor(
+    private readonly dict: Map<string, unknown>,
+    private readonly prefix: string,
+  ) {}
+
+  has(name: string): boolean {
+    return this.dict.has(name);
+  }
+
+  get(name: string): Tensor | undefined {
+    const v = this.dict.get(name);
+    if (v === undefined) return undefined;
+    return checkTensor(`stateDict['${this.prefix}${name}']`, v, 'float32');
+  }
+
+  /** A copy of tensor `name`, which must have shape `want`. */
+  shaped(name: string, want: number[]): Tensor {
+    const t = this.get(name);
+    if (!t) throw new RangeError(`fromStateDict: missing tensor '${this.prefix}${name}' of shape ${shapeString(want)}`);
+    if (!sameShape(t.shape, want)) {
+      throw new RangeError(`fromStateDict: tensor '${this.prefix}${name}' has shape ${shapeString(t.shape)}, expected ${shapeString(want)}`);
+    }
+    return t.clone();
+  }
+
+  /** E, kdim and vdim from the input projection(s); `packed` when in_proj_weight holds all three. */
+  dims(): { E: number; kdim: number; vdim: number; packed: boolean } {
+    const pre = this.prefix;
+    const packed = this.get('in_proj_weight');
+    const q = this.get('q_proj_weight');
+    if (packed && (q || this.get('k_proj_weight') || this.get('v_proj_weight'))) {
+      throw new RangeError(`fromStateDict: both '${pre}in_proj_weight' and separate q/k/v_proj_weight were given; expected one or the other`);
+    }
+    if (packed) {
+      if (packed.rank !== 2 || packed.shape[0] !== 3 * packed.shape[1]) {
+        throw new RangeError(`fromStateDict: tensor '${pre}in_proj_weight' has shape ${shapeString(packed.shape)}, expected [3E, E]`);
+      }
+      const E = packed.shape[1];
+      return { E, kdim: E, vdim: E, packed: true };
+    }
+    if (!q) {
+      throw new RangeError(`fromStateDict: missing tensor '${pre}in_proj_weight' (or '${pre}q_proj_weight', '${pre}k_proj_weight', '${pre}v_proj_weight')`);
+    }
+    if (q.rank !== 2 || q.shape[0] !== q.shape[1]) {
+      throw new RangeError(`fromStateDict: tensor '${pre}q_proj_weight' has shape ${shapeString(q.shape)}, expected [E, E]`);
+    }
+    const E = q.shape[0];
+    const side = (name: string, dim: string): number => {
+      const t = this.get(name);
+      if (!t) throw new RangeError(`fromStateDict: missing tensor '${pre}${name}' of shape [${E}, ${dim}]`);
+      if (t.rank !== 2 || t.shape[0] !== E) throw new RangeError(`fromStateDict: tensor '${pre}${name}' has shape ${shapeString(t.shape)}, expected [${E}, ${dim}]`);
+      return t.shape[1];
+    };
+    const kdim = side('k_proj_weight', 'kdim');
+    return { E, kdim, vdim: side('v_proj_weight', 'vdim'), packed: false };
+  }
+}
+
+/** The configuration and (copied) weights of a PyTorch MultiheadAttention state dict. */
+function readStateDict(stateDict: unknown, options: unknown): { options: MultiHeadAttentionOptions; weights: ModuleWeights } {
+  if (stateDict === null || typeof stateDict !== 'object') {
+    throw new TypeError(expected('object or Map of Tensors', 'stateDict', stateDict));
+  }
+  const opts = checkOptions<FromStateDictOptions>('fromStateDict', options, ['numHeads', 'prefix', 'addZeroAttn']);
+  if (options === undefined) throw new TypeError(expected('options object with numHeads', 'options', options));
+  const numHeads = checkInteger('numHeads', opts.numHeads, 1);
+  const prefix = opts.prefix ?? '';
+  if (typeof prefix !== 'string') throw new TypeError(expected('string', 'prefix', prefix));
+  const sd = new StateDictReader(namedEntries(stateDict as Record<string, Tensor>, prefix), prefix);
+  const { E, kdim, vdim, packed } = sd.dims();
+  if (E % numHeads !== 0) {
+    throw new RangeError(`Expected numHeads that divides embedDim ${E} but received ${numHeads} of type number`);
+  }
+  const bias = sd.has('in_proj_bias') || sd.has('out_proj.bias');
+  const addBiasKV = sd.has('bias_k') || sd.has('bias_v');
+  const weights = new ModuleWeights({
+    ...(packed
+      ? splitInProj(sd.shaped('in_proj_weight', [3 * E, E]), E)
+      : {
+          qProjWeight: sd.shaped('q_proj_weight', [E, E]),
+          kProjWeight: sd.shaped('k_proj_weight', [E, kdim]),
+          vProjWeight: sd.shaped('v_proj_weight', [E, vdim]),
+        }),
+    outProjWeight: sd.shaped('out_proj.weight', [E, E]),
+    ...(bias ? { inProjBias: sd.shaped('in_proj_bias', [3 * E]), outProjBias: sd.shaped('out_proj.bias', [E]) } : {}),
+    ...(addBiasKV ? { biasK: sd.shaped('bias_k', [1, 1, E]), biasV: sd.shaped('bias_v', [1, 1, E]) } : {}),
+  });
+  const addZeroAttn = opts.addZeroAttn ?? false;
+  return { options: { embedDim: E, numHeads, kdim, vdim, bias, addBiasKV, addZeroAttn }, weights };
+}
+
+// ------------------------------------------------------------ forward: plan
+
+/** A checked forward call: inputs as [batch, positions, features], masks in attention()'s layouts. */
+interface ForwardPlan {
+  fn: string;
+  batched: boolean;
+  /** query, key and value as 3-D tensors, and whether key and value are query itself / one memory. */
+  q3: Tensor;
+  k3: Tensor;
+  v3: Tensor;
+  selfAttention: boolean;
+  sameMemory: boolean;
+  B: number;
+  L: number;
+  S: number;
+  attnMask: Tensor | undefined;
+  keyPaddingMask: Tensor | undefined;
+  causal: boolean;
+  needWeights: boolean;
+  averageWeights: boolean;
+  cache: KVCache | undefined;
+  /** Extra keys (bias_k / bias_v, the zero key) placed before the others. */
+  extra: number;
+  note: (stage: string, t: Tensor | readonly number[]) => void;
+}
+
+/** The forward options with defaults, checked. */
+function checkForwardOptions(opts: Partial<ForwardOptions>) {
+  const needWeights = opts.needWeights === undefined ? false : checkBoolean('needWeights', opts.needWeights);
+  const averageWeights = opts.averageWeights === undefined ? true : checkBoolean('averageWeights', opts.averageWeights);
+  const cache = opts.kvCache;
+  if (cache !== undefined && !(cache instanceof KVCache)) throw new TypeError(expected('KVCache', 'kvCache', cache));
+  const causal = opts.causal === undefined ? cache !== undefined : checkBoolean('causal', opts.causal);
+  const trace = opts.trace;
+  if (trace !== undefined && typeof trace !== 'function') throw new TypeError(expected('function', 'trace', trace));
+  const note = (stage: string, t: Tensor | readonly number[]) => trace?.(stage, Array.isArray(t) ? t : (t as Tensor).shape);
+  return { needWeights, averageWeights, cache, causal, note };
+}
+
+/** attnMask in attention()'s layout: PyTorch's [batch·heads, queries, keys] split, extra keys unmasked in front. */
+function forwardAttnMask(mask: unknown, p: ForwardPlan, numHeads: number, keys: number): Tensor {
+  const { B, L, fn } = p;
+  const h = numHeads;
+  const m = checkTensor('attnMask', mask);
+  let out = m;
+  if (m.rank === 3 && m.shape[0] === B * h && B * h > 1) {
+    out = m.unflatten(0, [B, h]);
+  } else if (m.rank === 3 && !p.batched && m.shape[0] === h) {
+    // Unbatched PyTorch layout [heads, queries, keys].
+  } else if (m.rank !== 2 && m.rank !== 4 && !(m.rank === 3 && m.shape[0] === 1)) {
+    throw new RangeError(expected(`Tensor [${L}, ${keys}], [${B * h}, ${L}, ${keys}] or one broadcasting to [${B}, ${h}, ${L}, ${keys}]`, 'attnMask', m));
+  }
+  const shape = out.shape;
+  if (shape[shape.length - 2] !== L && shape[shape.length - 2] !== 1) {
+    throw new RangeError(`${fn}: attnMask.shape[${m.rank - 2}] is ${m.shape[m.rank - 2]}, expected the query length ${L}`);
+  }
+  if (shape[shape.length - 1] !== keys) {
+    throw new RangeError(`${fn}: attnMask.shape[${m.rank - 1}] is ${m.shape[m.rank - 1]}, expected the key length ${keys}`);
+  }
+  return p.extra > 0 ? padKeysFront(out, p.extra) : out;
+}
+
+/** keyPaddingMask as [batch, keys], extra keys unmasked in front. */
+function forwardKeyPadding(mask: unknown, p: ForwardPlan, keys: number): Tensor {
+  const m = checkTensor('keyPaddingMask', mask);
+  const want = p.batched ? [p.B, keys] : [keys];
+  if (!sameShape(m.shape, want)) {
+    throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', m));
+  }
+  const out = p.batched ? m : m.unsqueeze(0);
+  return p.extra > 0 ? padKeysFront(out, p.extra) : out;
+}
+
+// ------------------------------------------------------------ forward: compute
+
+/** The projections' results: [B, L, E] queries, [B, S, E] keys and values. */
+interface Projected {
+  Q: Tensor;
+  K: Tensor;
+  V: Tensor;
+}
+
+/** Mean of weights [B, h, L, S] over the heads: (1/h) · ones[1, h] · W[b] per batch item, as one batched GEMM. */
+function* averageHeads(weights: Tensor): Steps<Tensor> {
+  const [B, h, L, S] = weights.shape;
+  const flat = weights.reshape([B, h, L * S]);
+  const mean = (yield { kind: 'matmul', a: Tensor.full([1, h], 1), b: flat, options: { alpha: 1 / h } }) as Tensor;
+  return mean.reshape([B, L, S]);
+}
+
 // ------------------------------------------------------------ the module
 
 export class MultiHeadAttention {
@@ -237,49 +528,32 @@ export class MultiHeadAttention {
    * projections, the output projection as torch.nn.Linear initialises it
    * (uniform ±1/√E), zero biases; deterministic for a seed.
    */
-  constructor(options: MultiHeadAttentionOptions) {
-    const opts = checkOptions<MultiHeadAttentionOptions>('MultiHeadAttention', options, CTOR_OPTIONS);
-    if (options === undefined) throw new TypeError(expected('options object with embedDim and numHeads', 'options', options));
-    const E = checkInteger('embedDim', opts.embedDim, 1);
-    const h = checkInteger('numHeads', opts.numHeads, 1);
-    if (E % h !== 0) {
-      throw new RangeError(`Expected numHeads that divides embedDim ${E} but received ${h} of type number`);
+  constructor(options: MultiHeadAttentionOptions);
+  /** @internal A module with the given weights (fromStateDict). */
+  constructor(options: MultiHeadAttentionOptions, weights: ModuleWeights);
+  constructor(options: MultiHeadAttentionOptions, weights?: ModuleWeights) {
+    const c = checkConfig(options);
+    if (weights !== undefined && !(weights instanceof ModuleWeights)) {
+      throw new TypeError(expected('no second argument', 'MultiHeadAttention', weights));
     }
-    this.embedDim = E;
-    this.numHeads = h;
-    this.headDim = E / h;
-    this.kdim = opts.kdim === undefined ? E : checkInteger('kdim', opts.kdim, 1);
-    this.vdim = opts.vdim === undefined ? E : checkInteger('vdim', opts.vdim, 1);
-    this.bias = opts.bias === undefined ? true : checkBoolean('bias', opts.bias);
-    this.addBiasKV = opts.addBiasKV === undefined ? false : checkBoolean('addBiasKV', opts.addBiasKV);
-    this.addZeroAttn = opts.addZeroAttn === undefined ? false : checkBoolean('addZeroAttn', opts.addZeroAttn);
-    const seed = opts.seed === undefined ? 0 : checkInteger('seed', opts.seed, 0, 2 ** 40);
-    const sub = (i: number) => seed * 16 + i;
-    const xavier = (rows: number, cols: number, i: number) => {
-      const bound = Math.sqrt(6 / (rows + cols));
-      return Tensor.uniform([rows, cols], { seed: sub(i), low: -bound, high: bound });
-    };
-    if (this.kdim === E && this.vdim === E) {
-      this.inProjWeight = xavier(3 * E, E, 1);
-      this.qProjWeight = this.inProjWeight.narrow(0, 0, E);
-      this.kProjWeight = this.inProjWeight.narrow(0, E, E);
-      this.vProjWeight = this.inProjWeight.narrow(0, 2 * E, E);
-    } else {
-      this.qProjWeight = xavier(E, E, 2);
-      this.kProjWeight = xavier(E, this.kdim, 3);
-      this.vProjWeight = xavier(E, this.vdim, 4);
-    }
-    const ob = 1 / Math.sqrt(E);
-    this.outProjWeight = Tensor.uniform([E, E], { seed: sub(5), low: -ob, high: ob });
-    if (this.bias) {
-      this.inProjBias = Tensor.zeros([3 * E]);
-      this.outProjBias = Tensor.zeros([E]);
-    }
-    if (this.addBiasKV) {
-      const std = Math.sqrt(2 / (2 * E));
-      this.biasK = Tensor.randn([1, 1, E], { seed: sub(6), std });
-      this.biasV = Tensor.randn([1, 1, E], { seed: sub(7), std });
-    }
+    this.embedDim = c.embedDim;
+    this.numHeads = c.numHeads;
+    this.headDim = c.embedDim / c.numHeads;
+    this.kdim = c.kdim;
+    this.vdim = c.vdim;
+    this.bias = c.bias;
+    this.addBiasKV = c.addBiasKV;
+    this.addZeroAttn = c.addZeroAttn;
+    const w = (weights ?? initialWeights(c, c.seed)).tensors;
+    this.inProjWeight = w.inProjWeight;
+    this.qProjWeight = w.qProjWeight;
+    this.kProjWeight = w.kProjWeight;
+    this.vProjWeight = w.vProjWeight;
+    this.inProjBias = w.inProjBias;
+    this.outProjWeight = w.outProjWeight;
+    this.outProjBias = w.outProjBias;
+    this.biasK = w.biasK;
+    this.biasV = w.biasV;
   }
 
   /**
@@ -296,102 +570,8 @@ export class MultiHeadAttention {
     stateDict: Record<string, Tensor> | Map<string, Tensor>,
     options: FromStateDictOptions,
   ): MultiHeadAttention {
-    if (stateDict === null || typeof stateDict !== 'object') {
-      throw new TypeError(expected('object or Map of Tensors', 'stateDict', stateDict));
-    }
-    const opts = checkOptions<FromStateDictOptions>('fromStateDict', options, ['numHeads', 'prefix', 'addZeroAttn']);
-    if (options === undefined) throw new TypeError(expected('options object with numHeads', 'options', options));
-    const numHeads = checkInteger('numHeads', opts.numHeads, 1);
-    const prefix = opts.prefix ?? '';
-    if (typeof prefix !== 'string') throw new TypeError(expected('string', 'prefix', prefix));
-    const entries = stateDict instanceof Map ? [...stateDict.entries()] : Object.entries(stateDict);
-    const dict = new Map<string, unknown>();
-    for (const [key, value] of entries) {
-      if (!key.startsWith(prefix)) continue;
-      const name = key.slice(prefix.length);
-      if (KNOWN_PARAMS.includes(name)) {
-        dict.set(name, value);
-      } else if (name.startsWith('out_proj.') || (!name.includes('.') && /weight|bias|proj/.test(name))) {
-        // In MultiheadAttention's own namespace but not one of its parameters.
-        throw new RangeError(`fromStateDict: unexpected tensor '${key}' in the state dict; MultiheadAttention has ${KNOWN_PARAMS.map((n) => prefix + n).join(', ')}`);
-      }
-    }
-    const get = (name: string): Tensor | undefined => {
-      const v = dict.get(name);
-      if (v === undefined) return undefined;
-      return checkTensor(`stateDict['${prefix}${name}']`, v, 'float32');
-    };
-    const shaped = (name: string, want: number[]): Tensor => {
-      const t = get(name);
-      if (!t) throw new RangeError(`fromStateDict: missing tensor '${prefix}${name}' of shape ${shapeString(want)}`);
-      if (!sameShape(t.shape, want)) {
-        throw new RangeError(`fromStateDict: tensor '${prefix}${name}' has shape ${shapeString(t.shape)}, expected ${shapeString(want)}`);
-      }
-      return t.clone();
-    };
-
-    const packed = get('in_proj_weight');
-    const q = get('q_proj_weight');
-    if (packed && (q || get('k_proj_weight') || get('v_proj_weight'))) {
-      throw new RangeError(`fromStateDict: both '${prefix}in_proj_weight' and separate q/k/v_proj_weight were given; expected one or the other`);
-    }
-    let E: number, kdim: number, vdim: number;
-    if (packed) {
-      if (packed.rank !== 2 || packed.shape[0] !== 3 * packed.shape[1]) {
-        throw new RangeError(`fromStateDict: tensor '${prefix}in_proj_weight' has shape ${shapeString(packed.shape)}, expected [3E, E]`);
-      }
-      E = kdim = vdim = packed.shape[1];
-    } else if (q) {
-      if (q.rank !== 2 || q.shape[0] !== q.shape[1]) {
-        throw new RangeError(`fromStateDict: tensor '${prefix}q_proj_weight' has shape ${shapeString(q.shape)}, expected [E, E]`);
-      }
-      E = q.shape[0];
-      const k = get('k_proj_weight');
-      const v = get('v_proj_weight');
-      if (!k) throw new RangeError(`fromStateDict: missing tensor '${prefix}k_proj_weight' of shape [${E}, kdim]`);
-      if (!v) throw new RangeError(`fromStateDict: missing tensor '${prefix}v_proj_weight' of shape [${E}, vdim]`);
-      if (k.rank !== 2 || k.shape[0] !== E) throw new RangeError(`fromStateDict: tensor '${prefix}k_proj_weight' has shape ${shapeString(k.shape)}, expected [${E}, kdim]`);
-      if (v.rank !== 2 || v.shape[0] !== E) throw new RangeError(`fromStateDict: tensor '${prefix}v_proj_weight' has shape ${shapeString(v.shape)}, expected [${E}, vdim]`);
-      kdim = k.shape[1];
-      vdim = v.shape[1];
-    } else {
-      throw new RangeError(`fromStateDict: missing tensor '${prefix}in_proj_weight' (or '${prefix}q_proj_weight', '${prefix}k_proj_weight', '${prefix}v_proj_weight')`);
-    }
-    if (E % numHeads !== 0) {
-      throw new RangeError(`Expected numHeads that divides embedDim ${E} but received ${numHeads} of type number`);
-    }
-    const hasBias = dict.has('in_proj_bias') || dict.has('out_proj.bias');
-    const hasBiasKV = dict.has('bias_k') || dict.has('bias_v');
-    const m = new MultiHeadAttention({
-      embedDim: E,
-      numHeads,
-      kdim,
-      vdim,
-      bias: hasBias,
-      addBiasKV: hasBiasKV,
-      addZeroAttn: opts.addZeroAttn ?? false,
-    });
-    const self = m as { -readonly [K in keyof MultiHeadAttention]: MultiHeadAttention[K] };
-    if (packed) {
-      self.inProjWeight = shaped('in_proj_weight', [3 * E, E]);
-      self.qProjWeight = self.inProjWeight.narrow(0, 0, E);
-      self.kProjWeight = self.inProjWeight.narrow(0, E, E);
-      self.vProjWeight = self.inProjWeight.narrow(0, 2 * E, E);
-    } else {
-      self.qProjWeight = shaped('q_proj_weight', [E, E]);
-      self.kProjWeight = shaped('k_proj_weight', [E, kdim]);
-      self.vProjWeight = shaped('v_proj_weight', [E, vdim]);
-    }
-    self.outProjWeight = shaped('out_proj.weight', [E, E]);
-    if (hasBias) {
-      self.inProjBias = shaped('in_proj_bias', [3 * E]);
-      self.outProjBias = shaped('out_proj.bias', [E]);
-    }
-    if (hasBiasKV) {
-      self.biasK = shaped('bias_k', [1, 1, E]);
-      self.biasV = shaped('bias_v', [1, 1, E]);
-    }
-    return m;
+    const { options: config, weights } = readStateDict(stateDict, options);
+    return new MultiHeadAttention(config, weights);
   }
 
   /** The parameters under PyTorch's names (the module's own tensors, not copies). */
@@ -466,44 +646,49 @@ export class MultiHeadAttention {
    * [batch, keys, kdim] defaults to query; value [batch, keys, vdim] defaults
    * to key.
    */
+  forward(query: Tensor, key: Tensor | undefined, value: Tensor | undefined, options: ForwardOptions & { needWeights: true }): ForwardResultWithWeights;
+  forward(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): ForwardResult;
   forward(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): ForwardResult {
+    const plan = this.planForward(query, key, value, options, 'forward');
     const ws = this.takeWorkspace();
     try {
-      return runSync(this.steps(query, key, value, options, 'forward', ws));
+      return runSync(this.compute(plan, ws));
     } finally {
       this.returnWorkspace(ws);
     }
   }
 
   /** forward off the main thread. */
+  forwardAsync(
+    query: Tensor,
+    key: Tensor | undefined,
+    value: Tensor | undefined,
+    options: ForwardOptions & { needWeights: true },
+  ): Promise<ForwardResultWithWeights>;
+  forwardAsync(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): Promise<ForwardResult>;
   async forwardAsync(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): Promise<ForwardResult> {
+    const plan = this.planForward(query, key, value, options, 'forwardAsync');
     const ws = this.takeWorkspace();
     try {
-      return await runAsync(this.steps(query, key, value, options, 'forwardAsync', ws));
+      return await runAsync(this.compute(plan, ws));
     } finally {
       this.returnWorkspace(ws);
     }
   }
 
-  private *steps(
-    query: unknown,
-    key: unknown,
-    value: unknown,
-    options: unknown,
-    fn: string,
-    ws: Map<string, Tensor>,
-  ): Steps<ForwardResult> {
-    const temp = (name: string, shape: number[]) => MultiHeadAttention.temp(ws, name, shape);
-    const E = this.embedDim;
-    const h = this.numHeads;
+  /** query, key and value as float32 tensors (key defaults to query, value to key). */
+  private checkInputs(query: unknown, key: unknown, value: unknown): [Tensor, Tensor, Tensor] {
     const Q0 = checkTensor('query', query, 'float32');
     const K0 = key === undefined ? Q0 : checkTensor('key', key, 'float32');
     const V0 = value === undefined ? K0 : checkTensor('value', value, 'float32');
-    const opts = checkOptions<ForwardOptions>(fn, options, FORWARD_OPTIONS);
+    return [Q0, K0, V0];
+  }
+
+  /** Ranks, feature sizes, lengths and batch sizes against the module and each other. */
+  private checkShapes(Q0: Tensor, K0: Tensor, V0: Tensor, fn: string): void {
     if (Q0.rank !== 2 && Q0.rank !== 3) {
       throw new RangeError(expected('Tensor [batch, queries, embedDim] or [queries, embedDim]', 'query', Q0));
     }
-    const batched = Q0.rank === 3;
     for (const [name, t] of [
       ['key', K0],
       ['value', V0],
@@ -511,134 +696,128 @@ export class MultiHeadAttention {
       if (t.rank !== Q0.rank) throw new RangeError(`${fn}: ${name} has rank ${t.rank} but query has rank ${Q0.rank} (${describe(t)})`);
     }
     const r = Q0.rank;
+    const E = this.embedDim;
     if (Q0.shape[r - 1] !== E) throw new RangeError(`${fn}: query.shape[${r - 1}] is ${Q0.shape[r - 1]}, expected embedDim ${E}`);
     if (K0.shape[r - 1] !== this.kdim) throw new RangeError(`${fn}: key.shape[${r - 1}] is ${K0.shape[r - 1]}, expected kdim ${this.kdim}`);
     if (V0.shape[r - 1] !== this.vdim) throw new RangeError(`${fn}: value.shape[${r - 1}] is ${V0.shape[r - 1]}, expected vdim ${this.vdim}`);
     if (K0.shape[r - 2] !== V0.shape[r - 2]) {
       throw new RangeError(`${fn}: key and value lengths differ: key.shape[${r - 2}] is ${K0.shape[r - 2]} but value.shape[${r - 2}] is ${V0.shape[r - 2]}`);
     }
-    if (batched && (K0.shape[0] !== Q0.shape[0] || V0.shape[0] !== Q0.shape[0])) {
+    if (r === 3 && (K0.shape[0] !== Q0.shape[0] || V0.shape[0] !== Q0.shape[0])) {
       throw new RangeError(`${fn}: batch sizes differ: query ${Q0.shape[0]}, key ${K0.shape[0]}, value ${V0.shape[0]}`);
     }
-    const needWeights = opts.needWeights === undefined ? false : checkBoolean('needWeights', opts.needWeights);
-    const averageWeights = opts.averageWeights === undefined ? true : checkBoolean('averageWeights', opts.averageWeights);
-    const cache = opts.kvCache;
-    if (cache !== undefined && !(cache instanceof KVCache)) throw new TypeError(expected('KVCache', 'kvCache', cache));
-    const causal = opts.causal === undefined ? cache !== undefined : checkBoolean('causal', opts.causal);
-    const trace = opts.trace;
-    if (trace !== undefined && typeof trace !== 'function') throw new TypeError(expected('function', 'trace', trace));
-    const note = (stage: string, t: Tensor | readonly number[]) => trace?.(stage, Array.isArray(t) ? t : (t as Tensor).shape);
+  }
 
-    const q3 = batched ? Q0 : Q0.unsqueeze(0);
-    const k3 = batched ? K0 : K0.unsqueeze(0);
-    const v3 = batched ? V0 : V0.unsqueeze(0);
-    const B = q3.shape[0];
-    const L = q3.shape[1];
+  /** A kvCache must be for self-attention with this module's heads and the query's batch. */
+  private checkCache(cache: KVCache, query: unknown, key: unknown, value: unknown, B: number, fn: string): void {
+    const h = this.numHeads;
+    if (key !== undefined && key !== query) throw new RangeError(`${fn}: a kvCache is for self-attention; pass only the query (the new steps)`);
+    if (value !== undefined && value !== query && value !== key) throw new RangeError(`${fn}: a kvCache is for self-attention; pass only the query (the new steps)`);
+    if (cache.numHeads !== h || cache.headDim !== this.headDim) {
+      throw new RangeError(`${fn}: kvCache has ${cache.numHeads} heads of ${cache.headDim}, this module ${h} of ${this.headDim}`);
+    }
+    if (cache.batch !== B) throw new RangeError(`${fn}: kvCache holds batch ${cache.batch} but query has batch ${B}`);
+    if (this.addBiasKV || this.addZeroAttn) throw new RangeError(`${fn}: kvCache does not support addBiasKV or addZeroAttn`);
+  }
+
+  /** Checks a forward call and lays out its inputs and masks; runs no kernel. */
+  private planForward(query: unknown, key: unknown, value: unknown, options: unknown, fn: string): ForwardPlan {
+    const [Q0, K0, V0] = this.checkInputs(query, key, value);
+    const opts = checkOptions<ForwardOptions>(fn, options, FORWARD_OPTIONS);
+    this.checkShapes(Q0, K0, V0, fn);
+    const flags = checkForwardOptions(opts);
+    const batched = Q0.rank === 3;
+    const lift = (t: Tensor) => (batched ? t : t.unsqueeze(0));
+    const [q3, k3, v3] = [lift(Q0), lift(K0), lift(V0)];
+    const [B, L] = q3.shape;
     const S = k3.shape[1];
-    if (cache) {
-      if (key !== undefined && key !== query) throw new RangeError(`${fn}: a kvCache is for self-attention; pass only the query (the new steps)`);
-      if (value !== undefined && value !== query && value !== key) throw new RangeError(`${fn}: a kvCache is for self-attention; pass only the query (the new steps)`);
-      if (cache.numHeads !== h || cache.headDim !== this.headDim) {
-        throw new RangeError(`${fn}: kvCache has ${cache.numHeads} heads of ${cache.headDim}, this module ${h} of ${this.headDim}`);
-      }
-      if (cache.batch !== B) throw new RangeError(`${fn}: kvCache holds batch ${cache.batch} but query has batch ${B}`);
-      if (this.addBiasKV || this.addZeroAttn) throw new RangeError(`${fn}: kvCache does not support addBiasKV or addZeroAttn`);
-    }
+    if (flags.cache) this.checkCache(flags.cache, query, key, value, B, fn);
     const extra = (this.addBiasKV ? 1 : 0) + (this.addZeroAttn ? 1 : 0);
-    const keysTotal = (cache ? cache.length : 0) + S + extra;
+    const plan: ForwardPlan = {
+      fn,
+      batched,
+      q3,
+      k3,
+      v3,
+      selfAttention: K0 === Q0 && V0 === Q0,
+      sameMemory: V0 === K0,
+      B,
+      L,
+      S,
+      attnMask: undefined,
+      keyPaddingMask: undefined,
+      extra,
+      ...flags,
+    };
+    // Masks cover the keys given and cached, before the extra ones.
+    const keys = (flags.cache ? flags.cache.length : 0) + S;
+    if (opts.attnMask !== undefined) plan.attnMask = forwardAttnMask(opts.attnMask, plan, this.numHeads, keys);
+    if (opts.keyPaddingMask !== undefined) plan.keyPaddingMask = forwardKeyPadding(opts.keyPaddingMask, plan, keys);
+    return plan;
+  }
 
-    // Masks, in the layouts attention() takes.
-    let attnMask: Tensor | undefined;
-    if (opts.attnMask !== undefined) {
-      attnMask = checkTensor('attnMask', opts.attnMask);
-      const m = attnMask;
-      const base = keysTotal - extra;
-      if (m.rank === 3 && m.shape[0] === B * h && B * h > 1) {
-        attnMask = m.unflatten(0, [B, h]);
-      } else if (m.rank === 3 && !batched && m.shape[0] === h) {
-        // Unbatched PyTorch layout [heads, queries, keys].
-      } else if (m.rank !== 2 && m.rank !== 4 && !(m.rank === 3 && m.shape[0] === 1)) {
-        throw new RangeError(expected(`Tensor [${L}, ${base}], [${B * h}, ${L}, ${base}] or one broadcasting to [${B}, ${h}, ${L}, ${base}]`, 'attnMask', m));
-      }
-      const shape = attnMask.shape;
-      if (shape[shape.length - 2] !== L && shape[shape.length - 2] !== 1) {
-        throw new RangeError(`${fn}: attnMask.shape[${m.rank - 2}] is ${m.shape[m.rank - 2]}, expected the query length ${L}`);
-      }
-      if (shape[shape.length - 1] !== base) {
-        throw new RangeError(`${fn}: attnMask.shape[${m.rank - 1}] is ${m.shape[m.rank - 1]}, expected the key length ${base}`);
-      }
-      if (extra > 0) attnMask = padKeysFront(attnMask, extra);
-    }
-    let keyPaddingMask: Tensor | undefined;
-    if (opts.keyPaddingMask !== undefined) {
-      const m = checkTensor('keyPaddingMask', opts.keyPaddingMask);
-      const base = keysTotal - extra;
-      const want = batched ? [B, base] : [base];
-      if (!sameShape(m.shape, want)) {
-        throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', m));
-      }
-      keyPaddingMask = batched ? m : m.unsqueeze(0);
-      if (extra > 0) keyPaddingMask = padKeysFront(keyPaddingMask, extra);
-    }
-
-    // Q = XW^Q, K = XW^K, V = XW^V.
-    note('input', q3);
+  /** Q = XW^Q, K = XW^K, V = XW^V: one GEMM for self-attention, one for K and V over one memory. */
+  private *project(p: ForwardPlan, temp: (name: string, shape: number[]) => Tensor): Steps<Projected> {
+    const E = this.embedDim;
+    const { B, L, S, note } = p;
     const bias = this.inProjBias;
-    let Q: Tensor, K: Tensor, V: Tensor;
-    if (this.inProjWeight && K0 === Q0 && V0 === Q0) {
-      // Self-attention: one GEMM over the packed [3E, E] weight.
-      const qkv = yield* linear(q3, this.packed('qkv', this.inProjWeight), bias, temp('qkv', [B, L, 3 * E]));
+    note('input', p.q3);
+    if (this.inProjWeight && p.selfAttention) {
+      const qkv = yield* linear(p.q3, this.packed('qkv', this.inProjWeight), bias, temp('qkv', [B, L, 3 * E]));
       note('QKV = X · [W^Q W^K W^V]ᵀ', qkv);
-      Q = qkv.narrow(2, 0, E);
-      K = qkv.narrow(2, E, E);
-      V = qkv.narrow(2, 2 * E, E);
+      const Q = qkv.narrow(2, 0, E);
       note('Q, K, V (views of QKV)', Q);
+      return { Q, K: qkv.narrow(2, E, E), V: qkv.narrow(2, 2 * E, E) };
+    }
+    const Q = yield* linear(p.q3, this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), temp('q', [B, L, E]));
+    let K: Tensor, V: Tensor;
+    if (this.inProjWeight && p.sameMemory) {
+      const kv = yield* linear(p.k3, this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), temp('kv', [B, S, 2 * E]));
+      K = kv.narrow(2, 0, E);
+      V = kv.narrow(2, E, E);
     } else {
-      Q = yield* linear(q3, this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), temp('q', [B, L, E]));
-      if (this.inProjWeight && V0 === K0) {
-        // Cross-attention over one memory: K and V from one GEMM.
-        const kv = yield* linear(k3, this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), temp('kv', [B, S, 2 * E]));
-        K = kv.narrow(2, 0, E);
-        V = kv.narrow(2, E, E);
-      } else {
-        K = yield* linear(k3, this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), temp('k', [B, S, E]));
-        V = yield* linear(v3, this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), temp('v', [B, S, E]));
-      }
+      K = yield* linear(p.k3, this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), temp('k', [B, S, E]));
+      V = yield* linear(p.v3, this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), temp('v', [B, S, E]));
     }
-    if (!(this.inProjWeight && K0 === Q0 && V0 === Q0)) {
-      note('Q = X · W^Q', Q);
-      note('K = X · W^K', K);
-      note('V = X · W^V', V);
-    }
-    if (extra > 0) {
-      const zero = Tensor.zeros([1, 1, E]);
-      K = prependRows(K, [...(this.biasK ? [this.biasK] : []), ...(this.addZeroAttn ? [zero] : [])]);
-      V = prependRows(V, [...(this.biasV ? [this.biasV] : []), ...(this.addZeroAttn ? [zero] : [])]);
-    }
+    note('Q = X · W^Q', Q);
+    note('K = X · W^K', K);
+    note('V = X · W^V', V);
+    return { Q, K, V };
+  }
+
+  /** K and V with the extra keys (bias_k / bias_v, the zero key) in front. */
+  private withExtraKeys({ Q, K, V }: Projected): Projected {
+    const zero = Tensor.zeros([1, 1, this.embedDim]);
+    const rows = (b: Tensor | undefined) => [...(b ? [b] : []), ...(this.addZeroAttn ? [zero] : [])];
+    return { Q, K: prependRows(K, rows(this.biasK)), V: prependRows(V, rows(this.biasV)) };
+  }
+
+  /** The kernels of a planned forward, as steps that runSync or runAsync carry out. */
+  private *compute(p: ForwardPlan, ws: Map<string, Tensor>): Steps<ForwardResult> {
+    const temp = (name: string, shape: number[]) => MultiHeadAttention.temp(ws, name, shape);
+    const E = this.embedDim;
+    const h = this.numHeads;
+    const { B, L, note } = p;
+    let proj = yield* this.project(p, temp);
+    if (p.extra > 0) proj = this.withExtraKeys(proj);
 
     // Split into h heads of E/h: [B, S, E] -> [B, S, h, E/h] -> [B, h, S, E/h] (views).
     note('split heads', [B, L, h, this.headDim]);
-    let Qh = splitHeads(Q, h);
-    let Kh = splitHeads(K, h);
-    let Vh = splitHeads(V, h);
+    const Qh = splitHeads(proj.Q, h);
+    let Kh = splitHeads(proj.K, h);
+    let Vh = splitHeads(proj.V, h);
     note('heads first', Qh);
-    if (cache) {
-      const all = cache.append(Kh, Vh);
-      Kh = all.keys;
-      Vh = all.values;
+    if (p.cache) {
+      ({ keys: Kh, values: Vh } = p.cache.append(Kh, Vh));
       note('cached keys', Kh);
     }
 
     // Attention per head, written straight into the merged [B, L, E] layout.
     const merged = temp('merged', [B, L, E]);
     const out = splitHeads(merged, h);
-    const att = (yield {
-      kind: 'attention',
-      q: Qh,
-      k: Kh,
-      v: Vh,
-      options: { attnMask, keyPaddingMask, causal, needWeights, out },
-    }) as AttentionResult;
+    const { attnMask, keyPaddingMask, causal, needWeights } = p;
+    const options = { attnMask, keyPaddingMask, causal, needWeights, out };
+    const att = (yield { kind: 'attention', q: Qh, k: Kh, v: Vh, options }) as AttentionResult;
     note('softmax(QKᵀ/√d_k) · V per head', out);
     note('concat heads', merged);
 
@@ -647,16 +826,10 @@ export class MultiHeadAttention {
     note('output = concat · W^O', y);
 
     let weights = att.weights;
-    if (weights && extra > 0) weights = extraKeysLast(weights, extra);
-    if (weights && averageWeights) {
-      // Mean over heads: (1/h) · ones[1, h] · W[b] for each batch item, as one batched GEMM.
-      const Sw = weights.shape[3];
-      const flat = weights.reshape([B, h, L * Sw]);
-      const mean = (yield { kind: 'matmul', a: Tensor.full([1, h], 1), b: flat, options: { alpha: 1 / h } }) as Tensor;
-      weights = mean.reshape([B, L, Sw]);
-    }
-    const output = batched ? y : y.reshape([L, E]);
-    if (weights && !batched) weights = weights.reshape(weights.shape.slice(1));
+    if (weights && p.extra > 0) weights = extraKeysLast(weights, p.extra);
+    if (weights && p.averageWeights) weights = yield* averageHeads(weights);
+    const output = p.batched ? y : y.reshape([L, E]);
+    if (weights && !p.batched) weights = weights.reshape(weights.shape.slice(1));
     return weights ? { output, weights } : { output };
   }
 }

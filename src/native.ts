@@ -18,20 +18,22 @@ export interface NativeCpuInfo {
 }
 
 type F32 = Float32Array;
+/** A parameter block, written by the functions of ./params (layouts: native/params.json). */
 type Params = Float64Array;
+type Mask = F32 | Uint8Array | null;
 
 /** The addon's exports (internal; the public API wraps and validates them). */
 export interface NativeBinding {
   gemm(a: F32, b: F32, c: F32, bias: F32 | null, params: Params): void;
   gemmAsync(a: F32, b: F32, c: F32, bias: F32 | null, params: Params): Promise<void>;
-  packB(b: F32, params: Params): object;
-  gemmPacked(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): void;
-  gemmPackedAsync(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): Promise<void>;
-  softmax(x: F32, out: F32, mask: F32 | Uint8Array | null, params: Params): void;
-  softmaxAsync(x: F32, out: F32, mask: F32 | Uint8Array | null, params: Params): Promise<void>;
+  packMatrix(b: F32, params: Params): object;
+  gemmWithPacked(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): void;
+  gemmWithPackedAsync(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): Promise<void>;
+  softmax(x: F32, out: F32, mask: Mask, params: Params): void;
+  softmaxAsync(x: F32, out: F32, mask: Mask, params: Params): Promise<void>;
   copyStrided(src: F32 | Uint8Array, dst: F32 | Uint8Array, params: Params): void;
-  attention(q: F32, k: F32, v: F32, out: F32, mask: F32 | Uint8Array | null, keyPadding: F32 | Uint8Array | null, weights: F32 | null, scores: F32 | null, params: Params): void;
-  attentionAsync(q: F32, k: F32, v: F32, out: F32, mask: F32 | Uint8Array | null, keyPadding: F32 | Uint8Array | null, weights: F32 | null, scores: F32 | null, params: Params): Promise<void>;
+  attention(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, params: Params): void;
+  attentionAsync(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, params: Params): Promise<void>;
   additiveScores(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): void;
   additiveScoresAsync(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): Promise<void>;
   l2Normalize(src: F32, dst: F32, params: Params): void;
@@ -41,6 +43,8 @@ export interface NativeBinding {
   setNumThreads(n: number): void;
   getNumThreads(): number;
   fmaPeak(iterations: number): number;
+  /** Per parameter block, the slots ("m", "shape[3]", ...) the addon has read so far in this process. */
+  paramSlotsRead(): Record<string, string[]>;
   napiVersion: number;
 }
 

@@ -1,6 +1,7 @@
 // matmul and softmax on Tensors, and the runtime controls.
-import { MAX_RANK, Tensor, checkTensor } from './tensor';
+import { Tensor, checkTensor } from './tensor';
 import { native, addonPath, type NativeCpuInfo } from './native';
+import { gemmParams, gemmWithPackedParams, packMatrixParams, softmaxParams } from './params';
 import { checkBoolean, checkFinite, checkInteger, checkOptions, expected, sameShape, shapeString } from './validate';
 
 export interface MatmulOptions {
@@ -92,13 +93,17 @@ function operand(t: Tensor): Operand {
 export class PackedMatrix {
   /** [K, N]: the shape it has as matmul's b. */
   readonly shape: readonly [number, number];
-  /** @internal */
+  /** @internal The addon's handle to the packed panels. */
   readonly handle: object;
 
-  /** @internal use packMatrix */
-  constructor(handle: object, k: number, n: number) {
+  private constructor(handle: object, k: number, n: number) {
     this.handle = handle;
     this.shape = Object.freeze([k, n]) as readonly [number, number];
+  }
+
+  /** @internal Wraps a handle from the addon's packMatrix (use the packMatrix function). */
+  static fromHandle(handle: object, k: number, n: number): PackedMatrix {
+    return new PackedMatrix(handle, k, n);
   }
 
   toString(): string {
@@ -120,8 +125,8 @@ export function packMatrix(b: Tensor, options?: { transpose?: boolean }): Packed
   const [r, c] = B.shape;
   const k = transpose ? c : r;
   const n = transpose ? r : c;
-  const handle = native.packB(p.data, Float64Array.of(k, n, p.ld, stored ? 1 : 0, p.offset));
-  return new PackedMatrix(handle, k, n);
+  const params = packMatrixParams({ k, n, ldb: p.ld, transB: stored ? 1 : 0, bOffset: p.offset });
+  return PackedMatrix.fromHandle(native.packMatrix(p.data, params), k, n);
 }
 
 interface GemmCall {
@@ -180,12 +185,30 @@ function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>,
   const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn);
   const pa = operand(A);
   const batch = batchShape.reduce((x, d) => x * d, 1);
-  const params = Float64Array.of(
-    m, ta !== pa.stored ? 1 : 0, pa.ld, oc.ld,
-    batchShape.length === 0 ? 0 : pa.batchStride, oc.batchStride, batch,
-    alpha, beta, pa.offset, oc.offset, bias ? bias.offset : 0,
-  );
+  const params = gemmWithPackedParams({
+    m,
+    transA: ta !== pa.stored ? 1 : 0,
+    lda: pa.ld,
+    ldc: oc.ld,
+    aBatchStride: batchShape.length === 0 ? 0 : pa.batchStride,
+    cBatchStride: oc.batchStride,
+    batch,
+    alpha,
+    beta,
+    aOffset: pa.offset,
+    cOffset: oc.offset,
+    biasOffset: bias ? bias.offset : 0,
+  });
   return { a: pa.data, b: P.handle, packed: true, out, bias: bias ? (bias.data as Float32Array) : null, params };
+}
+
+/** The batch shape of the result: a's and b's leading axes, equal, or one side's when the other is 2-D. */
+function batchShapeOf(batchA: readonly number[], batchB: readonly number[], fn: string): readonly number[] {
+  if (batchA.length === 0) return batchB;
+  if (batchB.length === 0 || sameShape(batchA, batchB)) return batchA;
+  throw new RangeError(
+    `${fn}: batch dimensions of a ${shapeString(batchA)} and b ${shapeString(batchB)} must be equal (or one operand must be 2-D)`,
+  );
 }
 
 function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): GemmCall {
@@ -218,41 +241,30 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
   }
   const batchA = A.shape.slice(0, -2);
   const batchB = B.shape.slice(0, -2);
-  let batchShape: readonly number[];
-  if (batchA.length === 0) {
-    batchShape = batchB;
-  } else if (batchB.length === 0 || sameShape(batchA, batchB)) {
-    batchShape = batchA;
-  } else {
-    throw new RangeError(
-      `${fn}: batch dimensions of a ${shapeString(batchA)} and b ${shapeString(batchB)} must be equal (or one operand must be 2-D)`,
-    );
-  }
-  const batch = batchShape.reduce((p, d) => p * d, 1);
-  const outShape = [...batchShape, m, n];
-
-  const { out, oc, bias } = outputAndBias(opts, outShape, n, beta, fn);
+  const batchShape = batchShapeOf(batchA, batchB, fn);
+  const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn);
   const pa = operand(A);
   const pb = operand(B);
-  const params = new Float64Array(18);
-  params[0] = m;
-  params[1] = n;
-  params[2] = k;
-  params[3] = ta !== pa.stored ? 1 : 0;
-  params[4] = tb !== pb.stored ? 1 : 0;
-  params[5] = pa.ld;
-  params[6] = pb.ld;
-  params[7] = oc.ld;
-  params[8] = batchA.length === 0 ? 0 : pa.batchStride;
-  params[9] = batchB.length === 0 ? 0 : pb.batchStride;
-  params[10] = oc.batchStride;
-  params[11] = batch;
-  params[12] = alpha;
-  params[13] = beta;
-  params[14] = pa.offset;
-  params[15] = pb.offset;
-  params[16] = oc.offset;
-  params[17] = bias ? bias.offset : 0;
+  const params = gemmParams({
+    m,
+    n,
+    k,
+    transA: ta !== pa.stored ? 1 : 0,
+    transB: tb !== pb.stored ? 1 : 0,
+    lda: pa.ld,
+    ldb: pb.ld,
+    ldc: oc.ld,
+    aBatchStride: batchA.length === 0 ? 0 : pa.batchStride,
+    bBatchStride: batchB.length === 0 ? 0 : pb.batchStride,
+    cBatchStride: oc.batchStride,
+    batch: batchShape.reduce((p, d) => p * d, 1),
+    alpha,
+    beta,
+    aOffset: pa.offset,
+    bOffset: pb.offset,
+    cOffset: oc.offset,
+    biasOffset: bias ? bias.offset : 0,
+  });
   return { a: pa.data, b: pb.data, packed: false, out, bias: bias ? (bias.data as Float32Array) : null, params };
 }
 
@@ -264,7 +276,7 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
 export function matmul(a: Tensor, b: Tensor | PackedMatrix, options?: MatmulOptions): Tensor {
   const call = prepareMatmul(a, b, options, 'matmul');
   if (call.packed) {
-    native.gemmPacked(call.a, call.b, call.out.data as Float32Array, call.bias, call.params);
+    native.gemmWithPacked(call.a, call.b, call.out.data as Float32Array, call.bias, call.params);
   } else {
     native.gemm(call.a, call.b as Float32Array, call.out.data as Float32Array, call.bias, call.params);
   }
@@ -275,7 +287,7 @@ export function matmul(a: Tensor, b: Tensor | PackedMatrix, options?: MatmulOpti
 export async function matmulAsync(a: Tensor, b: Tensor | PackedMatrix, options?: MatmulOptions): Promise<Tensor> {
   const call = prepareMatmul(a, b, options, 'matmulAsync');
   if (call.packed) {
-    await native.gemmPackedAsync(call.a, call.b, call.out.data as Float32Array, call.bias, call.params);
+    await native.gemmWithPackedAsync(call.a, call.b, call.out.data as Float32Array, call.bias, call.params);
   } else {
     await native.gemmAsync(call.a, call.b as Float32Array, call.out.data as Float32Array, call.bias, call.params);
   }
@@ -291,6 +303,37 @@ interface SoftmaxCall {
   params: Float64Array;
 }
 
+/** The native code of a mask's dtype: 1 float32 (added), 2 uint8 (nonzero = masked); 0 for no mask. */
+export function maskKind(t: Tensor | null | undefined): 0 | 1 | 2 {
+  if (!t) return 0;
+  return t.dtype === 'float32' ? 1 : 2;
+}
+
+/** The given out (checked against x's shape, unit last stride) or a new tensor. */
+function softmaxOutput(opts: Partial<SoftmaxOptions>, X: Tensor): Tensor {
+  if (opts.out === undefined) return Tensor.empty(X.shape);
+  const out = checkTensor('out', opts.out, 'float32');
+  if (!sameShape(out.shape, X.shape)) {
+    throw new RangeError(expected(`Tensor of shape ${shapeString(X.shape)}`, 'out', out));
+  }
+  const last = X.rank - 1;
+  if (out.shape[last] > 1 && out.strides[last] !== 1) {
+    throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', out));
+  }
+  return out;
+}
+
+/** The mask as a view of x's shape (stride 0 on broadcast axes), its last axis contiguous. */
+function softmaxMask(mask: unknown, X: Tensor, fn: string): Tensor {
+  let M = checkTensor('mask', mask);
+  const rank = X.rank;
+  if (M.rank > rank || M.shape.some((dim, i) => dim !== 1 && dim !== X.shape[i + rank - M.rank])) {
+    throw new RangeError(`${fn}: mask of shape ${shapeString(M.shape)} does not broadcast to x's shape ${shapeString(X.shape)}`);
+  }
+  if (M.shape.length > 0 && M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = M.contiguous();
+  return M.expand(X.shape);
+}
+
 function prepareSoftmax(x: unknown, options: unknown, fn: string): SoftmaxCall {
   let X = checkTensor('x', x, 'float32');
   const opts = checkOptions<SoftmaxOptions>(fn, options, SOFTMAX_OPTIONS);
@@ -300,52 +343,24 @@ function prepareSoftmax(x: unknown, options: unknown, fn: string): SoftmaxCall {
   if (causal && X.rank < 2) {
     throw new RangeError(expected('Tensor with at least 2 dimensions (causal masks the last two)', 'x', X));
   }
-  const rank = X.rank;
-  const last = rank - 1;
-  let out: Tensor;
-  if (opts.out !== undefined) {
-    out = checkTensor('out', opts.out, 'float32');
-    if (!sameShape(out.shape, X.shape)) {
-      throw new RangeError(expected(`Tensor of shape ${shapeString(X.shape)}`, 'out', out));
-    }
-    if (out.shape[last] > 1 && out.strides[last] !== 1) {
-      throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', out));
-    }
-  } else {
-    out = Tensor.empty(X.shape);
-  }
+  const out = softmaxOutput(opts, X);
+  const last = X.rank - 1;
   if (X.shape[last] > 1 && X.strides[last] !== 1) X = X.contiguous();
-
-  const params = new Float64Array(7 + 4 * MAX_RANK);
-  params[0] = rank;
-  params[1] = scale;
-  params[2] = causal ? 1 : 0;
-  params[4] = X.offset;
-  params[5] = out.offset;
-  for (let d = 0; d < rank; ++d) {
-    params[7 + d] = X.shape[d];
-    params[7 + MAX_RANK + d] = X.strides[d];
-    params[7 + 2 * MAX_RANK + d] = out.strides[d];
-  }
-
-  let maskData: Float32Array | Uint8Array | null = null;
-  if (opts.mask !== undefined) {
-    let M = checkTensor('mask', opts.mask);
-    if (M.rank > rank || M.shape.some((dim, i) => dim !== 1 && dim !== X.shape[i + rank - M.rank])) {
-      throw new RangeError(
-        `${fn}: mask of shape ${shapeString(M.shape)} does not broadcast to x's shape ${shapeString(X.shape)}`,
-      );
-    }
-    if (M.shape.length > 0 && M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = M.contiguous();
-    params[3] = M.dtype === 'float32' ? 1 : 2;
-    params[6] = M.offset;
-    for (let d = 0; d < rank; ++d) {
-      const md = d - (rank - M.rank);
-      params[7 + 3 * MAX_RANK + d] = md < 0 || M.shape[md] === 1 ? 0 : M.strides[md];
-    }
-    maskData = M.data;
-  }
-  return { x: X.data as Float32Array, out, mask: maskData, params };
+  const M = opts.mask === undefined ? null : softmaxMask(opts.mask, X, fn);
+  const params = softmaxParams({
+    rank: X.rank,
+    scale,
+    causal: causal ? 1 : 0,
+    maskKind: maskKind(M),
+    xOffset: X.offset,
+    outOffset: out.offset,
+    maskOffset: M ? M.offset : 0,
+    shape: X.shape,
+    xStrides: X.strides,
+    outStrides: out.strides,
+    maskStrides: M ? M.strides : [],
+  });
+  return { x: X.data as Float32Array, out, mask: M ? M.data : null, params };
 }
 
 /**

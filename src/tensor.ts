@@ -2,13 +2,14 @@
 // Views (transpose, permute, narrow, select, expand, reshape of contiguous
 // data) share the data; element loops live in the native addon.
 import { native } from './native';
+import { MAX_RANK as RANK_LIMIT, copyStridedParams, fillParams } from './params';
 import { checkFinite, checkInteger, checkOptions, checkedProduct, describe, expected, sameShape, shapeString } from './validate';
 
 export type DType = 'float32' | 'uint8';
 export type TensorData = Float32Array | Uint8Array;
 
 /** The most dimensions a tensor may have (the native kernels' limit). */
-export const MAX_RANK = 8;
+export const MAX_RANK = RANK_LIMIT;
 
 export interface TensorOptions {
   /** Elements between neighbours along each axis; default row-major contiguous. */
@@ -22,7 +23,8 @@ export interface RandomOptions {
   seed?: number;
 }
 
-type Nested = number | Nested[];
+/** What Tensor#toArray returns and Tensor.from takes: a number, or Arrays of them nested once per axis. */
+export type NestedArray = number | NestedArray[];
 
 function checkShape(name: string, shape: unknown): number[] {
   if (!Array.isArray(shape)) throw new TypeError(expected('Array of non-negative integers', name, shape));
@@ -168,7 +170,7 @@ export class Tensor {
     const std = opts.std === undefined ? 1 : checkFinite('std', opts.std);
     if (std < 0) throw new RangeError(expected('non-negative number', 'std', std));
     const t = Tensor.zeros(shape);
-    native.fill(t.data as Float32Array, Float64Array.of(0, seed, mean, std, 0, t.data.length));
+    fillRandom(t, 0, seed, mean, std);
     return t;
   }
 
@@ -184,20 +186,20 @@ export class Tensor {
     const high = opts.high === undefined ? 1 : checkFinite('high', opts.high);
     if (!(high >= low)) throw new RangeError(expected(`number >= low (${low})`, 'high', high));
     const t = Tensor.zeros(shape);
-    native.fill(t.data as Float32Array, Float64Array.of(1, seed, low, high, 0, t.data.length));
+    fillRandom(t, 1, seed, low, high);
     return t;
   }
 
-  /** A float32 tensor from nested Arrays of numbers; the shape is read from the nesting. */
-  static from(values: Nested[] | number, dtype: DType = 'float32'): Tensor {
+  /** A tensor of `dtype` (default float32) from nested Arrays of numbers; the shape is read from the nesting. */
+  static from(values: NestedArray[] | number, dtype: DType = 'float32'): Tensor {
     const shape: number[] = [];
-    let probe: Nested = values;
+    let probe: NestedArray = values;
     while (Array.isArray(probe)) {
       shape.push(probe.length);
       probe = probe.length > 0 ? probe[0] : 0;
     }
     const flat: number[] = [];
-    const walk = (v: Nested, depth: number, where: string): void => {
+    const walk = (v: NestedArray, depth: number, where: string): void => {
       if (depth === shape.length) {
         if (typeof v !== 'number') throw new TypeError(expected('number', `values${where}`, v));
         flat.push(v);
@@ -429,11 +431,11 @@ export class Tensor {
   }
 
   /** Nested Arrays of numbers (a number for rank 0). */
-  toArray(): Nested {
+  toArray(): NestedArray {
     const t = this.contiguous();
-    const build = (d: number, off: number): Nested => {
+    const build = (d: number, off: number): NestedArray => {
       if (d === t.rank) return t.data[off];
-      const out: Nested[] = [];
+      const out: NestedArray[] = [];
       for (let i = 0; i < t.shape[d]; ++i) out.push(build(d + 1, off + i * t.strides[d]));
       return out;
     };
@@ -448,26 +450,28 @@ export class Tensor {
 /** dst = src element by element (same shape and dtype); dst's elements must be distinct. */
 function copyElements(src: Tensor, dst: Tensor): void {
   if (src.size === 0) return;
-  const params = new Float64Array(3 + 3 * MAX_RANK);
-  params[0] = src.rank;
-  params[1] = src.offset;
-  params[2] = dst.offset;
-  for (let d = 0; d < src.rank; ++d) {
-    params[3 + d] = src.shape[d];
-    params[3 + MAX_RANK + d] = src.strides[d];
-    params[3 + 2 * MAX_RANK + d] = dst.strides[d];
-  }
   if (src.data.buffer === dst.data.buffer && rangesOverlap(src, dst)) {
     // Overlapping views of one buffer: go through a private copy.
     const tmp = Tensor.zeros(src.shape, src.dtype);
-    const p2 = params.slice();
-    p2[2] = 0;
-    for (let d = 0; d < src.rank; ++d) p2[3 + 2 * MAX_RANK + d] = tmp.strides[d];
-    native.copyStrided(src.data, tmp.data, p2);
+    copyElements(src, tmp);
     copyElements(tmp, dst);
     return;
   }
+  const params = copyStridedParams({
+    rank: src.rank,
+    srcOffset: src.offset,
+    dstOffset: dst.offset,
+    shape: src.shape,
+    srcStrides: src.strides,
+    dstStrides: dst.strides,
+  });
   native.copyStrided(src.data, dst.data, params);
+}
+
+/** Fills the fresh contiguous float32 tensor t: distribution 0 normal (a mean, b std), 1 uniform [a, b). */
+function fillRandom(t: Tensor, distribution: 0 | 1, seed: number, a: number, b: number): void {
+  const params = fillParams({ distribution, seed, meanOrLow: a, stdOrHigh: b, dstOffset: t.offset, count: t.size });
+  native.fill(t.data as Float32Array, params);
 }
 
 function rangesOverlap(a: Tensor, b: Tensor): boolean {
@@ -491,10 +495,6 @@ function allocate<T extends Float32ArrayConstructor | Uint8ArrayConstructor>(
       `Cannot allocate a tensor of shape ${shapeString(shape)} (${n} elements): ${(err as Error).message}`,
     );
   }
-}
-
-export function isTensor(value: unknown): value is Tensor {
-  return value instanceof Tensor;
 }
 
 /** Throws unless `value` is a Tensor of `dtype` (any dtype when omitted). */

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { Tensor, matmul, softmax } from '../src';
+import { gemmParams, gemmWithPackedParams, packMatrixParams, softmaxParams, type GemmParams } from '../src/params';
 import native from './support/load-native.cjs';
 
 const f = (shape: number[]) => Tensor.zeros(shape);
@@ -71,70 +72,91 @@ describe('softmax rejects bad input with a named, typed error', () => {
 
 describe('the native layer checks bounds itself', () => {
   const p = (values: number[]) => Float64Array.from(values);
+  // A plain m x n x k product: every matrix row-major and tight, one batch item, alpha 1.
+  const gemm = (m: number, n: number, k: number, change: Partial<GemmParams> = {}) =>
+    gemmParams({
+      m,
+      n,
+      k,
+      transA: 0,
+      transB: 0,
+      lda: k,
+      ldb: n,
+      ldc: n,
+      aBatchStride: 0,
+      bBatchStride: 0,
+      cBatchStride: 0,
+      batch: 1,
+      alpha: 1,
+      beta: 0,
+      aOffset: 0,
+      bOffset: 0,
+      cOffset: 0,
+      biasOffset: 0,
+      ...change,
+    });
   test('gemm refuses views past the end of an array instead of reading them', () => {
     const a = new Float32Array(10);
     const c = new Float32Array(100);
-    // m n k ta tb lda ldb ldc sA sB sC batch alpha beta offA offB offC offBias
-    expect(() => native.gemm(a, a, c, null, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
-      'a is too short: the view needs 16 elements from offset 0 but its array has 10',
-    );
-    expect(() => native.gemm(c, c, a, null, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(RangeError);
-    expect(() => native.gemm(c, c, new Float32Array(100), null, p([2, 2, 2, 0, 0, 1, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
-      'lda is smaller than the rows it must hold',
-    );
-    expect(() => native.gemm(c, c, new Float32Array(100), null, p([-1, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
-      RangeError,
-    );
-    expect(() => native.gemm(c, c, new Float32Array(100), null, p([1.5, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
-      RangeError,
-    );
-    expect(() => native.gemm(c, c, new Float32Array(200), null, p([4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 8, 2, 1, 0, 0, 0, 0, 0]))).toThrow(
+    expect(() => native.gemm(a, a, c, null, gemm(4, 4, 4))).toThrow('a is too short: the view needs 16 elements from offset 0 but its array has 10');
+    expect(() => native.gemm(c, c, a, null, gemm(4, 4, 4))).toThrow(RangeError);
+    expect(() => native.gemm(c, c, new Float32Array(100), null, gemm(2, 2, 2, { lda: 1 }))).toThrow('lda is smaller than the rows it must hold');
+    expect(() => native.gemm(c, c, new Float32Array(100), null, gemm(-1, 2, 2))).toThrow(RangeError);
+    expect(() => native.gemm(c, c, new Float32Array(100), null, gemm(1.5, 2, 2))).toThrow(RangeError);
+    expect(() => native.gemm(c, c, new Float32Array(200), null, gemm(4, 4, 4, { cBatchStride: 8, batch: 2 }))).toThrow(
       'out batch items overlap',
     );
-    expect(() => native.gemm(c, c, c, null, p([2, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
-      'out must not share memory with a or b',
-    );
+    expect(() => native.gemm(c, c, c, null, gemm(2, 2, 2))).toThrow('out must not share memory with a or b');
     expect(() => native.gemm(c, c, c, null, p([2, 2]))).toThrow('Expected 18 entries in gemm parameters but received 2');
     expect(() => native.gemm(c, [1] as never, c, null, p([]))).toThrow('Expected Float32Array for b but received an Array');
-    expect(() => native.gemm(c, c, new Float32Array(4), new Float32Array(1), p([2, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
-      'bias is too short',
-    );
-    expect(() => native.gemm(c, c, c, null, p([2 ** 40, 2 ** 40, 2, 0, 0, 2, 2 ** 40, 2 ** 40, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
-      RangeError,
-    );
+    expect(() => native.gemm(c, c, new Float32Array(4), new Float32Array(1), gemm(2, 2, 2))).toThrow('bias is too short');
+    expect(() => native.gemm(c, c, c, null, gemm(2 ** 40, 2 ** 40, 2, { lda: 2, ldb: 2 ** 40, ldc: 2 ** 40 }))).toThrow(RangeError);
   });
 
-  test('gemm and gemmPacked refuse an out that shares memory with a or the bias', () => {
+  test('gemm and gemmWithPacked refuse an out that shares memory with a or the bias', () => {
     const buf = new Float32Array(64);
     const a = buf.subarray(0, 4);
     const out = buf.subarray(8, 12);
     const bias = buf.subarray(10, 12); // inside out
     const b = new Float32Array(4);
-    // m n k ta tb lda ldb ldc sA sB sC batch alpha beta offA offB offC offBias
-    expect(() => native.gemm(a, b, out, bias, p([2, 2, 2, 0, 0, 2, 2, 2, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]))).toThrow(
-      'out must not share memory with bias',
-    );
-    const packed = native.packB(b, p([2, 2, 2, 0, 0]));
-    // m transA lda ldc strideA strideC batch alpha beta offA offC offBias
-    expect(() => native.gemmPacked(a, packed, out, bias, p([2, 0, 2, 2, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
-      'out must not share memory with bias',
-    );
-    expect(() => native.gemmPacked(buf, packed, buf, null, p([2, 0, 2, 2, 0, 0, 1, 1, 0, 0, 0, 0]))).toThrow(
-      'out must not share memory with a',
-    );
+    expect(() => native.gemm(a, b, out, bias, gemm(2, 2, 2))).toThrow('out must not share memory with bias');
+    const packed = native.packMatrix(b, packMatrixParams({ k: 2, n: 2, ldb: 2, transB: 0, bOffset: 0 }));
+    const withPacked = gemmWithPackedParams({
+      m: 2,
+      transA: 0,
+      lda: 2,
+      ldc: 2,
+      aBatchStride: 0,
+      cBatchStride: 0,
+      batch: 1,
+      alpha: 1,
+      beta: 0,
+      aOffset: 0,
+      cOffset: 0,
+      biasOffset: 0,
+    });
+    expect(() => native.gemmWithPacked(a, packed, out, bias, withPacked)).toThrow('out must not share memory with bias');
+    expect(() => native.gemmWithPacked(buf, packed, buf, null, withPacked)).toThrow('out must not share memory with a');
     const ok = new Float32Array(4);
-    native.gemmPacked(a, packed, ok, bias, p([2, 0, 2, 2, 0, 0, 1, 1, 0, 0, 0, 0]));
+    native.gemmWithPacked(a, packed, ok, bias, withPacked);
     expect(Array.from(ok)).toEqual([0, 0, 0, 0]);
   });
 
   test('softmax refuses a mask shorter than its strides claim', () => {
     const x = new Float32Array(12);
-    const params = new Float64Array(7 + 32);
-    params.set([2, 1, 0, 2, 0, 0, 0]);
-    params.set([3, 4], 7);
-    params.set([4, 1], 15);
-    params.set([4, 1], 23);
-    params.set([4, 1], 31);
+    const params = softmaxParams({
+      rank: 2,
+      scale: 1,
+      causal: 0,
+      maskKind: 2,
+      xOffset: 0,
+      outOffset: 0,
+      maskOffset: 0,
+      shape: [3, 4],
+      xStrides: [4, 1],
+      outStrides: [4, 1],
+      maskStrides: [4, 1],
+    });
     expect(() => native.softmax(x, new Float32Array(12), new Uint8Array(5), params)).toThrow('mask is too short');
     expect(() => native.softmax(x, new Float32Array(12), new Float32Array(12), params)).toThrow(
       'Expected Uint8Array for mask but received a Float32Array',

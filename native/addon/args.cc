@@ -33,6 +33,8 @@ bool is_f32(const Napi::Value& v) {
   return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array;
 }
 
+bool is_absent(const Napi::Value& v) { return v.IsNull() || v.IsUndefined(); }
+
 bool is_u8(const Napi::Value& v) {
   return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
 }

@@ -30,6 +30,8 @@ std::string describe(const Napi::Value& v);
 F32Arg get_f32(const Napi::CallbackInfo& info, std::size_t i, const char* what);
 U8Arg get_u8(const Napi::CallbackInfo& info, std::size_t i, const char* what);
 bool is_f32(const Napi::Value& v);
+// An optional argument that was not given: null or undefined.
+bool is_absent(const Napi::Value& v);
 bool is_u8(const Napi::Value& v);
 
 // A Float64Array of exactly `count` parameters.

@@ -2,6 +2,8 @@
 // into a plain struct (checking every bound again: this layer must never
 // touch memory outside the arrays it was given), then runs the kernel now
 // (sync) or on a worker thread (async) while references keep the inputs alive.
+// Integers and scalars come in one Float64Array per call, read by slot name
+// through ParamReader (layouts: native/params.json).
 #include "ops.h"
 
 #include <cmath>
@@ -19,12 +21,14 @@
 #include "../runtime/dispatch.h"
 #include "../runtime/thread_pool.h"
 #include "args.h"
+#include "param_reader.h"
 
 namespace attn {
 namespace addon {
 namespace {
 
 constexpr long kMaxIndex = (1L << 53) - 1;  // every count and stride fits a double exactly
+static_assert(params::kMaxRank == kMaxRank, "native/params.json's maxRank is the kernels' kMaxRank");
 
 // ------------------------------------------------------------ async plumbing
 class JobWorker : public Napi::AsyncWorker {
@@ -107,15 +111,38 @@ long strided_extent(Napi::Env env, int rank, const long* shape, const long* stri
   return e;
 }
 
+// A mask of `kind` (1 float32, 2 uint8) at argument i that must hold `extent`
+// elements from `off`; returns its first element.
+const void* mask_data(const Napi::CallbackInfo& info, std::size_t i, long kind, long off, long extent,
+                      const char* what) {
+  if (kind == 1) {
+    F32Arg m = get_f32(info, i, what);
+    check_fits(info.Env(), what, off, extent, m.length);
+    return m.data + off;
+  }
+  U8Arg m = get_u8(info, i, what);
+  check_fits(info.Env(), what, off, extent, m.length);
+  return m.data + off;
+}
+
 // ------------------------------------------------------------ gemm
-// The part of gemm and gemmPacked argument checking they share: A, out and
-// the optional bias (info[3], at bias_offset) fit their arrays, out's batch
-// items are disjoint and out shares memory with neither A nor the bias. Sets
-// g.a, g.c and g.bias; g's shape and strides must be set.
-// `inputs` names the operands out must stay apart from, for the message.
+// What gemm and gemmWithPacked check alike: the spans of the operands stay
+// below 2^53; A, out and the optional bias (argument 3, at bias_offset) fit
+// their arrays; out's batch items are disjoint and out shares memory with
+// neither A nor the bias. Sets g.a, g.c and g.bias; g's shape and strides
+// must be set. `inputs` names the operands out must stay apart from.
 void bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& a, long off_a, const F32Arg& c,
                      long off_c, double bias_offset, const char* inputs) {
   Napi::Env env = info.Env();
+  if (g.lda < (g.trans_a ? g.m : g.k)) throw_range(env, "lda is smaller than the rows it must hold");
+  if (g.ldc < g.n) throw_range(env, "ldc is smaller than n");
+  // Overflow-safe: every factor is below 2^53; check the spans in double first.
+  const double span = (static_cast<double>(g.batch) + 1) *
+                      (static_cast<double>(g.m) + static_cast<double>(g.n) + static_cast<double>(g.k) + 1) *
+                      (static_cast<double>(g.lda) + static_cast<double>(g.ldb) + static_cast<double>(g.ldc) +
+                       static_cast<double>(g.stride_a) + static_cast<double>(g.stride_b) +
+                       static_cast<double>(g.stride_c) + 1);
+  if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
   const long ea = gemm_extent_a(g), ec = gemm_extent_c(g);
   check_fits(env, "a", off_a, ea, a.length);
   check_fits(env, "out", off_c, ec, c.length);
@@ -128,7 +155,7 @@ void bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& 
   if (overlaps(g.c, out_bytes, g.a, static_cast<std::size_t>(ea) * sizeof(float))) {
     throw_range(env, std::string("out must not share memory with ") + inputs);
   }
-  if (!info[3].IsNull() && !info[3].IsUndefined()) {
+  if (!is_absent(info[3])) {
     F32Arg bias = get_f32(info, 3, "bias");
     const long off = get_int(env, bias_offset, 0, kMaxIndex, "offset of bias");
     check_fits(env, "bias", off, g.n, bias.length);
@@ -139,44 +166,43 @@ void bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& 
   }
 }
 
-// gemm(a, b, out, bias|null, params)
-// params: m n k transA transB lda ldb ldc strideA strideB strideC batch alpha beta offA offB offC offBias
+// The slots gemm and gemmWithPacked share (named alike in both blocks): m,
+// A's and out's layouts, the batch, alpha and beta.
+template <class P>
+void read_a_and_out(ParamReader<P>& p, GemmArgs& g, long& off_a, long& off_c) {
+  g.m = p.integer(P::kM, 0, kMaxIndex, "m");
+  g.trans_a = p.flag(P::kTransA, "transA");
+  g.lda = p.integer(P::kLda, 1, kMaxIndex, "lda");
+  g.ldc = p.integer(P::kLdc, 1, kMaxIndex, "ldc");
+  g.stride_a = p.integer(P::kABatchStride, 0, kMaxIndex, "strideA");
+  g.stride_c = p.integer(P::kCBatchStride, 0, kMaxIndex, "strideC");
+  g.batch = p.integer(P::kBatch, 0, kMaxIndex, "batch");
+  g.alpha = static_cast<float>(p.number(P::kAlpha));
+  g.beta = static_cast<float>(p.number(P::kBeta));
+  off_a = p.integer(P::kAOffset, 0, kMaxIndex, "offset of a");
+  off_c = p.integer(P::kCOffset, 0, kMaxIndex, "offset of out");
+}
+
+// gemm(a, b, out, bias | null | undefined, params)
 Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::Gemm;
   Napi::Env env = info.Env();
   F32Arg a = get_f32(info, 0, "a");
   F32Arg b = get_f32(info, 1, "b");
   F32Arg c = get_f32(info, 2, "out");
-  const double* p = get_params(info, 4, 18, "gemm parameters");
+  ParamReader<P> p(info, 4);
   GemmArgs g;
-  g.m = get_int(env, p[0], 0, kMaxIndex, "m");
-  g.n = get_int(env, p[1], 0, kMaxIndex, "n");
-  g.k = get_int(env, p[2], 0, kMaxIndex, "k");
-  g.trans_a = get_int(env, p[3], 0, 1, "transA") != 0;
-  g.trans_b = get_int(env, p[4], 0, 1, "transB") != 0;
-  g.lda = get_int(env, p[5], 1, kMaxIndex, "lda");
-  g.ldb = get_int(env, p[6], 1, kMaxIndex, "ldb");
-  g.ldc = get_int(env, p[7], 1, kMaxIndex, "ldc");
-  g.stride_a = get_int(env, p[8], 0, kMaxIndex, "strideA");
-  g.stride_b = get_int(env, p[9], 0, kMaxIndex, "strideB");
-  g.stride_c = get_int(env, p[10], 0, kMaxIndex, "strideC");
-  g.batch = get_int(env, p[11], 0, kMaxIndex, "batch");
-  g.alpha = static_cast<float>(p[12]);
-  g.beta = static_cast<float>(p[13]);
-  const long off_a = get_int(env, p[14], 0, kMaxIndex, "offset of a");
-  const long off_b = get_int(env, p[15], 0, kMaxIndex, "offset of b");
-  const long off_c = get_int(env, p[16], 0, kMaxIndex, "offset of out");
+  long off_a, off_c;
+  read_a_and_out(p, g, off_a, off_c);
+  g.n = p.integer(P::kN, 0, kMaxIndex, "n");
+  g.k = p.integer(P::kK, 0, kMaxIndex, "k");
+  g.trans_b = p.flag(P::kTransB, "transB");
+  g.ldb = p.integer(P::kLdb, 1, kMaxIndex, "ldb");
+  g.stride_b = p.integer(P::kBBatchStride, 0, kMaxIndex, "strideB");
+  const long off_b = p.integer(P::kBOffset, 0, kMaxIndex, "offset of b");
 
-  if (g.lda < (g.trans_a ? g.m : g.k)) throw_range(env, "lda is smaller than the rows it must hold");
   if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldb is smaller than the rows it must hold");
-  if (g.ldc < g.n) throw_range(env, "ldc is smaller than n");
-  // Overflow-safe: every factor is below 2^53; check the spans in double first.
-  const double span = (static_cast<double>(g.batch) + 1) *
-                      (static_cast<double>(g.m) + static_cast<double>(g.n) + static_cast<double>(g.k) + 1) *
-                      (static_cast<double>(g.lda) + static_cast<double>(g.ldb) + static_cast<double>(g.ldc) +
-                       static_cast<double>(g.stride_a) + static_cast<double>(g.stride_b) +
-                       static_cast<double>(g.stride_c) + 1);
-  if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
-  bind_a_out_bias(info, g, a, off_a, c, off_c, p[17], "a or b");
+  bind_a_out_bias(info, g, a, off_a, c, off_c, p.number(P::kBiasOffset), "a or b");
   const long eb = gemm_extent_b(g);
   check_fits(env, "b", off_b, eb, b.length);
   g.b = b.data + off_b;
@@ -188,97 +214,81 @@ Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
   return run(info, async, 4, [kt, g] { sgemm(*kt, g); });
 }
 
-// ------------------------------------------------------------ prepacked B
-// A PackedB travels to JS as a type-tagged External; its finalizer frees it
-// and the packed bytes are reported to V8 as external memory.
-const napi_type_tag kPackedTag = {0x8a6f1c2e5b3d4a71ULL, 0x93e0c4b7d2f16a58ULL};
+// ------------------------------------------------------------ packed matrices
+// A packed matrix travels to JS as a type-tagged External; its finalizer
+// frees it and the packed bytes are reported to V8 as external memory.
+const napi_type_tag kPackedMatrixTag = {0x8a6f1c2e5b3d4a71ULL, 0x93e0c4b7d2f16a58ULL};
 
-// packB(b, params: k n ldb transB offB) -> handle
-Napi::Value PackB(const Napi::CallbackInfo& info) {
+// packMatrix(b, params) -> handle
+Napi::Value pack_matrix_impl(const Napi::CallbackInfo& info) {
+  using P = params::PackMatrix;
   Napi::Env env = info.Env();
   F32Arg b = get_f32(info, 0, "b");
-  const double* p = get_params(info, 1, 5, "pack parameters");
-  const long k = get_int(env, p[0], 0, kMaxIndex, "k");
-  const long n = get_int(env, p[1], 0, kMaxIndex, "n");
-  const long ldb = get_int(env, p[2], 1, kMaxIndex, "ldb");
-  const bool trans = get_int(env, p[3], 0, 1, "transB") != 0;
-  const long off = get_int(env, p[4], 0, kMaxIndex, "offset of b");
-  if (ldb < (trans ? k : n)) throw_range(env, "ldb is smaller than the rows it must hold");
-  if (static_cast<double>(k) * static_cast<double>(n) > 4.0e15) throw_range(env, "b is too large");
+  ParamReader<P> p(info, 1);
   GemmArgs g;
-  g.k = k;
-  g.n = n;
-  g.ldb = ldb;
-  g.trans_b = trans;
+  g.k = p.integer(P::kK, 0, kMaxIndex, "k");
+  g.n = p.integer(P::kN, 0, kMaxIndex, "n");
+  g.ldb = p.integer(P::kLdb, 1, kMaxIndex, "ldb");
+  g.trans_b = p.flag(P::kTransB, "transB");
+  const long off = p.integer(P::kBOffset, 0, kMaxIndex, "offset of b");
+  if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldb is smaller than the rows it must hold");
+  if (static_cast<double>(g.k) * static_cast<double>(g.n) > 4.0e15) throw_range(env, "b is too large");
   check_fits(env, "b", off, gemm_extent_b(g), b.length);
-  PackedB* pb = gemm_pack_b(kernels(), b.data + off, ldb, trans, k, n);
+  PackedB* pb = gemm_pack_b(kernels(), b.data + off, g.ldb, g.trans_b, g.k, g.n);
   const std::int64_t bytes = static_cast<std::int64_t>(pb->floats * sizeof(float));
   Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
   auto handle = Napi::External<PackedB>::New(env, pb, [bytes](Napi::Env e, PackedB* q) {
     Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
     delete q;
   });
-  handle.TypeTag(&kPackedTag);
+  handle.TypeTag(&kPackedMatrixTag);
   return handle;
 }
 
-// gemmPacked(a, packed, out, bias|null, params: m transA lda ldc strideA strideC batch alpha beta offA offC offBias)
-Napi::Value gemm_packed_impl(const Napi::CallbackInfo& info, bool async) {
+// gemmWithPacked(a, packed, out, bias | null | undefined, params)
+Napi::Value gemm_with_packed_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::GemmWithPacked;
   Napi::Env env = info.Env();
   F32Arg a = get_f32(info, 0, "a");
   Napi::Value h = info[1];
-  if (!h.IsExternal() || !h.As<Napi::Object>().CheckTypeTag(&kPackedTag)) {
+  if (!h.IsExternal() || !h.As<Napi::Object>().CheckTypeTag(&kPackedMatrixTag)) {
     throw_type(env, "Expected a packed matrix for b but received " + describe(h));
   }
   const PackedB* pb = h.As<Napi::External<PackedB>>().Data();
   F32Arg c = get_f32(info, 2, "out");
-  const double* p = get_params(info, 4, 12, "gemm parameters");
+  ParamReader<P> p(info, 4);
   GemmArgs g;
-  g.m = get_int(env, p[0], 0, kMaxIndex, "m");
   g.n = pb->n;
   g.k = pb->k;
-  g.trans_a = get_int(env, p[1], 0, 1, "transA") != 0;
-  g.lda = get_int(env, p[2], 1, kMaxIndex, "lda");
-  g.ldc = get_int(env, p[3], 1, kMaxIndex, "ldc");
-  g.stride_a = get_int(env, p[4], 0, kMaxIndex, "strideA");
-  g.stride_c = get_int(env, p[5], 0, kMaxIndex, "strideC");
-  g.batch = get_int(env, p[6], 0, kMaxIndex, "batch");
-  g.alpha = static_cast<float>(p[7]);
-  g.beta = static_cast<float>(p[8]);
-  const long off_a = get_int(env, p[9], 0, kMaxIndex, "offset of a");
-  const long off_c = get_int(env, p[10], 0, kMaxIndex, "offset of out");
-  if (g.lda < (g.trans_a ? g.m : g.k)) throw_range(env, "lda is smaller than the rows it must hold");
-  if (g.ldc < g.n) throw_range(env, "ldc is smaller than n");
-  const double span = (static_cast<double>(g.batch) + 1) * (static_cast<double>(g.m) + g.n + g.k + 1) *
-                      (static_cast<double>(g.lda) + g.ldc + g.stride_a + g.stride_c + 1);
-  if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
-  bind_a_out_bias(info, g, a, off_a, c, off_c, p[11], "a");
+  long off_a, off_c;
+  read_a_and_out(p, g, off_a, off_c);
+  bind_a_out_bias(info, g, a, off_a, c, off_c, p.number(P::kBiasOffset), "a");
   return run(info, async, 4, [g, pb] { sgemm_prepacked(g, *pb); });
 }
 
 // ------------------------------------------------------------ softmax
-// params: rank scale causal maskKind offX offY offM shape[8] xStrides[8] yStrides[8] mStrides[8]
-constexpr std::size_t kSoftmaxParams = 7 + 4 * kMaxRank;
-
+// softmax(x, out, mask | null, params)
 Napi::Value softmax_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::Softmax;
   Napi::Env env = info.Env();
   F32Arg x = get_f32(info, 0, "x");
   F32Arg y = get_f32(info, 1, "out");
-  const double* p = get_params(info, 3, kSoftmaxParams, "softmax parameters");
+  ParamReader<P> p(info, 3);
   SoftmaxArgs s;
-  s.rank = static_cast<int>(get_int(env, p[0], 1, kMaxRank, "rank"));
-  s.scale = static_cast<float>(p[1]);
-  if (!std::isfinite(p[1])) throw_range(env, "scale must be finite");
-  s.causal = get_int(env, p[2], 0, 1, "causal") != 0;
-  const long mask_kind = get_int(env, p[3], 0, 2, "mask kind");
-  const long off_x = get_int(env, p[4], 0, kMaxIndex, "offset of x");
-  const long off_y = get_int(env, p[5], 0, kMaxIndex, "offset of out");
-  const long off_m = get_int(env, p[6], 0, kMaxIndex, "offset of mask");
+  s.rank = static_cast<int>(p.integer(P::kRank, 1, kMaxRank, "rank"));
+  const double scale = p.number(P::kScale);
+  if (!std::isfinite(scale)) throw_range(env, "scale must be finite");
+  s.scale = static_cast<float>(scale);
+  s.causal = p.flag(P::kCausal, "causal");
+  const long mask_kind = p.integer(P::kMaskKind, 0, 2, "mask kind");
+  const long off_x = p.integer(P::kXOffset, 0, kMaxIndex, "offset of x");
+  const long off_y = p.integer(P::kOutOffset, 0, kMaxIndex, "offset of out");
+  const long off_m = p.integer(P::kMaskOffset, 0, kMaxIndex, "offset of mask");
   for (int d = 0; d < s.rank; ++d) {
-    s.shape[d] = get_int(env, p[7 + d], 0, kMaxIndex, "shape");
-    s.x_strides[d] = get_int(env, p[7 + kMaxRank + d], 0, kMaxIndex, "x strides");
-    s.y_strides[d] = get_int(env, p[7 + 2 * kMaxRank + d], 0, kMaxIndex, "out strides");
-    s.m_strides[d] = get_int(env, p[7 + 3 * kMaxRank + d], 0, kMaxIndex, "mask strides");
+    s.shape[d] = p.integer(P::kShape, d, 0, kMaxIndex, "shape");
+    s.x_strides[d] = p.integer(P::kXStrides, d, 0, kMaxIndex, "x strides");
+    s.y_strides[d] = p.integer(P::kOutStrides, d, 0, kMaxIndex, "out strides");
+    s.m_strides[d] = p.integer(P::kMaskStrides, d, 0, kMaxIndex, "mask strides");
   }
   const int last = s.rank - 1;
   if (s.shape[last] > 1 && (s.x_strides[last] != 1 || s.y_strides[last] != 1)) {
@@ -301,14 +311,11 @@ Napi::Value softmax_impl(const Napi::CallbackInfo& info, bool async) {
   }
   if (mask_kind != 0) {
     const long em = strided_extent(env, s.rank, s.shape, s.m_strides, "mask");
+    const void* m = mask_data(info, 2, mask_kind, off_m, em, "mask");
     if (mask_kind == 1) {
-      F32Arg m = get_f32(info, 2, "mask");
-      check_fits(env, "mask", off_m, em, m.length);
-      s.fmask = m.data + off_m;
+      s.fmask = static_cast<const float*>(m);
     } else {
-      U8Arg m = get_u8(info, 2, "mask");
-      check_fits(env, "mask", off_m, em, m.length);
-      s.umask = m.data + off_m;
+      s.umask = static_cast<const std::uint8_t*>(m);
     }
   }
   const KernelTable* kt = &kernels();
@@ -316,29 +323,23 @@ Napi::Value softmax_impl(const Napi::CallbackInfo& info, bool async) {
 }
 
 // ------------------------------------------------------------ copy
-// copyStrided(src, dst, params: rank offSrc offDst shape[8] srcStrides[8] dstStrides[8]).
-// dst elements must be distinct (no zero or overlapping strides) and must not
-// share memory with src.
-Napi::Value copy_impl(const Napi::CallbackInfo& info) {
+// copyStrided(src, dst, params): dst's elements must be distinct (no zero or
+// overlapping strides) and must not share memory with src.
+Napi::Value copy_strided_impl(const Napi::CallbackInfo& info) {
+  using P = params::CopyStrided;
   Napi::Env env = info.Env();
   const bool u8 = is_u8(info[0]);
-  const double* p = get_params(info, 2, 3 + 3 * kMaxRank, "copy parameters");
-  const int rank = static_cast<int>(get_int(env, p[0], 0, kMaxRank, "rank"));
-  const long off_s = get_int(env, p[1], 0, kMaxIndex, "offset of src");
-  const long off_d = get_int(env, p[2], 0, kMaxIndex, "offset of dst");
-  struct Copy {
-    int rank;
-    long shape[kMaxRank];
-    long ss[kMaxRank];
-    long ds[kMaxRank];
-  } cp{};
-  cp.rank = rank;
+  ParamReader<P> p(info, 2);
+  const int rank = static_cast<int>(p.integer(P::kRank, 0, kMaxRank, "rank"));
+  const long off_s = p.integer(P::kSrcOffset, 0, kMaxIndex, "offset of src");
+  const long off_d = p.integer(P::kDstOffset, 0, kMaxIndex, "offset of dst");
+  long shape[kMaxRank], ss[kMaxRank], ds[kMaxRank];
   double count = 1;
   for (int d = 0; d < rank; ++d) {
-    cp.shape[d] = get_int(env, p[3 + d], 0, kMaxIndex, "shape");
-    cp.ss[d] = get_int(env, p[3 + kMaxRank + d], 0, kMaxIndex, "src strides");
-    cp.ds[d] = get_int(env, p[3 + 2 * kMaxRank + d], 0, kMaxIndex, "dst strides");
-    count *= static_cast<double>(cp.shape[d]);
+    shape[d] = p.integer(P::kShape, d, 0, kMaxIndex, "shape");
+    ss[d] = p.integer(P::kSrcStrides, d, 0, kMaxIndex, "src strides");
+    ds[d] = p.integer(P::kDstStrides, d, 0, kMaxIndex, "dst strides");
+    count *= static_cast<double>(shape[d]);
   }
   if (count > static_cast<double>(kMaxIndex)) throw_range(env, "copy of more than 2^53 elements");
   // Distinct destination elements: sorted by stride, each axis must step past
@@ -347,17 +348,17 @@ Napi::Value copy_impl(const Napi::CallbackInfo& info) {
     long order[kMaxRank];
     int n = 0;
     for (int d = 0; d < rank; ++d)
-      if (cp.shape[d] > 1) order[n++] = d;
+      if (shape[d] > 1) order[n++] = d;
     for (int i = 1; i < n; ++i)
-      for (int j = i; j > 0 && cp.ds[order[j]] < cp.ds[order[j - 1]]; --j) std::swap(order[j], order[j - 1]);
+      for (int j = i; j > 0 && ds[order[j]] < ds[order[j - 1]]; --j) std::swap(order[j], order[j - 1]);
     long span = 1;
     for (int i = 0; i < n; ++i) {
-      if (cp.ds[order[i]] < span) throw_range(env, "dst strides make elements overlap");
-      span = cp.ds[order[i]] * (cp.shape[order[i]] - 1) + span;
+      if (ds[order[i]] < span) throw_range(env, "dst strides make elements overlap");
+      span = ds[order[i]] * (shape[order[i]] - 1) + span;
     }
   }
-  const long es = strided_extent(env, rank, cp.shape, cp.ss, "src");
-  const long ed = strided_extent(env, rank, cp.shape, cp.ds, "dst");
+  const long es = strided_extent(env, rank, shape, ss, "src");
+  const long ed = strided_extent(env, rank, shape, ds, "dst");
   std::size_t len_s, len_d;
   void *src, *dst;
   if (u8) {
@@ -380,117 +381,111 @@ Napi::Value copy_impl(const Napi::CallbackInfo& info) {
     throw_range(env, "dst must not share memory with src");
   }
   if (u8) {
-    copy_strided_u8(cp.rank, cp.shape, static_cast<const std::uint8_t*>(src), cp.ss,
-                    static_cast<std::uint8_t*>(dst), cp.ds);
+    copy_strided_u8(rank, shape, static_cast<const std::uint8_t*>(src), ss, static_cast<std::uint8_t*>(dst), ds);
   } else {
-    copy_strided_f32(cp.rank, cp.shape, static_cast<const float*>(src), cp.ss, static_cast<float*>(dst), cp.ds);
+    copy_strided_f32(rank, shape, static_cast<const float*>(src), ss, static_cast<float*>(dst), ds);
   }
   return env.Undefined();
 }
 
 // ------------------------------------------------------------ random fills
-// fill(dst, params: kind(0 normal, 1 uniform) seed a b offset count)
-Napi::Value Fill(const Napi::CallbackInfo& info) {
+// fill(dst, params)
+Napi::Value fill_impl(const Napi::CallbackInfo& info) {
+  using P = params::Fill;
   Napi::Env env = info.Env();
   F32Arg d = get_f32(info, 0, "dst");
-  const double* p = get_params(info, 1, 6, "fill parameters");
-  const long kind = get_int(env, p[0], 0, 1, "kind");
-  const long seed = get_int(env, p[1], 0, kMaxIndex, "seed");
-  const long off = get_int(env, p[4], 0, kMaxIndex, "offset");
-  const long n = get_int(env, p[5], 0, kMaxIndex, "count");
-  if (!std::isfinite(p[2]) || !std::isfinite(p[3])) throw_range(env, "fill bounds must be finite");
+  ParamReader<P> p(info, 1);
+  const long kind = p.integer(P::kDistribution, 0, 1, "kind");
+  const long seed = p.integer(P::kSeed, 0, kMaxIndex, "seed");
+  const double a = p.number(P::kMeanOrLow);
+  const double b = p.number(P::kStdOrHigh);
+  const long off = p.integer(P::kDstOffset, 0, kMaxIndex, "offset");
+  const long n = p.integer(P::kCount, 0, kMaxIndex, "count");
+  if (!std::isfinite(a) || !std::isfinite(b)) throw_range(env, "fill bounds must be finite");
   check_fits(env, "dst", off, n, d.length);
   if (kind == 0) {
-    fill_normal(d.data + off, n, static_cast<std::uint64_t>(seed), p[2], p[3]);
+    fill_normal(d.data + off, n, static_cast<std::uint64_t>(seed), a, b);
   } else {
-    fill_uniform(d.data + off, n, static_cast<std::uint64_t>(seed), p[2], p[3]);
+    fill_uniform(d.data + off, n, static_cast<std::uint64_t>(seed), a, b);
   }
   return env.Undefined();
 }
 
 // ------------------------------------------------------------ attention
-// attention(q, k, v, out, mask|null, kpm|null, weights|null, scores|null, params)
-// params: batch heads sq sk dk dv | q strides(3) off | k strides(3) off |
-//         v strides(3) off | out strides(3) off | scale causal |
-//         maskKind mask strides(4) off | kpmKind kpm strideB off |
-//         hasWeights weights off | hasScores scores off
-constexpr std::size_t kAttentionParams = 37;
+// One [batch, head, position, feature] operand with a unit feature stride:
+// where it starts, how many elements it spans and their bytes.
+struct View4 {
+  const float* ptr = nullptr;
+  long extent = 0;
+  std::size_t bytes = 0;
+};
 
-const void* mask_data(const Napi::CallbackInfo& info, std::size_t i, long kind, long off, long extent,
-                      const char* what) {
-  if (kind == 1) {
-    F32Arg m = get_f32(info, i, what);
-    check_fits(info.Env(), what, off, extent, m.length);
-    return m.data + off;
-  }
-  U8Arg m = get_u8(info, i, what);
-  check_fits(info.Env(), what, off, extent, m.length);
-  return m.data + off;
+// Reads the operand at argument `arg` of `shape`, its three outer strides
+// (into `strides`) and its offset from the block, and checks it fits its array.
+template <class Block>
+View4 read_view4(const Napi::CallbackInfo& info, ParamReader<Block>& p, std::size_t arg,
+                 typename Block::Slot strides_slot, typename Block::Slot offset_slot, const long (&shape)[4],
+                 long* strides, const char* what) {
+  Napi::Env env = info.Env();
+  F32Arg t = get_f32(info, arg, what);
+  for (int d = 0; d < 3; ++d) strides[d] = p.integer(strides_slot, d, 0, kMaxIndex, what);
+  const long off = p.integer(offset_slot, 0, kMaxIndex, what);
+  const long st[4] = {strides[0], strides[1], strides[2], 1};
+  const long e = strided_extent(env, 4, shape, st, what);
+  check_fits(env, what, off, e, t.length);
+  return View4{t.data + off, e, static_cast<std::size_t>(e) * sizeof(float)};
 }
 
+// attention(q, k, v, out, mask | null, keyPadding | null, weights | null, scores | null, params)
 Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::Attention;
   Napi::Env env = info.Env();
-  const double* p = get_params(info, 8, kAttentionParams, "attention parameters");
+  ParamReader<P> p(info, 8);
   AttentionArgs a;
-  a.batch = get_int(env, p[0], 0, kMaxIndex, "batch");
-  a.heads = get_int(env, p[1], 0, kMaxIndex, "heads");
-  a.sq = get_int(env, p[2], 0, kMaxIndex, "query length");
-  a.sk = get_int(env, p[3], 0, kMaxIndex, "key length");
-  a.dk = get_int(env, p[4], 0, kMaxIndex, "key dimension");
-  a.dv = get_int(env, p[5], 0, kMaxIndex, "value dimension");
-  const bool has_scores = get_int(env, p[35], 0, 1, "scores flag") != 0;
-  const bool has_weights = get_int(env, p[33], 0, 1, "weights flag") != 0;
+  a.batch = p.integer(P::kBatch, 0, kMaxIndex, "batch");
+  a.heads = p.integer(P::kHeads, 0, kMaxIndex, "heads");
+  a.sq = p.integer(P::kQueries, 0, kMaxIndex, "query length");
+  a.sk = p.integer(P::kKeys, 0, kMaxIndex, "key length");
+  a.dk = p.integer(P::kDk, 0, kMaxIndex, "key dimension");
+  a.dv = p.integer(P::kDv, 0, kMaxIndex, "value dimension");
+  const bool has_scores = p.flag(P::kHasScores, "scores flag");
+  const bool has_weights = p.flag(P::kHasWeights, "weights flag");
 
-  // One strided [batch, head, position, feature] operand.
-  struct Operand {
-    const float* ptr;
-    long extent;
-    std::size_t bytes;
-  };
-  auto operand = [&](std::size_t arg, int base, long positions, long features, long* strides,
-                     const char* what) -> Operand {
-    F32Arg t = get_f32(info, arg, what);
-    for (int d = 0; d < 3; ++d) strides[d] = get_int(env, p[base + d], 0, kMaxIndex, what);
-    const long off = get_int(env, p[base + 3], 0, kMaxIndex, what);
-    const long shape[4] = {a.batch, a.heads, positions, features};
-    const long st[4] = {strides[0], strides[1], strides[2], 1};
-    const long e = strided_extent(env, 4, shape, st, what);
-    check_fits(env, what, off, e, t.length);
-    return Operand{t.data + off, e, static_cast<std::size_t>(e) * sizeof(float)};
-  };
-  Operand q{nullptr, 0, 0}, k{nullptr, 0, 0};
+  View4 q, k;
   if (!has_scores) {
-    q = operand(0, 6, a.sq, a.dk, a.q_strides, "q");
-    k = operand(1, 10, a.sk, a.dk, a.k_strides, "k");
+    q = read_view4(info, p, 0, P::kQStrides, P::kQOffset, {a.batch, a.heads, a.sq, a.dk}, a.q_strides, "q");
+    k = read_view4(info, p, 1, P::kKStrides, P::kKOffset, {a.batch, a.heads, a.sk, a.dk}, a.k_strides, "k");
   }
-  Operand v = operand(2, 14, a.sk, a.dv, a.v_strides, "v");
-  Operand o = operand(3, 18, a.sq, a.dv, a.out_strides, "out");
+  const View4 v = read_view4(info, p, 2, P::kVStrides, P::kVOffset, {a.batch, a.heads, a.sk, a.dv}, a.v_strides, "v");
+  const View4 o =
+      read_view4(info, p, 3, P::kOutStrides, P::kOutOffset, {a.batch, a.heads, a.sq, a.dv}, a.out_strides, "out");
   if (a.sq > 1 && a.dv > 0 && a.out_strides[2] < a.dv) throw_range(env, "out rows overlap");
   a.q = q.ptr;
   a.k = k.ptr;
   a.v = v.ptr;
   a.out = const_cast<float*>(o.ptr);
-  if (!std::isfinite(p[22])) throw_range(env, "scale must be finite");
-  a.scale = static_cast<float>(p[22]);
-  a.causal = get_int(env, p[23], 0, 1, "causal") != 0;
+  const double scale = p.number(P::kScale);
+  if (!std::isfinite(scale)) throw_range(env, "scale must be finite");
+  a.scale = static_cast<float>(scale);
+  a.causal = p.flag(P::kCausal, "causal");
 
-  const long mkind = get_int(env, p[24], 0, 2, "mask kind");
+  const long mkind = p.integer(P::kMaskKind, 0, 2, "mask kind");
   std::size_t mask_bytes = 0;
   if (mkind != 0) {
-    for (int d = 0; d < 4; ++d) a.mask_strides[d] = get_int(env, p[25 + d], 0, kMaxIndex, "mask strides");
+    for (int d = 0; d < 4; ++d) a.mask_strides[d] = p.integer(P::kMaskStrides, d, 0, kMaxIndex, "mask strides");
     if (a.sk > 1 && a.mask_strides[3] > 1) throw_range(env, "the mask's key axis must be contiguous or broadcast");
     const long shape[4] = {a.batch, a.heads, a.sq, a.sk};
     const long e = strided_extent(env, 4, shape, a.mask_strides, "mask");
     a.mask_kind = static_cast<MaskKind>(mkind);
-    a.mask = mask_data(info, 4, mkind, get_int(env, p[29], 0, kMaxIndex, "mask offset"), e, "mask");
+    a.mask = mask_data(info, 4, mkind, p.integer(P::kMaskOffset, 0, kMaxIndex, "mask offset"), e, "mask");
     mask_bytes = static_cast<std::size_t>(e) * (mkind == 1 ? 4 : 1);
   }
-  const long kkind = get_int(env, p[30], 0, 2, "key padding mask kind");
+  const long kkind = p.integer(P::kKeyPaddingKind, 0, 2, "key padding mask kind");
   if (kkind != 0) {
-    a.kpm_stride_b = get_int(env, p[31], 0, kMaxIndex, "key padding mask stride");
+    a.kpm_stride_b = p.integer(P::kKeyPaddingBatchStride, 0, kMaxIndex, "key padding mask stride");
     const long e = a.batch > 0 && a.sk > 0 ? (a.batch - 1) * a.kpm_stride_b + a.sk : 0;
     a.kpm_kind = static_cast<MaskKind>(kkind);
-    a.kpm = mask_data(info, 5, kkind, get_int(env, p[32], 0, kMaxIndex, "key padding mask offset"), e,
+    a.kpm = mask_data(info, 5, kkind, p.integer(P::kKeyPaddingOffset, 0, kMaxIndex, "key padding mask offset"), e,
                       "keyPaddingMask");
   }
   const double full = static_cast<double>(a.batch) * a.heads * a.sq * a.sk;
@@ -498,7 +493,7 @@ Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
   const long wcount = static_cast<long>(full);
   if (has_weights) {
     F32Arg w = get_f32(info, 6, "weights");
-    const long off = get_int(env, p[34], 0, kMaxIndex, "weights offset");
+    const long off = p.integer(P::kWeightsOffset, 0, kMaxIndex, "weights offset");
     check_fits(env, "weights", off, wcount, w.length);
     a.weights = w.data + off;
     const std::size_t wb = static_cast<std::size_t>(wcount) * 4;
@@ -510,7 +505,7 @@ Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
   }
   if (has_scores) {
     F32Arg s = get_f32(info, 7, "scores");
-    const long off = get_int(env, p[36], 0, kMaxIndex, "scores offset");
+    const long off = p.integer(P::kScoresOffset, 0, kMaxIndex, "scores offset");
     check_fits(env, "scores", off, wcount, s.length);
     a.scores = s.data + off;
     if (overlaps(a.scores, static_cast<std::size_t>(wcount) * 4, o.ptr, o.bytes)) {
@@ -528,71 +523,69 @@ Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
   return run(info, async, 8, [kt, a] { attention_fused(*kt, a); });
 }
 
-// additiveScores(pq, pk, w, bias|null, scores, params: batch heads sq sk hidden
-//   pq strides(3) off | pk strides(3) off | w off | bias off | scores off)
-Napi::Value additive_impl(const Napi::CallbackInfo& info, bool async) {
+// additiveScores(pq, pk, w, bias | null | undefined, scores, params)
+Napi::Value additive_scores_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::AdditiveScores;
   Napi::Env env = info.Env();
-  const double* p = get_params(info, 5, 16, "additive parameters");
+  ParamReader<P> p(info, 5);
   AdditiveArgs a;
-  a.batch = get_int(env, p[0], 0, kMaxIndex, "batch");
-  a.heads = get_int(env, p[1], 0, kMaxIndex, "heads");
-  a.sq = get_int(env, p[2], 0, kMaxIndex, "query length");
-  a.sk = get_int(env, p[3], 0, kMaxIndex, "key length");
-  a.hidden = get_int(env, p[4], 0, kMaxIndex, "hidden size");
-  auto strided = [&](std::size_t arg, int base, long positions, long* strides, const char* what) {
-    F32Arg t = get_f32(info, arg, what);
-    for (int d = 0; d < 3; ++d) strides[d] = get_int(env, p[base + d], 0, kMaxIndex, what);
-    const long off = get_int(env, p[base + 3], 0, kMaxIndex, what);
-    const long shape[4] = {a.batch, a.heads, positions, a.hidden};
-    const long st[4] = {strides[0], strides[1], strides[2], 1};
-    check_fits(env, what, off, strided_extent(env, 4, shape, st, what), t.length);
-    return static_cast<const float*>(t.data + off);
-  };
-  a.pq = strided(0, 5, a.sq, a.pq_strides, "projected queries");
-  a.pk = strided(1, 9, a.sk, a.pk_strides, "projected keys");
+  a.batch = p.integer(P::kBatch, 0, kMaxIndex, "batch");
+  a.heads = p.integer(P::kHeads, 0, kMaxIndex, "heads");
+  a.sq = p.integer(P::kQueries, 0, kMaxIndex, "query length");
+  a.sk = p.integer(P::kKeys, 0, kMaxIndex, "key length");
+  a.hidden = p.integer(P::kHidden, 0, kMaxIndex, "hidden size");
+  const View4 pq = read_view4(info, p, 0, P::kPqStrides, P::kPqOffset, {a.batch, a.heads, a.sq, a.hidden},
+                              a.pq_strides, "projected queries");
+  const View4 pk = read_view4(info, p, 1, P::kPkStrides, P::kPkOffset, {a.batch, a.heads, a.sk, a.hidden},
+                              a.pk_strides, "projected keys");
+  a.pq = pq.ptr;
+  a.pk = pk.ptr;
+  const std::size_t hidden_bytes = static_cast<std::size_t>(a.hidden) * sizeof(float);
   F32Arg w = get_f32(info, 2, "w");
-  const long woff = get_int(env, p[13], 0, kMaxIndex, "w offset");
+  const long woff = p.integer(P::kWOffset, 0, kMaxIndex, "w offset");
   check_fits(env, "w", woff, a.hidden, w.length);
   a.w = w.data + woff;
-  if (!info[3].IsNull()) {
+  if (!is_absent(info[3])) {
     F32Arg b = get_f32(info, 3, "bias");
-    const long boff = get_int(env, p[14], 0, kMaxIndex, "bias offset");
+    const long boff = p.integer(P::kBiasOffset, 0, kMaxIndex, "bias offset");
     check_fits(env, "bias", boff, a.hidden, b.length);
     a.bias = b.data + boff;
   }
   F32Arg s = get_f32(info, 4, "scores");
-  const long soff = get_int(env, p[15], 0, kMaxIndex, "scores offset");
+  const long soff = p.integer(P::kScoresOffset, 0, kMaxIndex, "scores offset");
   const double n = static_cast<double>(a.batch) * a.heads * a.sq * a.sk;
   if (n > static_cast<double>(kMaxIndex)) throw_range(env, "scores would exceed 2^53 elements");
   check_fits(env, "scores", soff, static_cast<long>(n), s.length);
   a.scores = s.data + soff;
-  const std::size_t sb = static_cast<std::size_t>(n) * 4;
-  if (overlaps(a.scores, sb, a.pq, 4) || overlaps(a.scores, sb, a.pk, 4) || overlaps(a.scores, sb, a.w, 4)) {
+  const std::size_t sb = static_cast<std::size_t>(n) * sizeof(float);
+  if (overlaps(a.scores, sb, pq.ptr, pq.bytes) || overlaps(a.scores, sb, pk.ptr, pk.bytes) ||
+      overlaps(a.scores, sb, a.w, hidden_bytes) || overlaps(a.scores, sb, a.bias, a.bias ? hidden_bytes : 0)) {
     throw_range(env, "scores must not share memory with the inputs");
   }
   const KernelTable* kt = &kernels();
   return run(info, async, 5, [kt, a] { additive_scores(*kt, a); });
 }
 
-// l2Normalize(src, dst, params: rank offSrc offDst shape[8] strides[8] eps); dst contiguous.
-Napi::Value L2Normalize(const Napi::CallbackInfo& info) {
+// l2Normalize(src, dst, params): dst contiguous.
+Napi::Value l2_normalize_impl(const Napi::CallbackInfo& info) {
+  using P = params::L2Normalize;
   Napi::Env env = info.Env();
   F32Arg src = get_f32(info, 0, "src");
   F32Arg dst = get_f32(info, 1, "dst");
-  const double* p = get_params(info, 2, 4 + 2 * kMaxRank, "normalize parameters");
-  const int rank = static_cast<int>(get_int(env, p[0], 1, kMaxRank, "rank"));
-  const long off_s = get_int(env, p[1], 0, kMaxIndex, "offset of src");
-  const long off_d = get_int(env, p[2], 0, kMaxIndex, "offset of dst");
+  ParamReader<P> p(info, 2);
+  const int rank = static_cast<int>(p.integer(P::kRank, 1, kMaxRank, "rank"));
+  const long off_s = p.integer(P::kSrcOffset, 0, kMaxIndex, "offset of src");
+  const long off_d = p.integer(P::kDstOffset, 0, kMaxIndex, "offset of dst");
   long shape[kMaxRank], strides[kMaxRank];
   double count = 1;
   for (int d = 0; d < rank; ++d) {
-    shape[d] = get_int(env, p[3 + d], 0, kMaxIndex, "shape");
-    strides[d] = get_int(env, p[3 + kMaxRank + d], 0, kMaxIndex, "strides");
+    shape[d] = p.integer(P::kShape, d, 0, kMaxIndex, "shape");
+    strides[d] = p.integer(P::kSrcStrides, d, 0, kMaxIndex, "strides");
     count *= static_cast<double>(shape[d]);
   }
   if (count > static_cast<double>(kMaxIndex)) throw_range(env, "normalize of more than 2^53 elements");
   if (shape[rank - 1] > 1 && strides[rank - 1] != 1) throw_range(env, "the last axis of src must be contiguous");
-  const double eps = p[3 + 2 * kMaxRank];
+  const double eps = p.number(P::kEps);
   if (!(eps > 0) || !std::isfinite(eps)) throw_range(env, "eps must be positive and finite");
   const long es = strided_extent(env, rank, shape, strides, "src");
   check_fits(env, "src", off_s, es, src.length);
@@ -606,7 +599,7 @@ Napi::Value L2Normalize(const Napi::CallbackInfo& info) {
 
 // toFloat32(bytes: Uint8Array, dtype: 0 F16 | 1 BF16 | 2 F64, dst: Float32Array)
 // Little-endian input, any alignment.
-Napi::Value ToFloat32(const Napi::CallbackInfo& info) {
+Napi::Value to_float32_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   U8Arg src = get_u8(info, 0, "bytes");
   if (!info[1].IsNumber()) throw_type(env, "Expected dtype code but received " + describe(info[1]));
@@ -623,7 +616,7 @@ Napi::Value ToFloat32(const Napi::CallbackInfo& info) {
 }
 
 // ------------------------------------------------------------ runtime
-Napi::Value CpuInfoFn(const Napi::CallbackInfo& info) {
+Napi::Value cpu_info_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const CpuInfo& ci = cpu_info();
   const Dispatch& d = dispatch();
@@ -674,7 +667,7 @@ Napi::Value CpuInfoFn(const Napi::CallbackInfo& info) {
   return o;
 }
 
-Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+Napi::Value set_num_threads_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Value v = info[0];
   if (!v.IsNumber()) throw_type(env, "Expected integer in [1, 1024] for numThreads but received " + describe(v));
@@ -683,16 +676,33 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+Napi::Value get_num_threads_impl(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ThreadPool::global().size());
 }
 
 // Runs the active path's FMA loop; returns the flops it did (time it in JS).
-Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+Napi::Value fma_peak_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) throw_type(env, "Expected integer for iterations but received " + describe(info[0]));
   long it = get_int(env, info[0].As<Napi::Number>().DoubleValue(), 1, 1L << 40, "iterations");
   return Napi::Number::New(env, kernels().fma_peak(it));
+}
+
+// Every block's slots read so far, by block name: { gemm: ['m', 'n', ...], ... }.
+Napi::Value param_slots_read_impl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  for (int b = 0; b < params::kBlockCount; ++b) {
+    const params::BlockInfo& block = params::kBlocks[b];
+    const std::uint64_t bits = g_param_slots_read[b].load(std::memory_order_relaxed);
+    Napi::Array names = Napi::Array::New(env);
+    uint32_t n = 0;
+    for (std::size_t e = 0; e < block.size; ++e) {
+      if (bits >> e & 1) names.Set(n++, block.elements[e]);
+    }
+    o.Set(block.name, names);
+  }
+  return o;
 }
 
 }  // namespace
@@ -701,26 +711,27 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) {
     exports.Set(name, Napi::Function::New(env, f, name));
   };
-  //  name             arguments                                  kernel
-  fn("gemm",         [](const Napi::CallbackInfo& i) { return gemm_impl(i, false); });
-  fn("gemmAsync",    [](const Napi::CallbackInfo& i) { return gemm_impl(i, true); });
-  fn("packB",        PackB);
-  fn("gemmPacked",   [](const Napi::CallbackInfo& i) { return gemm_packed_impl(i, false); });
-  fn("gemmPackedAsync", [](const Napi::CallbackInfo& i) { return gemm_packed_impl(i, true); });
-  fn("softmax",      [](const Napi::CallbackInfo& i) { return softmax_impl(i, false); });
-  fn("softmaxAsync", [](const Napi::CallbackInfo& i) { return softmax_impl(i, true); });
-  fn("copyStrided",    copy_impl);
-  fn("attention",    [](const Napi::CallbackInfo& i) { return attention_impl(i, false); });
-  fn("attentionAsync", [](const Napi::CallbackInfo& i) { return attention_impl(i, true); });
-  fn("additiveScores", [](const Napi::CallbackInfo& i) { return additive_impl(i, false); });
-  fn("additiveScoresAsync", [](const Napi::CallbackInfo& i) { return additive_impl(i, true); });
-  fn("l2Normalize",    L2Normalize);
-  fn("toFloat32",      ToFloat32);
-  fn("fill",          Fill);
-  fn("cpuInfo",       CpuInfoFn);
-  fn("setNumThreads", SetNumThreads);
-  fn("getNumThreads", GetNumThreads);
-  fn("fmaPeak",       FmaPeak);
+  //  name                   implementation
+  fn("gemm",                 [](const Napi::CallbackInfo& i) { return gemm_impl(i, false); });
+  fn("gemmAsync",            [](const Napi::CallbackInfo& i) { return gemm_impl(i, true); });
+  fn("packMatrix",           pack_matrix_impl);
+  fn("gemmWithPacked",       [](const Napi::CallbackInfo& i) { return gemm_with_packed_impl(i, false); });
+  fn("gemmWithPackedAsync",  [](const Napi::CallbackInfo& i) { return gemm_with_packed_impl(i, true); });
+  fn("softmax",              [](const Napi::CallbackInfo& i) { return softmax_impl(i, false); });
+  fn("softmaxAsync",         [](const Napi::CallbackInfo& i) { return softmax_impl(i, true); });
+  fn("copyStrided",          copy_strided_impl);
+  fn("attention",            [](const Napi::CallbackInfo& i) { return attention_impl(i, false); });
+  fn("attentionAsync",       [](const Napi::CallbackInfo& i) { return attention_impl(i, true); });
+  fn("additiveScores",       [](const Napi::CallbackInfo& i) { return additive_scores_impl(i, false); });
+  fn("additiveScoresAsync",  [](const Napi::CallbackInfo& i) { return additive_scores_impl(i, true); });
+  fn("l2Normalize",          l2_normalize_impl);
+  fn("toFloat32",            to_float32_impl);
+  fn("fill",                 fill_impl);
+  fn("cpuInfo",              cpu_info_impl);
+  fn("setNumThreads",        set_num_threads_impl);
+  fn("getNumThreads",        get_num_threads_impl);
+  fn("fmaPeak",              fma_peak_impl);
+  fn("paramSlotsRead",       param_slots_read_impl);
 }
 
 }  // namespace addon
