@@ -326,7 +326,6 @@ async function benchAttention(report) {
     // ORT's past state holds the same keys and values, [2, B, h, past, d]:
     // the K and V parts of the history's projection, split into heads.
     const pastState = new Float32Array(2 * HEADS * past * (E / HEADS));
-    const kc = cache;
     const qkv = ak.matmul(history, mha.inProjWeight, { transposeB: true, bias: mha.inProjBias }); // [1, past, 3E]
     for (let which = 0; which < 2; ++which) {
       const part = qkv.narrow(2, (which + 1) * E, E).unflatten(2, [HEADS, E / HEADS]).permute([0, 2, 1, 3]).contiguous();
@@ -334,13 +333,13 @@ async function benchAttention(report) {
     }
     const s = await session(mhaModel(mha, 1, 1, true, past), threads);
     const feeds = { x: ortTensor(step), past: new ort.Tensor('float32', pastState, [2, 1, HEADS, past, E / HEADS]) };
-    kc.truncate(past);
-    const ours = mha.forward(step, undefined, undefined, { kvCache: kc }).output.data;
+    cache.truncate(past);
+    const ours = mha.forward(step, undefined, undefined, { kvCache: cache }).output.data;
     const diff = maxAbsDiff(ours, (await s.run(feeds)).y.data);
     const t = await compare({
       ours: async () => {
-        kc.truncate(past);
-        return mha.forward(step, undefined, undefined, { kvCache: kc });
+        cache.truncate(past);
+        return mha.forward(step, undefined, undefined, { kvCache: cache });
       },
       ort: async () => s.run(feeds),
     });

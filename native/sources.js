@@ -8,8 +8,6 @@ let out;
 if (cmd === 'isa') {
   const [arch, name, field] = rest;
   out = spec.isa[arch][name][field];
-} else if (cmd === 'isa-names') {
-  out = Object.keys(spec.isa[rest[0]]);
 } else if (cmd === 'flags') {
   out = spec.flags;
 } else {

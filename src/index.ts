@@ -1,6 +1,6 @@
 // attention-kernels: SIMD GEMM, softmax and attention for Node.
 export { Tensor, MAX_RANK } from './tensor';
-export type { DType, TensorData, TensorOptions, RandomOptions } from './tensor';
+export type { DType, TensorData, TensorOptions, RandomOptions, NestedArray } from './tensor';
 export {
   matmul,
   matmulAsync,
@@ -14,8 +14,14 @@ export {
 } from './ops';
 export type { MatmulOptions, SoftmaxOptions, CpuInfo } from './ops';
 export { attention, attentionAsync } from './attention';
-export type { AttentionOptions, AttentionResult, AdditiveWeights, ScoreFunction } from './attention';
+export type { AttentionOptions, AttentionResult, AttentionResultWithWeights, AdditiveWeights, ScoreFunction } from './attention';
 export { MultiHeadAttention, KVCache } from './multihead';
-export type { MultiHeadAttentionOptions, ForwardOptions, ForwardResult, FromStateDictOptions } from './multihead';
+export type {
+  MultiHeadAttentionOptions,
+  ForwardOptions,
+  ForwardResult,
+  ForwardResultWithWeights,
+  FromStateDictOptions,
+} from './multihead';
 export { loadSafetensors, saveSafetensors } from './safetensors';
 export type { SafetensorsFile } from './safetensors';

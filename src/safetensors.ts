@@ -20,31 +20,33 @@ class SafetensorsError extends RangeError {
   }
 }
 
-/**
- * Reads a safetensors file (a path) or its bytes. F32, F16, BF16 and F64
- * become float32 tensors; U8 and BOOL become uint8 tensors. Aligned F32 data
- * is viewed in place (no copy) when bytes are given.
- */
-export function loadSafetensors(pathOrBytes: string | Uint8Array): SafetensorsFile {
-  let bytes: Uint8Array;
-  let source: string;
+/** One tensor of the header, checked against the data section. */
+interface Entry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  /** Byte range in the data section. */
+  begin: number;
+  end: number;
+}
+
+type Fail = (msg: string) => never;
+
+/** The file's bytes and how to name it in errors. */
+function readSource(pathOrBytes: unknown): { bytes: Uint8Array; source: string } {
   if (typeof pathOrBytes === 'string') {
-    source = `file ${pathOrBytes}`;
     try {
-      bytes = fs.readFileSync(pathOrBytes);
+      return { bytes: fs.readFileSync(pathOrBytes), source: `file ${pathOrBytes}` };
     } catch (err) {
       throw new Error(`Cannot read safetensors file ${pathOrBytes}: ${(err as Error).message}`);
     }
-  } else if (pathOrBytes instanceof Uint8Array) {
-    source = 'data';
-    bytes = pathOrBytes;
-  } else {
-    throw new TypeError(expected('path string or Uint8Array', 'pathOrBytes', pathOrBytes));
   }
-  const fail = (msg: string): never => {
-    throw new SafetensorsError(source, msg);
-  };
+  if (pathOrBytes instanceof Uint8Array) return { bytes: pathOrBytes, source: 'data' };
+  throw new TypeError(expected('path string or Uint8Array', 'pathOrBytes', pathOrBytes));
+}
 
+/** The JSON header after the 8-byte length, and where the data section starts. */
+function readHeader(bytes: Uint8Array, fail: Fail): { header: Record<string, unknown>; dataStart: number } {
   if (bytes.length < 8) fail(`${bytes.length} bytes is too short for the 8-byte header length`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = Number(view.getBigUint64(0, true));
@@ -59,52 +61,53 @@ export function loadSafetensors(pathOrBytes: string | Uint8Array): SafetensorsFi
     fail(`header is not valid UTF-8 JSON (${(err as Error).message})`);
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) fail('header is not a JSON object');
+  return { header: header as Record<string, unknown>, dataStart: 8 + headerLen };
+}
 
-  const dataStart = 8 + headerLen;
-  const dataLen = bytes.length - dataStart;
+function readMetadata(info: unknown, fail: Fail): Record<string, string> {
+  if (info === null || typeof info !== 'object' || Array.isArray(info)) fail('__metadata__ is not an object');
   const metadata: Record<string, string> = {};
-  const entries: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] = [];
-  for (const [name, info] of Object.entries(header as Record<string, unknown>)) {
-    if (name === '__metadata__') {
-      if (info === null || typeof info !== 'object' || Array.isArray(info)) fail('__metadata__ is not an object');
-      for (const [k, v] of Object.entries(info as Record<string, unknown>)) {
-        if (typeof v !== 'string') fail(`__metadata__.${k} is ${describe(v)}, expected a string`);
-        metadata[k] = v as string;
-      }
-      continue;
-    }
-    const t = info as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (t === null || typeof t !== 'object') fail(`entry '${name}' is not an object`);
-    if (typeof t.dtype !== 'string' || !(t.dtype in DTYPE_BYTES)) {
-      fail(`tensor '${name}' has dtype ${JSON.stringify(t.dtype)}; supported: ${Object.keys(DTYPE_BYTES).join(', ')}`);
-    }
-    const shape = t.shape;
-    if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      fail(`tensor '${name}' has shape ${JSON.stringify(shape)}; expected up to ${MAX_RANK} non-negative integers`);
-    }
-    const offsets = t.data_offsets;
-    if (
-      !Array.isArray(offsets) ||
-      offsets.length !== 2 ||
-      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
-      offsets[0] > offsets[1]
-    ) {
-      fail(`tensor '${name}' has data_offsets ${JSON.stringify(offsets)}; expected [begin, end] with 0 <= begin <= end`);
-    }
-    const [begin, end] = offsets as number[];
-    if (end > dataLen) {
-      fail(`tensor '${name}' ends at byte ${end} of a ${dataLen}-byte data section (truncated file?)`);
-    }
-    const count = (shape as number[]).reduce((p, d) => p * d, 1);
-    const need = count * DTYPE_BYTES[t.dtype as string];
-    if (end - begin !== need) {
-      fail(
-        `tensor '${name}' (${t.dtype} [${(shape as number[]).join(', ')}]) needs ${need} bytes but data_offsets span ${end - begin}`,
-      );
-    }
-    entries.push({ name, dtype: t.dtype as string, shape: shape as number[], begin, end });
+  for (const [k, v] of Object.entries(info as Record<string, unknown>)) {
+    if (typeof v !== 'string') fail(`__metadata__.${k} is ${describe(v)}, expected a string`);
+    metadata[k] = v as string;
   }
-  // The data section must be covered exactly: no overlaps, no holes.
+  return metadata;
+}
+
+/** A header entry: a known dtype, a shape, and data_offsets inside the data section that fit the shape. */
+function readEntry(name: string, info: unknown, dataLen: number, fail: Fail): Entry {
+  const t = info as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+  if (t === null || typeof t !== 'object') fail(`entry '${name}' is not an object`);
+  if (typeof t.dtype !== 'string' || !(t.dtype in DTYPE_BYTES)) {
+    fail(`tensor '${name}' has dtype ${JSON.stringify(t.dtype)}; supported: ${Object.keys(DTYPE_BYTES).join(', ')}`);
+  }
+  const shape = t.shape;
+  if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    fail(`tensor '${name}' has shape ${JSON.stringify(shape)}; expected up to ${MAX_RANK} non-negative integers`);
+  }
+  const offsets = t.data_offsets;
+  if (
+    !Array.isArray(offsets) ||
+    offsets.length !== 2 ||
+    !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+    offsets[0] > offsets[1]
+  ) {
+    fail(`tensor '${name}' has data_offsets ${JSON.stringify(offsets)}; expected [begin, end] with 0 <= begin <= end`);
+  }
+  const [begin, end] = offsets as number[];
+  if (end > dataLen) {
+    fail(`tensor '${name}' ends at byte ${end} of a ${dataLen}-byte data section (truncated file?)`);
+  }
+  const count = (shape as number[]).reduce((p, d) => p * d, 1);
+  const need = count * DTYPE_BYTES[t.dtype as string];
+  if (end - begin !== need) {
+    fail(`tensor '${name}' (${t.dtype} [${(shape as number[]).join(', ')}]) needs ${need} bytes but data_offsets span ${end - begin}`);
+  }
+  return { name, dtype: t.dtype as string, shape: shape as number[], begin, end };
+}
+
+/** The data section must be covered exactly: no overlaps, no holes. */
+function checkCoverage(entries: Entry[], dataLen: number, fail: Fail): void {
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let cursor = 0;
   for (const e of sorted) {
@@ -113,24 +116,48 @@ export function loadSafetensors(pathOrBytes: string | Uint8Array): SafetensorsFi
     cursor = e.end;
   }
   if (cursor !== dataLen) fail(`bytes ${cursor}..${dataLen} of the data section belong to no tensor`);
+}
 
-  const tensors: Record<string, Tensor> = {};
-  for (const e of entries) {
-    const at = bytes.byteOffset + dataStart + e.begin;
-    const n = e.shape.reduce((p, d) => p * d, 1);
-    const raw = bytes.subarray(dataStart + e.begin, dataStart + e.end);
-    let data: Float32Array | Uint8Array;
-    if (e.dtype === 'F32') {
-      // Unaligned (e.g. after an odd-length uint8 tensor): copy. Buffer#slice is a view, so copy explicitly.
-      data = at % 4 === 0 ? new Float32Array(bytes.buffer, at, n) : new Float32Array(new Uint8Array(raw).buffer);
-    } else if (e.dtype === 'U8' || e.dtype === 'BOOL') {
-      data = raw;
-    } else {
-      data = new Float32Array(n);
-      native.toFloat32(raw, e.dtype === 'F16' ? 0 : e.dtype === 'BF16' ? 1 : 2, data);
-    }
-    tensors[e.name] = new Tensor(data, e.shape);
+/** The tensor of a checked entry: aligned F32 viewed in place, other floats converted, U8 and BOOL as uint8. */
+function tensorOf(bytes: Uint8Array, dataStart: number, e: Entry): Tensor {
+  const at = bytes.byteOffset + dataStart + e.begin;
+  const n = e.shape.reduce((p, d) => p * d, 1);
+  const raw = bytes.subarray(dataStart + e.begin, dataStart + e.end);
+  let data: Float32Array | Uint8Array;
+  if (e.dtype === 'F32') {
+    // Unaligned (e.g. after an odd-length uint8 tensor): copy. Buffer#slice is a view, so copy explicitly.
+    data = at % 4 === 0 ? new Float32Array(bytes.buffer, at, n) : new Float32Array(new Uint8Array(raw).buffer);
+  } else if (e.dtype === 'U8' || e.dtype === 'BOOL') {
+    data = raw;
+  } else {
+    data = new Float32Array(n);
+    native.toFloat32(raw, e.dtype === 'F16' ? 0 : e.dtype === 'BF16' ? 1 : 2, data);
   }
+  return new Tensor(data, e.shape);
+}
+
+/**
+ * Reads a safetensors file (a path) or its bytes. F32, F16, BF16 and F64
+ * become float32 tensors; U8 and BOOL become uint8 tensors. Aligned F32 data
+ * is viewed in place (no copy) when bytes are given. The whole header is
+ * checked before any tensor is made.
+ */
+export function loadSafetensors(pathOrBytes: string | Uint8Array): SafetensorsFile {
+  const { bytes, source } = readSource(pathOrBytes);
+  const fail: Fail = (msg) => {
+    throw new SafetensorsError(source, msg);
+  };
+  const { header, dataStart } = readHeader(bytes, fail);
+  const dataLen = bytes.length - dataStart;
+  let metadata: Record<string, string> = {};
+  const entries: Entry[] = [];
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') metadata = readMetadata(info, fail);
+    else entries.push(readEntry(name, info, dataLen, fail));
+  }
+  checkCoverage(entries, dataLen, fail);
+  const tensors: Record<string, Tensor> = {};
+  for (const e of entries) tensors[e.name] = tensorOf(bytes, dataStart, e);
   return { tensors, metadata };
 }
 

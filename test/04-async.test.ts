@@ -67,13 +67,16 @@ describe('async forms', () => {
     const expected = matmul(Tensor.randn([400, 300], { seed: 11 }), Tensor.randn([300, 500], { seed: 12 }));
     const start = () => matmulAsync(Tensor.randn([400, 300], { seed: 11 }), Tensor.randn([300, 500], { seed: 12 }));
     const pending = [start(), start(), start()];
+    let junk: Float32Array[] = [];
     for (let i = 0; i < 5; ++i) {
       gc();
       // Churn the heap so freed memory would be reused.
-      const junk = Array.from({ length: 50 }, () => new Float32Array(120_000).fill(i));
-      expect(junk.length).toBe(50);
+      junk = Array.from({ length: 50 }, () => new Float32Array(120_000).fill(i));
     }
     for (const r of await Promise.all(pending)) expectBitwiseEqual(r, expected, 'after gc');
+    // Had an output array been freed while its kernel ran, its memory could
+    // have gone to these, and the kernel would have written into them.
+    expect(junk.filter((a) => !a.every((v) => v === 4)).length).toBe(0);
   });
 
   test('many concurrent calls', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { Tensor, matmul, softmax } from '../src';
-import { gemmParams, gemmWithPackedParams, packMatrixParams, softmaxParams, type GemmParams } from '../src/params';
+import { additiveScoresParams, gemmParams, gemmWithPackedParams, packMatrixParams, softmaxParams, type GemmParams } from '../src/params';
 import native from './support/load-native.cjs';
 
 const f = (shape: number[]) => Tensor.zeros(shape);
@@ -161,5 +161,47 @@ describe('the native layer checks bounds itself', () => {
     expect(() => native.softmax(x, new Float32Array(12), new Float32Array(12), params)).toThrow(
       'Expected Uint8Array for mask but received a Float32Array',
     );
+  });
+
+  test('additive scores stay apart from every input, the bias included, and take an undefined bias', () => {
+    // One batch item and head, 2 queries and 2 keys of 3 hidden features, everything contiguous.
+    const params = (scoresOffset = 0) =>
+      additiveScoresParams({
+        batch: 1,
+        heads: 1,
+        queries: 2,
+        keys: 2,
+        hidden: 3,
+        pqStrides: [6, 6, 3],
+        pqOffset: 0,
+        pkStrides: [6, 6, 3],
+        pkOffset: 0,
+        wOffset: 0,
+        biasOffset: 0,
+        scoresOffset,
+      });
+    const pq = new Float32Array([1, 2, 3, 4, 5, 6]);
+    const pk = new Float32Array(6).fill(0.5);
+    const w = new Float32Array([1, -1, 2]);
+    // Each input in turn taken from buf, with the scores over its last element (not its first).
+    const buf = new Float32Array(32);
+    const cases = [
+      ['pq', 6],
+      ['pk', 6],
+      ['w', 3],
+      ['bias', 3],
+    ] as const;
+    cases.forEach(([name, length], i) => {
+      const args: [Float32Array, Float32Array, Float32Array, Float32Array | null] = [pq, pk, w, null];
+      args[i] = buf.subarray(0, length);
+      const scores = buf.subarray(length - 1, length + 3);
+      expect(() => native.additiveScores(...args, scores, params()), name).toThrow('scores must not share memory with the inputs');
+    });
+    const withNull = new Float32Array(4);
+    const withUndefined = new Float32Array(4);
+    native.additiveScores(pq, pk, w, null, withNull, params());
+    native.additiveScores(pq, pk, w, undefined as never, withUndefined, params());
+    expect(Array.from(withUndefined)).toEqual(Array.from(withNull));
+    expect(withNull.some((v) => v !== 0)).toBe(true);
   });
 });
