@@ -48,10 +48,10 @@ export interface NativeBinding {
   napiVersion: number;
 }
 
-export const packageRoot = path.resolve(__dirname, '..');
+const packageRoot = path.resolve(__dirname, '..');
 
 /** Where the loader looks, in order. ATTN_ADDON names one file and is then the only candidate. */
-export function addonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
+function addonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
   if (env.ATTN_ADDON) return [path.resolve(env.ATTN_ADDON)];
   return [
     path.join(packageRoot, 'build', 'Release', 'attention_kernels.node'),

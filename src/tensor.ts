@@ -38,7 +38,7 @@ function checkShape(name: string, shape: unknown): number[] {
   return shape.slice();
 }
 
-export function contiguousStrides(shape: readonly number[]): number[] {
+function contiguousStrides(shape: readonly number[]): number[] {
   const strides = new Array<number>(shape.length);
   let s = 1;
   for (let d = shape.length - 1; d >= 0; --d) {
@@ -49,7 +49,7 @@ export function contiguousStrides(shape: readonly number[]): number[] {
 }
 
 /** Elements from the first to one past the last (0 when empty). */
-export function extentOf(shape: readonly number[], strides: readonly number[]): number {
+function extentOf(shape: readonly number[], strides: readonly number[]): number {
   let e = 1;
   for (let d = 0; d < shape.length; ++d) {
     if (shape[d] === 0) return 0;
@@ -160,34 +160,16 @@ export class Tensor {
 
   /** Normal samples, deterministic for a seed (counter-based: independent of thread count). */
   static randn(shape: readonly number[], options?: RandomOptions & { mean?: number; std?: number }): Tensor {
-    const opts = checkOptions<RandomOptions & { mean?: number; std?: number }>('Tensor.randn', options, [
-      'seed',
-      'mean',
-      'std',
-    ]);
-    const seed = opts.seed === undefined ? 0 : checkInteger('seed', opts.seed, 0);
-    const mean = opts.mean === undefined ? 0 : checkFinite('mean', opts.mean);
-    const std = opts.std === undefined ? 1 : checkFinite('std', opts.std);
-    if (std < 0) throw new RangeError(expected('non-negative number', 'std', std));
-    const t = Tensor.zeros(shape);
-    fillRandom(t, 0, seed, mean, std);
-    return t;
+    return randomTensor('Tensor.randn', shape, options, 0, ['mean', 0], ['std', 1], (_, std) => {
+      if (std < 0) throw new RangeError(expected('non-negative number', 'std', std));
+    });
   }
 
   /** Uniform samples in [low, high), deterministic for a seed. */
   static uniform(shape: readonly number[], options?: RandomOptions & { low?: number; high?: number }): Tensor {
-    const opts = checkOptions<RandomOptions & { low?: number; high?: number }>('Tensor.uniform', options, [
-      'seed',
-      'low',
-      'high',
-    ]);
-    const seed = opts.seed === undefined ? 0 : checkInteger('seed', opts.seed, 0);
-    const low = opts.low === undefined ? 0 : checkFinite('low', opts.low);
-    const high = opts.high === undefined ? 1 : checkFinite('high', opts.high);
-    if (!(high >= low)) throw new RangeError(expected(`number >= low (${low})`, 'high', high));
-    const t = Tensor.zeros(shape);
-    fillRandom(t, 1, seed, low, high);
-    return t;
+    return randomTensor('Tensor.uniform', shape, options, 1, ['low', 0], ['high', 1], (low, high) => {
+      if (!(high >= low)) throw new RangeError(expected(`number >= low (${low})`, 'high', high));
+    });
   }
 
   /** A tensor of `dtype` (default float32) from nested Arrays of numbers; the shape is read from the nesting. */
@@ -468,10 +450,30 @@ function copyElements(src: Tensor, dst: Tensor): void {
   native.copyStrided(src.data, dst.data, params);
 }
 
-/** Fills the fresh contiguous float32 tensor t: distribution 0 normal (a mean, b std), 1 uniform [a, b). */
-function fillRandom(t: Tensor, distribution: 0 | 1, seed: number, a: number, b: number): void {
+/**
+ * A float32 tensor of deterministic random samples: distribution 0 normal
+ * (a mean, b standard deviation), 1 uniform in [a, b). The options are the
+ * seed and the two parameters, named and defaulted by `a` and `b`; `check`
+ * refuses bad pairs.
+ */
+function randomTensor(
+  fn: string,
+  shape: readonly number[],
+  options: unknown,
+  distribution: 0 | 1,
+  [aName, aDefault]: [string, number],
+  [bName, bDefault]: [string, number],
+  check: (a: number, b: number) => void,
+): Tensor {
+  const opts = checkOptions<Record<string, unknown>>(fn, options, ['seed', aName, bName]);
+  const seed = opts.seed === undefined ? 0 : checkInteger('seed', opts.seed, 0);
+  const a = opts[aName] === undefined ? aDefault : checkFinite(aName, opts[aName]);
+  const b = opts[bName] === undefined ? bDefault : checkFinite(bName, opts[bName]);
+  check(a, b);
+  const t = Tensor.zeros(shape);
   const params = fillParams({ distribution, seed, meanOrLow: a, stdOrHigh: b, dstOffset: t.offset, count: t.size });
   native.fill(t.data as Float32Array, params);
+  return t;
 }
 
 function rangesOverlap(a: Tensor, b: Tensor): boolean {

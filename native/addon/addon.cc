@@ -9,7 +9,7 @@
 
 namespace {
 
-Napi::Object Init(Napi::Env env, Napi::Object exports) {
+Napi::Object init(Napi::Env env, Napi::Object exports) {
   const attn::Dispatch& d = attn::dispatch();
   if (!d.ok) {
     // ATTN_ISA asked for a path this machine cannot run: refuse to load
@@ -23,4 +23,4 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace
 
-NODE_API_MODULE(attention_kernels, Init)
+NODE_API_MODULE(attention_kernels, init)

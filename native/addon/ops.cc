@@ -436,16 +436,23 @@ View4 read_view4(const Napi::CallbackInfo& info, ParamReader<Block>& p, std::siz
   return View4{t.data + off, e, static_cast<std::size_t>(e) * sizeof(float)};
 }
 
+// The batch, heads, queries and keys slots, named alike in the attention and
+// additive-score blocks, into AttentionArgs or AdditiveArgs.
+template <class P, class Args>
+void read_positions(ParamReader<P>& p, Args& a) {
+  a.batch = p.integer(P::kBatch, 0, kMaxIndex, "batch");
+  a.heads = p.integer(P::kHeads, 0, kMaxIndex, "heads");
+  a.sq = p.integer(P::kQueries, 0, kMaxIndex, "query length");
+  a.sk = p.integer(P::kKeys, 0, kMaxIndex, "key length");
+}
+
 // attention(q, k, v, out, mask | null, keyPadding | null, weights | null, scores | null, params)
 Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::Attention;
   Napi::Env env = info.Env();
   ParamReader<P> p(info, 8);
   AttentionArgs a;
-  a.batch = p.integer(P::kBatch, 0, kMaxIndex, "batch");
-  a.heads = p.integer(P::kHeads, 0, kMaxIndex, "heads");
-  a.sq = p.integer(P::kQueries, 0, kMaxIndex, "query length");
-  a.sk = p.integer(P::kKeys, 0, kMaxIndex, "key length");
+  read_positions(p, a);
   a.dk = p.integer(P::kDk, 0, kMaxIndex, "key dimension");
   a.dv = p.integer(P::kDv, 0, kMaxIndex, "value dimension");
   const bool has_scores = p.flag(P::kHasScores, "scores flag");
@@ -529,10 +536,7 @@ Napi::Value additive_scores_impl(const Napi::CallbackInfo& info, bool async) {
   Napi::Env env = info.Env();
   ParamReader<P> p(info, 5);
   AdditiveArgs a;
-  a.batch = p.integer(P::kBatch, 0, kMaxIndex, "batch");
-  a.heads = p.integer(P::kHeads, 0, kMaxIndex, "heads");
-  a.sq = p.integer(P::kQueries, 0, kMaxIndex, "query length");
-  a.sk = p.integer(P::kKeys, 0, kMaxIndex, "key length");
+  read_positions(p, a);
   a.hidden = p.integer(P::kHidden, 0, kMaxIndex, "hidden size");
   const View4 pq = read_view4(info, p, 0, P::kPqStrides, P::kPqOffset, {a.batch, a.heads, a.sq, a.hidden},
                               a.pq_strides, "projected queries");
