@@ -202,8 +202,10 @@ function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn:
   const [Q, K, V] = checkOperands(q, k, v, fn);
   const opts = checkOptions<AttentionOptions>(fn, options, OPTIONS);
   const r = Q.rank;
-  const [sq, dq] = Q.shape.slice(-2);
-  const [sk, dk] = K.shape.slice(-2);
+  const sq = Q.shape[r - 2];
+  const sk = K.shape[r - 2];
+  const dq = Q.shape[r - 1];
+  const dk = K.shape[r - 1];
   const dv = V.shape[r - 1];
   const score = checkScore(opts.score ?? 'scaled_dot', opts, dq, dk, r, fn);
   const causal = opts.causal === undefined ? false : checkBoolean('causal', opts.causal);
@@ -296,15 +298,13 @@ async function scoreInputsAsync(plan: AttentionPlan): Promise<ScoreInputs> {
 
 /** The attention kernel's arguments for a plan and its score inputs. */
 function attentionArgs(plan: AttentionPlan, s: ScoreInputs): Parameters<NativeBinding['attention']> {
-  const { v4, o4, mask, keyPadding: kp, weights } = plan;
-  const [batch, heads, queries] = plan.q4.shape;
-  const [, , keys, dk] = plan.k4.shape;
+  const { q4, k4, v4, o4, mask, keyPadding: kp, weights } = plan;
   const params = attentionParams({
-    batch,
-    heads,
-    queries,
-    keys,
-    dk,
+    batch: q4.shape[0],
+    heads: q4.shape[1],
+    queries: q4.shape[2],
+    keys: k4.shape[2],
+    dk: k4.shape[3],
     dv: v4.shape[3],
     qStrides: outer(s.q),
     qOffset: s.q.offset,
@@ -327,7 +327,6 @@ function attentionArgs(plan: AttentionPlan, s: ScoreInputs): Parameters<NativeBi
     hasScores: s.scores ? 1 : 0,
     scoresOffset: s.scores ? s.scores.offset : 0,
   });
-  const f32 = (t: Tensor | null | undefined) => (t ? (t.data as Float32Array) : null);
   return [
     s.q.data as Float32Array,
     s.k.data as Float32Array,
@@ -335,8 +334,8 @@ function attentionArgs(plan: AttentionPlan, s: ScoreInputs): Parameters<NativeBi
     o4.data as Float32Array,
     mask ? mask.data : null,
     kp ? kp.data : null,
-    f32(weights),
-    f32(s.scores),
+    weights ? (weights.data as Float32Array) : null,
+    s.scores ? (s.scores.data as Float32Array) : null,
     params,
   ];
 }

@@ -54,6 +54,15 @@ describe('one layout for both sides', () => {
       }
       const written = writerOf(b)(fields);
       expect(Array.from(written), b).toEqual(Array.from({ length: e }, (_, i) => 1000 + i));
+      // The writer reuses its array: entries past a shorter field's length are 0 again.
+      const short = Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, Array.isArray(v) ? v.slice(0, 1) : v]));
+      const again = Array.from(writerOf(b)(short));
+      let at = 0;
+      for (const s of slotsOf(b)) {
+        const want = s.array ? [1000 + at, ...new Array(s.length - 1).fill(0)] : [1000 + at];
+        expect(again.slice(at, at + s.length), `${b} ${s.name}`).toEqual(want);
+        at += s.length;
+      }
     }
   });
 
