@@ -189,7 +189,7 @@ Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
 }
 
 // ------------------------------------------------------------ prepacked B
-// A PackedB travels to JS as a type-tagged External; its finalizer frees it
+// A PackedMatrix travels to JS as a type-tagged External; its finalizer frees it
 // and the packed bytes are reported to V8 as external memory.
 const napi_type_tag kPackedTag = {0x8a6f1c2e5b3d4a71ULL, 0x93e0c4b7d2f16a58ULL};
 
@@ -211,10 +211,10 @@ Napi::Value PackB(const Napi::CallbackInfo& info) {
   g.ldb = ldb;
   g.trans_b = trans;
   check_fits(env, "b", off, gemm_extent_b(g), b.length);
-  PackedB* pb = gemm_pack_b(kernels(), b.data + off, ldb, trans, k, n);
+  PackedMatrix* pb = pack_matrix(kernels(), b.data + off, ldb, trans, k, n);
   const std::int64_t bytes = static_cast<std::int64_t>(pb->floats * sizeof(float));
   Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
-  auto handle = Napi::External<PackedB>::New(env, pb, [bytes](Napi::Env e, PackedB* q) {
+  auto handle = Napi::External<PackedMatrix>::New(env, pb, [bytes](Napi::Env e, PackedMatrix* q) {
     Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
     delete q;
   });
@@ -230,7 +230,7 @@ Napi::Value gemm_packed_impl(const Napi::CallbackInfo& info, bool async) {
   if (!h.IsExternal() || !h.As<Napi::Object>().CheckTypeTag(&kPackedTag)) {
     throw_type(env, "Expected a packed matrix for b but received " + describe(h));
   }
-  const PackedB* pb = h.As<Napi::External<PackedB>>().Data();
+  const PackedMatrix* pb = h.As<Napi::External<PackedMatrix>>().Data();
   F32Arg c = get_f32(info, 2, "out");
   const double* p = get_params(info, 4, 12, "gemm parameters");
   GemmArgs g;
@@ -253,7 +253,7 @@ Napi::Value gemm_packed_impl(const Napi::CallbackInfo& info, bool async) {
                       (static_cast<double>(g.lda) + g.ldc + g.stride_a + g.stride_c + 1);
   if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
   bind_a_out_bias(info, g, a, off_a, c, off_c, p[11], "a");
-  return run(info, async, 4, [g, pb] { sgemm_prepacked(g, *pb); });
+  return run(info, async, 4, [g, pb] { sgemm_with_packed(g, *pb); });
 }
 
 // ------------------------------------------------------------ softmax

@@ -56,11 +56,7 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
           um = urow.data();
         }
       }
-      long valid = cols;
-      if (s.causal) {
-        const long i = lead >= 1 ? od.idx[lead - 1] : 0;
-        valid = i + cols - q_rows + 1;
-      }
+      const long valid = s.causal ? causal_keys(lead >= 1 ? od.idx[lead - 1] : 0, q_rows, cols) : cols;
       od.next();
       const bool more = r + 1 < r1;
       kt.softmax_row(xr, yr, cols, valid, s.scale, fm, um, more ? s.x + od.off[0] : nullptr,

@@ -131,6 +131,32 @@ void convert_to_f32(int kind, const std::uint8_t* src, long n, float* dst) {
   });
 }
 
+void l2_normalize(int rank, const long* shape, const float* src, const long* strides, float* dst,
+                  float eps) {
+  if (rank <= 0) return;
+  const long dim = shape[rank - 1];
+  long rows = 1;
+  for (int d = 0; d < rank - 1; ++d) rows *= shape[d];
+  if (rows == 0 || dim == 0) return;
+  long tasks = rows * dim / (1L << 15);
+  if (tasks < 1) tasks = 1;
+  if (tasks > rows) tasks = rows;
+  parallel_for(tasks, [&](long t) {
+    const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+    const long* st[1] = {strides};
+    Odometer od(rank - 1, shape, 1, st, r0);
+    for (long r = r0; r < r1; ++r, od.next()) {
+      const float* x = src + od.off[0];
+      double ss = 0;
+      for (long j = 0; j < dim; ++j) ss += static_cast<double>(x[j]) * x[j];
+      const double norm = std::sqrt(ss);
+      const float inv = static_cast<float>(1.0 / (norm > eps ? norm : eps));
+      float* y = dst + r * dim;
+      for (long j = 0; j < dim; ++j) y[j] = x[j] * inv;
+    }
+  });
+}
+
 void fill_normal(float* out, long n, std::uint64_t seed, double mean, double stddev) {
   const std::uint64_t key = mix64(seed ^ 0x6a09e667f3bcc909ULL);
   // Box-Muller on pairs: pair q gives elements 2q and 2q + 1.
