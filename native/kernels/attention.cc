@@ -108,7 +108,7 @@ void attention_explicit(const KernelTable& kt, const AttentionArgs& a) {
       }
     }
 
-    // Masked softmax, row by row.
+    // Masked softmax, row by row (natural-base scores: a float mask adds as is).
     for (long i = i0; i < i1; ++i) {
       float* row = s + (i - i0) * a.sk;
       const long valid = visible_keys(a, i);
@@ -399,11 +399,7 @@ void attention_fused(const KernelTable& kt, const AttentionArgs& a) {
 void additive_scores(const KernelTable& kt, const AdditiveArgs& a) {
   const long rows = a.batch * a.heads * a.sq;
   if (rows == 0 || a.sk == 0) return;
-  long tasks = rows * a.sk * a.hidden / (1L << 16);
-  if (tasks < 1) tasks = 1;
-  if (tasks > rows) tasks = rows;
-  parallel_for(tasks, [&](long t) {
-    const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+  parallel_ranges(rows, task_count(rows, rows * a.sk * a.hidden, 1L << 16), [&](long r0, long r1) {
     float* qb = tl_row.get(static_cast<std::size_t>(a.hidden > 0 ? a.hidden : 1));
     for (long r = r0; r < r1; ++r) {
       const long b = r / (a.heads * a.sq), h = (r / a.sq) % a.heads, i = r % a.sq;
