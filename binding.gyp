@@ -32,7 +32,7 @@
       ]
     },
     {
-      "target_name": "isa_vector",
+      "target_name": "isa_neon",
       "type": "static_library",
       "conditions": [
         ["target_arch=='arm64'", {
@@ -63,7 +63,7 @@
     },
     {
       "target_name": "attention_kernels",
-      "dependencies": ["isa_scalar", "isa_vector", "isa_avx2", "isa_avx512"],
+      "dependencies": ["isa_scalar", "isa_neon", "isa_avx2", "isa_avx512"],
       "sources": ["<!@(node native/sources.js runtime kernels addon)"],
       "actions": [{
         "action_name": "param_blocks",

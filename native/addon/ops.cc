@@ -234,10 +234,10 @@ Napi::Value pack_matrix_impl(const Napi::CallbackInfo& info) {
   if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldb is smaller than the rows it must hold");
   if (static_cast<double>(g.k) * static_cast<double>(g.n) > 4.0e15) throw_range(env, "b is too large");
   check_fits(env, "b", off, gemm_extent_b(g), b.length);
-  PackedB* pb = gemm_pack_b(kernels(), b.data + off, g.ldb, g.trans_b, g.k, g.n);
+  PackedMatrix* pb = pack_matrix(kernels(), b.data + off, g.ldb, g.trans_b, g.k, g.n);
   const std::int64_t bytes = static_cast<std::int64_t>(pb->floats * sizeof(float));
   Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
-  auto handle = Napi::External<PackedB>::New(env, pb, [bytes](Napi::Env e, PackedB* q) {
+  auto handle = Napi::External<PackedMatrix>::New(env, pb, [bytes](Napi::Env e, PackedMatrix* q) {
     Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
     delete q;
   });
@@ -254,7 +254,7 @@ Napi::Value gemm_with_packed_impl(const Napi::CallbackInfo& info, bool async) {
   if (!h.IsExternal() || !h.As<Napi::Object>().CheckTypeTag(&kPackedMatrixTag)) {
     throw_type(env, "Expected a packed matrix for b but received " + describe(h));
   }
-  const PackedB* pb = h.As<Napi::External<PackedB>>().Data();
+  const PackedMatrix* pb = h.As<Napi::External<PackedMatrix>>().Data();
   F32Arg c = get_f32(info, 2, "out");
   ParamReader<P> p(info, 4);
   GemmArgs g;
@@ -263,7 +263,7 @@ Napi::Value gemm_with_packed_impl(const Napi::CallbackInfo& info, bool async) {
   long off_a, off_c;
   read_a_and_out(p, g, off_a, off_c);
   bind_a_out_bias(info, g, a, off_a, c, off_c, p.number(P::kBiasOffset), "a");
-  return run(info, async, 4, [g, pb] { sgemm_prepacked(g, *pb); });
+  return run(info, async, 4, [g, pb] { sgemm_with_packed(g, *pb); });
 }
 
 // ------------------------------------------------------------ softmax

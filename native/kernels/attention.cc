@@ -8,7 +8,7 @@
 #include "../runtime/thread_pool.h"
 #include "gemm.h"
 #include "scratch.h"
-#include "strided.h"
+#include "softmax.h"
 
 namespace attn {
 namespace {
@@ -20,39 +20,63 @@ constexpr long kQueryBlock = 64;
 thread_local Scratch tl_scores;
 thread_local Scratch tl_row;
 
-inline long clamp_l(long v, long lo, long hi) { return v < lo ? lo : (v > hi ? hi : v); }
+// Keys query i may see: [0, visible_keys(a, i)).
+inline long visible_keys(const AttentionArgs& a, long i) { return a.causal ? causal_keys(i, a.sq, a.sk) : a.sk; }
 
-// Keys query i may see: [0, valid).
-inline long valid_keys(const AttentionArgs& a, long i) {
-  return a.causal ? clamp_l(i + a.sk - a.sq + 1, 0, a.sk) : a.sk;
+// Applies one row of a mask to the scores row[0:n]: a float32 mask is added
+// times fscale, a uint8 mask gives -inf where it is nonzero. Entry j of the
+// mask row is at `off + j * stride` (stride 0 or 1) of `mask`.
+void add_mask_row(const KernelTable& kt, MaskKind kind, const void* mask, long off, long stride, float fscale,
+                  float* row, long n) {
+  if (n <= 0) return;
+  if (kind == MaskKind::kF32) {
+    kt.attn_mask_row(row, n, static_cast<const float*>(mask) + off, stride, fscale, nullptr, 0);
+  } else if (kind == MaskKind::kU8) {
+    kt.attn_mask_row(row, n, nullptr, 0, 0.0f, static_cast<const std::uint8_t*>(mask) + off, stride);
+  }
 }
 
-// Adds the masks to one row of scaled scores (uint8: -inf where set).
-void apply_masks(const AttentionArgs& a, long b, long h, long i, float* row, long valid) {
-  const float ninf = -INFINITY;
-  if (a.mask_kind != MaskKind::kNone) {
-    const long off = b * a.mask_strides[0] + h * a.mask_strides[1] + i * a.mask_strides[2];
-    const long js = a.mask_strides[3];
-    if (a.mask_kind == MaskKind::kF32) {
-      const float* m = static_cast<const float*>(a.mask) + off;
-      for (long j = 0; j < valid; ++j) row[j] += m[j * js];
-    } else {
-      const std::uint8_t* m = static_cast<const std::uint8_t*>(a.mask) + off;
-      for (long j = 0; j < valid; ++j)
-        if (m[j * js]) row[j] = ninf;
-    }
-  }
-  if (a.kpm_kind != MaskKind::kNone) {
-    const long off = b * a.kpm_stride_b;
-    if (a.kpm_kind == MaskKind::kF32) {
-      const float* m = static_cast<const float*>(a.kpm) + off;
-      for (long j = 0; j < valid; ++j) row[j] += m[j];
-    } else {
-      const std::uint8_t* m = static_cast<const std::uint8_t*>(a.kpm) + off;
-      for (long j = 0; j < valid; ++j)
-        if (m[j]) row[j] = ninf;
-    }
-  }
+// The attention mask's row for query i of head (b, h), and the key padding's
+// row for batch item b, both from key 0.
+inline long mask_offset(const AttentionArgs& a, long b, long h, long i) {
+  return b * a.mask_strides[0] + h * a.mask_strides[1] + i * a.mask_strides[2];
+}
+inline long kpm_offset(const AttentionArgs& a, long b) { return b * a.kpm_stride_b; }
+
+// S = alpha Q K^T for queries [i0, i0 + rows) and keys [j0, j0 + n) of head
+// (b, h), into c (ldc floats per row).
+GemmArgs scores_gemm(const AttentionArgs& a, long b, long h, long i0, long rows, long j0, long n, float alpha,
+                     float* c, long ldc) {
+  GemmArgs g;
+  g.m = rows;
+  g.n = n;
+  g.k = a.dk;
+  g.trans_b = true;
+  g.alpha = alpha;
+  g.a = a.q + b * a.q_strides[0] + h * a.q_strides[1] + i0 * a.q_strides[2];
+  g.lda = a.q_strides[2];  // any stride works for reading, even 0 (a broadcast query)
+  g.b = a.k + b * a.k_strides[0] + h * a.k_strides[1] + j0 * a.k_strides[2];
+  g.ldb = a.k_strides[2];
+  g.c = c;
+  g.ldc = ldc;
+  return g;
+}
+
+// O = P V for `rows` rows of weights P (ldp apart) over keys [j0, j0 + n) of
+// head (b, h), into o (ldo floats per row).
+GemmArgs values_gemm(const AttentionArgs& a, long b, long h, long rows, long j0, long n, const float* p, long ldp,
+                     float* o, long ldo) {
+  GemmArgs g;
+  g.m = rows;
+  g.n = a.dv;
+  g.k = n;
+  g.a = p;
+  g.lda = ldp;
+  g.b = a.v + b * a.v_strides[0] + h * a.v_strides[1] + j0 * a.v_strides[2];
+  g.ldb = a.v_strides[2];
+  g.c = o;
+  g.ldc = ldo;
+  return g;
 }
 
 }  // namespace
@@ -70,7 +94,7 @@ void attention_explicit(const KernelTable& kt, const AttentionArgs& a) {
     const long rows = i1 - i0;
     float* out = a.out + b * a.out_strides[0] + h * a.out_strides[1] + i0 * a.out_strides[2];
     // Keys any query of this block may see; the rest of each row is zero.
-    const long kmax = valid_keys(a, i1 - 1);
+    const long kmax = visible_keys(a, i1 - 1);
 
     // Scores for the block: into the weights output when asked for, else scratch.
     float* s = a.weights ? a.weights + ((b * a.heads + h) * a.sq + i0) * a.sk
@@ -80,42 +104,22 @@ void attention_explicit(const KernelTable& kt, const AttentionArgs& a) {
         const float* src = a.scores + ((b * a.heads + h) * a.sq + i0) * a.sk;
         if (src != s) std::memcpy(s, src, static_cast<std::size_t>(rows * a.sk) * sizeof(float));
       } else {
-        GemmArgs g;
-        g.m = rows;
-        g.n = kmax;
-        g.k = a.dk;
-        g.trans_b = true;
-        g.alpha = a.scale;
-        g.a = a.q + b * a.q_strides[0] + h * a.q_strides[1] + i0 * a.q_strides[2];
-        g.lda = a.q_strides[2];  // any stride works for reading, even 0 (a broadcast query)
-        g.b = a.k + b * a.k_strides[0] + h * a.k_strides[1];
-        g.ldb = a.k_strides[2];
-        g.c = s;
-        g.ldc = a.sk;
-        sgemm_serial(kt, g);
+        sgemm_serial(kt, scores_gemm(a, b, h, i0, rows, 0, kmax, a.scale, s, a.sk));
       }
     }
 
-    // Masked softmax, row by row.
+    // Masked softmax, row by row (natural-base scores: a float mask adds as is).
     for (long i = i0; i < i1; ++i) {
       float* row = s + (i - i0) * a.sk;
-      const long valid = valid_keys(a, i);
-      apply_masks(a, b, h, i, row, valid);
+      const long valid = visible_keys(a, i);
+      add_mask_row(kt, a.mask_kind, a.mask, mask_offset(a, b, h, i), a.mask_strides[3], 1.0f, row, valid);
+      add_mask_row(kt, a.kpm_kind, a.kpm, kpm_offset(a, b), 1, 1.0f, row, valid);
       kt.softmax_row(row, row, a.sk, valid, 1.0f, nullptr, nullptr, nullptr, nullptr);
     }
 
-    // out = P V over the keys that can carry weight.
-    GemmArgs g;
-    g.m = rows;
-    g.n = a.dv;
-    g.k = kmax;
-    g.a = s;
-    g.lda = a.sk > 0 ? a.sk : 1;
-    g.b = a.v + b * a.v_strides[0] + h * a.v_strides[1];
-    g.ldb = a.v_strides[2];
-    g.c = out;
-    g.ldc = a.out_strides[2] > a.dv ? a.out_strides[2] : a.dv;
-    sgemm_serial(kt, g);  // k == 0 writes zeros
+    // out = P V over the keys that can carry weight (k == 0 writes zeros).
+    const long ldo = a.out_strides[2] > a.dv ? a.out_strides[2] : a.dv;
+    sgemm_serial(kt, values_gemm(a, b, h, rows, 0, kmax, s, a.sk > 0 ? a.sk : 1, out, ldo));
   };
   parallel_for(tasks, task);
 }
@@ -143,6 +147,7 @@ inline long round_up(long v, long m) { return (v + m - 1) / m * m; }
 // Prefetches `rows` rows of `cols` floats, `ld` floats apart.
 template <int Locality = 3>
 inline void prefetch_rows(const float* p, long ld, long rows, long cols) {
+  if (cols <= 0) return;  // nothing to fetch (and p may be null)
   constexpr long kLine = 64 / sizeof(float);
   for (long r = 0; r < rows; ++r) {
     const float* row = p + r * ld;
@@ -180,27 +185,12 @@ constexpr float kLog2e = 1.44269504088896341f;
 // [j0, j0 + valid[r]).
 void mask_tile(const KernelTable& kt, const AttentionArgs& a, bool kpm_general, long b, long h, long i0,
                long j0, float* s, long lds, long rows, long cols, const long* valid) {
+  const long ms = a.mask_strides[3];
   for (long r = 0; r < rows; ++r) {
     const long n = valid ? std::min(valid[r], cols) : cols;
-    if (n <= 0) continue;
     float* row = s + r * lds;
-    if (a.mask_kind != MaskKind::kNone) {
-      const long off = b * a.mask_strides[0] + h * a.mask_strides[1] + (i0 + r) * a.mask_strides[2] +
-                       j0 * a.mask_strides[3];
-      if (a.mask_kind == MaskKind::kF32) {
-        kt.attn_mask_row(row, n, static_cast<const float*>(a.mask) + off, a.mask_strides[3], kLog2e, nullptr, 0);
-      } else {
-        kt.attn_mask_row(row, n, nullptr, 0, 0.0f, static_cast<const std::uint8_t*>(a.mask) + off, a.mask_strides[3]);
-      }
-    }
-    if (kpm_general) {
-      const long off = b * a.kpm_stride_b + j0;
-      if (a.kpm_kind == MaskKind::kF32) {
-        kt.attn_mask_row(row, n, static_cast<const float*>(a.kpm) + off, 1, kLog2e, nullptr, 0);
-      } else {
-        kt.attn_mask_row(row, n, nullptr, 0, 0.0f, static_cast<const std::uint8_t*>(a.kpm) + off, 1);
-      }
-    }
+    add_mask_row(kt, a.mask_kind, a.mask, mask_offset(a, b, h, i0 + r) + j0 * ms, ms, kLog2e, row, n);
+    if (kpm_general) add_mask_row(kt, a.kpm_kind, a.kpm, kpm_offset(a, b) + j0, 1, kLog2e, row, n);
   }
 }
 
@@ -225,7 +215,6 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
   const long per_task = std::max(min_blocks, (blocks + want - 1) / want);
   const long chunks = (blocks + per_task - 1) / per_task;
   const long tasks = heads * chunks;
-  auto limit = [&](long i) { return a.causal ? std::clamp(i + a.sk - a.sq + 1, 0L, a.sk) : a.sk; };
 
   auto run = [&](long t) {
     // Heaviest first: with causal masking, later chunks see more keys.
@@ -235,7 +224,7 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     const long i_begin = c * per_task * bq;
     const long i_end = std::min(a.sq, i_begin + per_task * bq);
     const long kvl = kv_len.empty() ? a.sk : kv_len[static_cast<std::size_t>(b)];
-    const long kend_task = std::min(kvl, limit(i_end - 1));
+    const long kend_task = std::min(kvl, visible_keys(a, i_end - 1));
     const float* qh = a.q + b * a.q_strides[0] + h * a.q_strides[1];
     const float* kh = a.k + b * a.k_strides[0] + h * a.k_strides[1];
     const float* vh = a.v + b * a.v_strides[0] + h * a.v_strides[1];
@@ -260,11 +249,11 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
           prefetch_rows<2>(kh + next * ks, ks, next_n, a.dk);
           prefetch_rows<2>(vh + next * vs, vs, next_n, a.dv);
         }
+        pack_panels(kt, kh + j * ks, ks, 1, n, a.dk, static_cast<int>(nr), ktp + j * a.dk);
         for (long g = j; g < next; g += nr) {
           const long gn = std::min(nr, next - g);
-          kt.gemm_pack(kh + g * ks, ks, 1, gn, a.dk, static_cast<int>(nr), ktp + g * a.dk);
           for (long c0 = 0; c0 < a.dv; c0 += nr) {
-            kt.gemm_pack(vh + g * vs + c0, 1, vs, std::min(nr, a.dv - c0), gn, static_cast<int>(nr),
+            kt.pack_panel(vh + g * vs + c0, 1, vs, std::min(nr, a.dv - c0), gn, static_cast<int>(nr),
                          vpk + c0 * kend_task + g * nr);
           }
         }
@@ -291,26 +280,24 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
       // The next block's queries, into L2 while this block computes.
       if (i0 + bq < i_end)
         prefetch_rows<2>(qh + (i0 + bq) * a.q_strides[2], a.q_strides[2], std::min(bq, i_end - i0 - bq), a.dk);
-      for (long ip = 0; ip < rows; ip += mr) {
-        kt.gemm_pack(qh + (i0 + ip) * a.q_strides[2], a.q_strides[2], 1, std::min(mr, rows - ip), a.dk,
-                     static_cast<int>(mr), qp + ip * a.dk);
-      }
+      pack_panels(kt, qh + i0 * a.q_strides[2], a.q_strides[2], 1, rows, a.dk, static_cast<int>(mr), qp);
       // Fold scale * log2(e) into Q once: the scores come out in base 2.
       const float qscale = a.scale * kLog2e;
       kt.scale(qp, round_up(rows, mr) * a.dk, qscale);
       for (long r = 0; r < rows; ++r) m[r] = -INFINITY;
       std::fill(l, l + rows * w, 0.0f);
       std::fill(o, o + rows * a.dv, 0.0f);
-      const long kend = std::min(kend_task, limit(i0 + rows - 1));
+      const long kend = std::min(kend_task, visible_keys(a, i0 + rows - 1));
       for (long j0 = 0; j0 < kend; j0 += bk_max) {
         const long bk = std::min(bk_max, kend - j0);
         pack_keys(std::min(kend_task, j0 + bk_max));
         // S = scale * log2(e) * Q K^T for this block of keys, with row maxima.
         kt.attn_scores(a.dk, qp, ktp + j0 * a.dk, rows, bk, tile, bmax);
         // Rows that reach the causal diagonal inside this block see fewer keys.
-        const bool partial = a.causal && limit(i0) < j0 + bk;
+        const bool partial = a.causal && visible_keys(a, i0) < j0 + bk;
         if (partial)
-          for (long r = 0; r < rows; ++r) valid[static_cast<std::size_t>(r)] = std::clamp(limit(i0 + r) - j0, 0L, bk);
+          for (long r = 0; r < rows; ++r)
+            valid[static_cast<std::size_t>(r)] = std::clamp(visible_keys(a, i0 + r) - j0, 0L, bk);
         const long* vp = partial ? valid.data() : nullptr;
         const bool masked = a.mask_kind != MaskKind::kNone || kpm_general;
         if (masked) mask_tile(kt, a, kpm_general, b, h, i0, j0, tile, bk_max, rows, bk, vp);
@@ -333,14 +320,13 @@ void fused_decode(const KernelTable& kt, const AttentionArgs& a, const std::vect
   const long sq = a.sq, dv = a.dv;
   const long part = sq * (dv + 2);  // per task: m[sq], l[sq], o[sq][dv]
   std::vector<float> partials(static_cast<std::size_t>(heads * chunks * part));
-  auto limit = [&](long i) { return a.causal ? std::clamp(i + a.sk - a.sq + 1, 0L, a.sk) : a.sk; };
 
   parallel_for(heads * chunks, [&](long t) {
     const long bh = t / chunks, c = t % chunks;
     const long b = bh / a.heads, h = bh % a.heads;
     const long kvl = kv_len.empty() ? a.sk : kv_len[static_cast<std::size_t>(b)];
     const long j0 = c * kDecodeChunk;
-    const long j1 = std::min({a.sk, j0 + kDecodeChunk, kvl, limit(sq - 1)});
+    const long j1 = std::min({a.sk, j0 + kDecodeChunk, kvl, visible_keys(a, sq - 1)});
     float* pm = partials.data() + t * part;
     float* pl = pm + sq;
     float* po = pl + sq;
@@ -352,38 +338,17 @@ void fused_decode(const KernelTable& kt, const AttentionArgs& a, const std::vect
     if (j1 <= j0) return;
     const long n = j1 - j0;
     float* s = tl_tile.get(static_cast<std::size_t>(sq * n));
-    GemmArgs g;
-    g.m = sq;
-    g.n = n;
-    g.k = a.dk;
-    g.trans_b = true;
-    g.alpha = a.scale * kLog2e;  // base-2 scores, as in the flash path
-    g.a = a.q + b * a.q_strides[0] + h * a.q_strides[1];
-    g.lda = a.q_strides[2];
-    g.b = a.k + b * a.k_strides[0] + h * a.k_strides[1] + j0 * a.k_strides[2];
-    g.ldb = a.k_strides[2];
-    g.c = s;
-    g.ldc = n;
-    sgemm_serial(kt, g);
+    // Base-2 scores, as in the flash path.
+    sgemm_serial(kt, scores_gemm(a, b, h, 0, sq, j0, n, a.scale * kLog2e, s, n));
     long valid[kDecodeQueries];
-    for (long r = 0; r < sq; ++r) valid[r] = std::clamp(limit(r) - j0, 0L, n);
+    for (long r = 0; r < sq; ++r) valid[r] = std::clamp(visible_keys(a, r) - j0, 0L, n);
     if (a.mask_kind != MaskKind::kNone || kpm_general) mask_tile(kt, a, kpm_general, b, h, 0, j0, s, n, sq, n, valid);
     float rescale[kDecodeQueries];
     const long w = kt.vector_width;
     std::vector<float> lv(static_cast<std::size_t>(sq * w), 0.0f);
     kt.attn_online_softmax(s, n, sq, n, valid, nullptr, pm, lv.data(), rescale);
     for (long r = 0; r < sq; ++r) pl[r] = lanes_sum(lv.data() + r * w, w);
-    GemmArgs pv;
-    pv.m = sq;
-    pv.n = dv;
-    pv.k = n;
-    pv.a = s;
-    pv.lda = n;
-    pv.b = a.v + b * a.v_strides[0] + h * a.v_strides[1] + j0 * a.v_strides[2];
-    pv.ldb = a.v_strides[2];
-    pv.c = po;
-    pv.ldc = dv;
-    sgemm_serial(kt, pv);
+    sgemm_serial(kt, values_gemm(a, b, h, sq, j0, n, s, n, po, dv));
   });
 
   parallel_for(heads, [&](long bh) {
@@ -431,40 +396,10 @@ void attention_fused(const KernelTable& kt, const AttentionArgs& a) {
   }
 }
 
-void l2_normalize(int rank, const long* shape, const float* src, const long* strides, float* dst,
-                  float eps) {
-  if (rank <= 0) return;
-  const long dim = shape[rank - 1];
-  long rows = 1;
-  for (int d = 0; d < rank - 1; ++d) rows *= shape[d];
-  if (rows == 0 || dim == 0) return;
-  long tasks = rows * dim / (1L << 15);
-  if (tasks < 1) tasks = 1;
-  if (tasks > rows) tasks = rows;
-  parallel_for(tasks, [&](long t) {
-    const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
-    const long* st[1] = {strides};
-    Odometer od(rank - 1, shape, 1, st, r0);
-    for (long r = r0; r < r1; ++r, od.next()) {
-      const float* x = src + od.off[0];
-      double ss = 0;
-      for (long j = 0; j < dim; ++j) ss += static_cast<double>(x[j]) * x[j];
-      const double norm = std::sqrt(ss);
-      const float inv = static_cast<float>(1.0 / (norm > eps ? norm : eps));
-      float* y = dst + r * dim;
-      for (long j = 0; j < dim; ++j) y[j] = x[j] * inv;
-    }
-  });
-}
-
 void additive_scores(const KernelTable& kt, const AdditiveArgs& a) {
   const long rows = a.batch * a.heads * a.sq;
   if (rows == 0 || a.sk == 0) return;
-  long tasks = rows * a.sk * a.hidden / (1L << 16);
-  if (tasks < 1) tasks = 1;
-  if (tasks > rows) tasks = rows;
-  parallel_for(tasks, [&](long t) {
-    const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+  parallel_ranges(rows, task_count(rows, rows * a.sk * a.hidden, 1L << 16), [&](long r0, long r1) {
     float* qb = tl_row.get(static_cast<std::size_t>(a.hidden > 0 ? a.hidden : 1));
     for (long r = r0; r < r1; ++r) {
       const long b = r / (a.heads * a.sq), h = (r / a.sq) % a.heads, i = r % a.sq;

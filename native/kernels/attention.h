@@ -57,11 +57,6 @@ void attention_explicit(const KernelTable& kt, const AttentionArgs& a);
 // scores == null. Results do not depend on the thread count.
 void attention_fused(const KernelTable& kt, const AttentionArgs& a);
 
-// dst (contiguous) = src (strided, last axis contiguous) with every vector of
-// the last axis scaled to unit L2 norm: x / max(|x|, eps).
-void l2_normalize(int rank, const long* shape, const float* src, const long* strides, float* dst,
-                  float eps);
-
 // Additive (Bahdanau) attention scores over [batch, head]:
 // scores[b, h, i, j] = sum_c w[c] tanh(pq[b, h, i, c] + pk[b, h, j, c] + bias[c]).
 struct AdditiveArgs {

@@ -29,23 +29,14 @@ struct View {
 thread_local Scratch tl_pack_a;
 thread_local Scratch tl_pack_b;
 
-// Packs rows [i0, i0 + rows) x cols [p0, p0 + kc) of A into mr-row panels:
-// panel q holds, for each k, mr consecutive rows (zero past the edge).
+// Packs rows [i0, i0 + rows) x cols [p0, p0 + kc) of A into mr-row panels.
 void pack_a(const KernelTable& kt, View a, long i0, long rows, long p0, long kc, float* dst) {
-  const int mr = kt.mr;
-  for (long ip = 0; ip < rows; ip += mr) {
-    kt.gemm_pack(a.p + (i0 + ip) * a.rs + p0 * a.cs, a.rs, a.cs, min_l(mr, rows - ip), kc, mr,
-                 dst + ip * kc);
-  }
+  pack_panels(kt, a.p + i0 * a.rs + p0 * a.cs, a.rs, a.cs, rows, kc, kt.mr, dst);
 }
 
 // Packs rows [p0, p0 + kc) x cols [j0, j0 + cols) of B into nr-column panels.
 void pack_b(const KernelTable& kt, View b, long p0, long kc, long j0, long cols, float* dst) {
-  const int nr = kt.nr;
-  for (long jp = 0; jp < cols; jp += nr) {
-    kt.gemm_pack(b.p + p0 * b.rs + (j0 + jp) * b.cs, b.cs, b.rs, min_l(nr, cols - jp), kc, nr,
-                 dst + jp * kc);
-  }
+  pack_panels(kt, b.p + p0 * b.rs + j0 * b.cs, b.cs, b.rs, cols, kc, kt.nr, dst);
 }
 
 struct Problem {
@@ -128,7 +119,9 @@ void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_
   *tn_out = best_tn;
 }
 
-void gemm_packed(const KernelTable& kt, const Problem& p, int nt, const PackedB* pre = nullptr) {
+// The Goto/BLIS loop nest on nt threads; B from `pre` when given, else
+// packed here block by block.
+void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix* pre = nullptr) {
   const GemmBlocking blk = pre ? pre->blk : gemm_blocking(kt);
   const int mr = kt.mr, nr = kt.nr;
   long tm = 1, tn = 1;
@@ -221,7 +214,9 @@ bool use_small(const KernelTable& kt, const Problem& p, bool* dot) {
   return p.m <= 4 || p.n < kt.vector_width || work <= 48.0 * 48.0 * 48.0;
 }
 
-void gemm_one(const KernelTable& kt, const Problem& p, bool parallel) {
+// One GEMM, on up to all the pool's threads when `parallel`. With `pre`, B is
+// that packed matrix (and the unpacked path is not an option).
+void gemm_one(const KernelTable& kt, const Problem& p, bool parallel, const PackedMatrix* pre = nullptr) {
   if (p.m <= 0 || p.n <= 0) return;
   if (p.k <= 0 || p.alpha == 0.0f) {
     scale_c(p);
@@ -229,20 +224,21 @@ void gemm_one(const KernelTable& kt, const Problem& p, bool parallel) {
   }
   const int nt = threads_for(2.0 * p.m * p.n * p.k, parallel);
   bool dot = false;
-  if (use_small(kt, p, &dot)) {
+  if (!pre && use_small(kt, p, &dot)) {
     gemm_small(kt, p, dot, nt);
   } else {
-    gemm_packed(kt, p, nt);
+    gemm_blocked(kt, p, nt, pre);
   }
 }
 
-Problem problem_of(const GemmArgs& g, long item) {
+// Batch item `item` of g; with `pre`, B (and k, n) come from the packed matrix.
+Problem problem_of(const GemmArgs& g, long item, const PackedMatrix* pre = nullptr) {
   Problem p;
   p.m = g.m;
-  p.n = g.n;
-  p.k = g.k;
+  p.n = pre ? pre->n : g.n;
+  p.k = pre ? pre->k : g.k;
   p.a = View{g.a + item * g.stride_a, g.trans_a ? 1 : g.lda, g.trans_a ? g.lda : 1};
-  p.b = View{g.b + item * g.stride_b, g.trans_b ? 1 : g.ldb, g.trans_b ? g.ldb : 1};
+  p.b = pre ? View{nullptr, 0, 0} : View{g.b + item * g.stride_b, g.trans_b ? 1 : g.ldb, g.trans_b ? g.ldb : 1};
   p.c = g.c + item * g.stride_c;
   p.ldc = g.ldc;
   p.alpha = g.alpha;
@@ -251,15 +247,20 @@ Problem problem_of(const GemmArgs& g, long item) {
   return p;
 }
 
-void run_gemm(const KernelTable& kt, const GemmArgs& in, bool parallel) {
-  if (in.batch <= 0) return;
+// A B shared by the batch, with A and C rows contiguous across it, is one GEMM
+// with batch * m rows (B packed once). Same per-element arithmetic either way.
+GemmArgs merge_batch(const GemmArgs& in, bool b_shared) {
   GemmArgs g = in;
-  // A shared B with A and C rows contiguous across the batch is one GEMM with
-  // batch * m rows (B packed once). Same per-element arithmetic either way.
-  if (g.batch > 1 && g.stride_b == 0 && !g.trans_a && g.stride_a == g.m * g.lda && g.stride_c == g.m * g.ldc) {
+  if (g.batch > 1 && b_shared && !g.trans_a && g.stride_a == g.m * g.lda && g.stride_c == g.m * g.ldc) {
     g.m *= g.batch;
     g.batch = 1;
   }
+  return g;
+}
+
+void run_gemm(const KernelTable& kt, const GemmArgs& in, bool parallel) {
+  if (in.batch <= 0) return;
+  const GemmArgs g = merge_batch(in, in.stride_b == 0);
   const double item_flops = 2.0 * g.m * g.n * g.k;
   const int pool = parallel ? ThreadPool::global().size() : 1;
   // One item per task when the items divide evenly among the threads, are
@@ -314,9 +315,14 @@ GemmBlocking gemm_blocking(const KernelTable& kt) {
 
 void sgemm(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, true); }
 
-PackedB::~PackedB() { std::free(data); }
+void pack_panels(const KernelTable& kt, const float* src, long ls, long ks, long lanes, long kc, int w,
+                 float* dst) {
+  for (long l = 0; l < lanes; l += w) kt.pack_panel(src + l * ls, ls, ks, min_l(w, lanes - l), kc, w, dst + l * kc);
+}
 
-std::size_t PackedB::offset(long jc, long pc) const {
+PackedMatrix::~PackedMatrix() { std::free(data); }
+
+std::size_t PackedMatrix::offset(long jc, long pc) const {
   // Blocks are stored jc-major, then pc; a block holds kc x round_up(ncur, nr).
   std::size_t off = 0;
   for (long j = 0; j < n; j += blk.nc) {
@@ -330,61 +336,38 @@ std::size_t PackedB::offset(long jc, long pc) const {
   return off;
 }
 
-PackedB* gemm_pack_b(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k, long n) {
-  auto* pb = new PackedB();
-  pb->kt = &kt;
-  pb->k = k;
-  pb->n = n;
-  pb->blk = gemm_blocking(kt);
+PackedMatrix* pack_matrix(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k, long n) {
+  auto* pm = new PackedMatrix();
+  pm->kt = &kt;
+  pm->k = k;
+  pm->n = n;
+  pm->blk = gemm_blocking(kt);
   const long width = ceil_div(n, kt.nr) * kt.nr;
-  pb->floats = static_cast<std::size_t>(k > 0 ? k : 1) * static_cast<std::size_t>(width > 0 ? width : 1);
-  pb->data = static_cast<float*>(std::aligned_alloc(64, (pb->floats * sizeof(float) + 63) / 64 * 64));
-  if (!pb->data) {
-    delete pb;
+  pm->floats = static_cast<std::size_t>(k > 0 ? k : 1) * static_cast<std::size_t>(width > 0 ? width : 1);
+  pm->data = static_cast<float*>(std::aligned_alloc(64, (pm->floats * sizeof(float) + 63) / 64 * 64));
+  if (!pm->data) {
+    delete pm;
     throw std::bad_alloc();
   }
   const View v{b, trans_b ? 1 : ldb, trans_b ? ldb : 1};
-  for (long jc = 0; jc < n; jc += pb->blk.nc) {
-    const long ncur = min_l(pb->blk.nc, n - jc);
-    for (long pc = 0; pc < k; pc += pb->blk.kc) {
-      const long kc = min_l(pb->blk.kc, k - pc);
-      float* dst = pb->data + pb->offset(jc, pc);
+  for (long jc = 0; jc < n; jc += pm->blk.nc) {
+    const long ncur = min_l(pm->blk.nc, n - jc);
+    for (long pc = 0; pc < k; pc += pm->blk.kc) {
+      const long kc = min_l(pm->blk.kc, k - pc);
+      float* dst = pm->data + pm->offset(jc, pc);
       const long panels = ceil_div(ncur, kt.nr);
       parallel_for(panels, [&](long q) {
         pack_b(kt, v, pc, kc, jc + q * kt.nr, min_l(kt.nr, ncur - q * kt.nr), dst + q * kt.nr * kc);
       });
     }
   }
-  return pb;
+  return pm;
 }
 
-void sgemm_prepacked(const GemmArgs& in, const PackedB& pb) {
-  const KernelTable& kt = *pb.kt;
-  GemmArgs g = in;
-  if (g.batch <= 0) return;
-  if (g.batch > 1 && !g.trans_a && g.stride_a == g.m * g.lda && g.stride_c == g.m * g.ldc) {
-    g.m *= g.batch;
-    g.batch = 1;
-  }
-  for (long t = 0; t < g.batch; ++t) {
-    Problem p;
-    p.m = g.m;
-    p.n = pb.n;
-    p.k = pb.k;
-    p.a = View{g.a + t * g.stride_a, g.trans_a ? 1 : g.lda, g.trans_a ? g.lda : 1};
-    p.b = View{nullptr, 0, 0};
-    p.c = g.c + t * g.stride_c;
-    p.ldc = g.ldc;
-    p.alpha = g.alpha;
-    p.beta = g.beta;
-    p.bias = g.bias;
-    if (p.m <= 0 || p.n <= 0) continue;
-    if (p.k <= 0 || p.alpha == 0.0f) {
-      scale_c(p);
-      continue;
-    }
-    gemm_packed(kt, p, threads_for(2.0 * p.m * p.n * p.k, true), &pb);
-  }
+void sgemm_with_packed(const GemmArgs& in, const PackedMatrix& pm) {
+  if (in.batch <= 0) return;
+  const GemmArgs g = merge_batch(in, true);
+  for (long t = 0; t < g.batch; ++t) gemm_one(*pm.kt, problem_of(g, t, &pm), true, &pm);
 }
 
 void sgemm_serial(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, false); }

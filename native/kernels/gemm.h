@@ -21,7 +21,8 @@ struct GemmArgs {
   const float* bias = nullptr;
 };
 
-// Cache blocking for the packed path (floats / rows / columns).
+// Cache blocking of the blocked (packing) path: rows of A, depth, and columns
+// of B per packed block.
 struct GemmBlocking {
   long mc, kc, nc;
 };
@@ -34,28 +35,36 @@ void sgemm(const KernelTable& kt, const GemmArgs& g);
 // Same, but on the calling thread only.
 void sgemm_serial(const KernelTable& kt, const GemmArgs& g);
 
-// B packed once into the micro-kernel's panel layout (for weights reused
-// across calls). Tied to the kernel table and blocking it was packed for.
-struct PackedB {
+// Packs `lanes` lanes (rows of A, w = kt.mr; columns of B, w = kt.nr) into
+// w-wide micro-panels of kc steps for the micro-kernel: lane l at step k is
+// src[l * ls + k * ks]; panel q starts at dst + q * w * kc, and the last one
+// is zero-padded to w lanes.
+void pack_panels(const KernelTable& kt, const float* src, long ls, long ks, long lanes, long kc, int w,
+                 float* dst);
+
+// A right-hand operand B packed once into the micro-kernel's panel layout
+// (for weights reused across calls). Tied to the kernel table and blocking it
+// was packed for.
+struct PackedMatrix {
   const KernelTable* kt = nullptr;
   long k = 0, n = 0;
   GemmBlocking blk{0, 0, 0};
   float* data = nullptr;  // 64-byte aligned, owned
   std::size_t floats = 0;
-  PackedB() = default;
-  PackedB(const PackedB&) = delete;
-  PackedB& operator=(const PackedB&) = delete;
-  ~PackedB();
+  PackedMatrix() = default;
+  PackedMatrix(const PackedMatrix&) = delete;
+  PackedMatrix& operator=(const PackedMatrix&) = delete;
+  ~PackedMatrix();
   // Floats of the panel for block (jc, pc) start here.
   std::size_t offset(long jc, long pc) const;
 };
 
 // Packs op(B) (k x n): element (p, j) is b[p * ldb + j], or b[j * ldb + p] when trans_b.
-PackedB* gemm_pack_b(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k, long n);
+PackedMatrix* pack_matrix(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k, long n);
 
-// C = alpha * op(A) * B + beta * C (+ bias) with a prepacked B (g.b, g.ldb,
-// g.trans_b and g.stride_b are ignored; B is shared by the batch).
-void sgemm_prepacked(const GemmArgs& g, const PackedB& pb);
+// C = alpha * op(A) * B + beta * C (+ bias) with B packed by pack_matrix (g.b,
+// g.ldb, g.trans_b and g.stride_b are ignored; B is shared by the batch).
+void sgemm_with_packed(const GemmArgs& g, const PackedMatrix& pm);
 
 // Number of floats from the operand's first element to one past its last,
 // over all batch items (0 when the operand is empty). For bounds checks.

@@ -1,5 +1,6 @@
 // The per-ISA kernel table. Each ISA's translation unit fills one of these with
-// internal-linkage functions; the dispatcher picks one table per process.
+// internal-linkage functions (isa/body.inc, field by field: each field is named
+// after the function it holds); the dispatcher picks one table per process.
 // Pure C++17: no Node headers, testable on its own.
 #pragma once
 
@@ -46,7 +47,7 @@ struct KernelTable {
                      float alpha, float beta, int m, int n, const float* bias);
   // Packs a panel for the micro-kernel: dst[k * w + l] = src[l * ls + k * ks]
   // for l < lanes (zero up to w), k < kc. w is mr (A) or nr (B).
-  void (*gemm_pack)(const float* src, long ls, long ks, long lanes, long kc, int w, float* dst);
+  void (*pack_panel)(const float* src, long ls, long ks, long lanes, long kc, int w, float* dst);
   void (*gemm_small)(const SmallGemm& g, long i0, long i1, long j0, long j1);
 
   // One softmax row of n entries: z = scale * x (+ fmask) (uint8 mask: nonzero
@@ -58,8 +59,8 @@ struct KernelTable {
                       float* next_y);
 
   // y[i] = exp(x[i]) and tanh(x[i]); exposed for accuracy tests.
-  void (*exp)(const float* x, float* y, long n);
-  void (*tanh)(const float* x, float* y, long n);
+  void (*exp_array)(const float* x, float* y, long n);
+  void (*tanh_array)(const float* x, float* y, long n);
 
   // Additive attention scores for one query row:
   // out[j] = sum_h w[h] * tanh(qb[h] + pk[j * pk_stride + h]), j < sk, h < hd.
@@ -96,11 +97,17 @@ struct KernelTable {
   double (*fma_peak)(long iterations);
 };
 
-// Tables compiled into this binary; each returns null when the ISA is not
-// compiled for this architecture. They do not check the CPU: see dispatch.h.
+// The tables compiled into this binary: scalar everywhere, avx2 and avx512 on
+// x86-64, neon on arm64. Each is declared only where it is built, so naming
+// one on another architecture fails to compile. They never return null and do
+// not check the CPU: see dispatch.h.
 const KernelTable* scalar_kernels();
+#if defined(__x86_64__)
 const KernelTable* avx2_kernels();
 const KernelTable* avx512_kernels();
+#endif
+#if defined(__aarch64__)
 const KernelTable* neon_kernels();
+#endif
 
 }  // namespace attn

@@ -21,17 +21,13 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
   const bool mask_bcast_cols = has_mask && s.m_strides[s.rank - 1] == 0;
   const long q_rows = lead >= 1 ? s.shape[lead - 1] : 1;
 
-  const long total = rows * cols;
-  long tasks = parallel ? total / kElemsPerTask : 1;
-  if (tasks > rows) tasks = rows;
-  if (tasks < 1) tasks = 1;
+  long tasks = parallel ? task_count(rows, rows * cols, kElemsPerTask) : 1;
   if (tasks > 1) {
-    long pool = ThreadPool::global().size();
+    const long pool = ThreadPool::global().size();
     if (tasks > 8 * pool) tasks = 8 * pool;
   }
 
-  auto body = [&](long t) {
-    const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+  parallel_ranges(rows, tasks, [&](long r0, long r1) {
     const long* strides[3] = {s.x_strides, s.y_strides, s.m_strides};
     Odometer od(lead, s.shape, has_mask ? 3 : 2, strides, r0);
     // A mask broadcast along the row is expanded once per row.
@@ -56,22 +52,13 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
           um = urow.data();
         }
       }
-      long valid = cols;
-      if (s.causal) {
-        const long i = lead >= 1 ? od.idx[lead - 1] : 0;
-        valid = i + cols - q_rows + 1;
-      }
+      const long valid = s.causal ? causal_keys(lead >= 1 ? od.idx[lead - 1] : 0, q_rows, cols) : cols;
       od.next();
       const bool more = r + 1 < r1;
       kt.softmax_row(xr, yr, cols, valid, s.scale, fm, um, more ? s.x + od.off[0] : nullptr,
                      more ? s.y + od.off[1] : nullptr);
     }
-  };
-  if (tasks > 1) {
-    parallel_for(tasks, body);
-  } else {
-    body(0);
-  }
+  });
 }
 
 }  // namespace attn

@@ -26,4 +26,12 @@ struct SoftmaxArgs {
 
 void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel = true);
 
+// Causal masking, as softmax and attention apply it: of sk keys, query i of sq
+// sees keys [0, causal_keys(i, sq, sk)), that is j <= i + sk - sq (the last
+// query sees every key).
+inline long causal_keys(long i, long sq, long sk) {
+  const long n = i + sk - sq + 1;
+  return n < 0 ? 0 : (n > sk ? sk : n);
+}
+
 }  // namespace attn

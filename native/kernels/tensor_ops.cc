@@ -21,11 +21,7 @@ void copy_strided(int rank, const long* shape, const T* src, const long* ss, T* 
   const long cols = shape[rank - 1];
   const long scs = ss[rank - 1], dcs = ds[rank - 1];
   if (rows == 0 || cols == 0) return;
-  long tasks = rows * cols / kCopyPerTask;
-  if (tasks > rows) tasks = rows;
-  if (tasks < 1) tasks = 1;
-  auto body = [&](long t) {
-    const long r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
+  parallel_ranges(rows, task_count(rows, rows * cols, kCopyPerTask), [&](long r0, long r1) {
     const long* st[2] = {ss, ds};
     Odometer od(rank - 1, shape, 2, st, r0);
     for (long r = r0; r < r1; ++r, od.next()) {
@@ -37,12 +33,7 @@ void copy_strided(int rank, const long* shape, const T* src, const long* ss, T* 
         for (long j = 0; j < cols; ++j) d[j * dcs] = s[j * scs];
       }
     }
-  };
-  if (tasks > 1) {
-    parallel_for(tasks, body);
-  } else {
-    body(0);
-  }
+  });
 }
 
 // SplitMix64's finaliser applied to a counter: a well-mixed 64-bit value per
@@ -64,9 +55,7 @@ inline double unit_open0(std::uint64_t bits) {
 
 template <class F>
 void fill_chunks(long n, F&& f) {
-  long tasks = n / kCopyPerTask;
-  if (tasks < 1) tasks = 1;
-  parallel_for(tasks, [&](long t) { f(n * t / tasks, n * (t + 1) / tasks); });
+  parallel_ranges(n, task_count(n, n, kCopyPerTask), f);
 }
 
 }  // namespace
@@ -127,6 +116,28 @@ void convert_to_f32(int kind, const std::uint8_t* src, long n, float* dst) {
         std::memcpy(&d, src + 8 * i, 8);
         dst[i] = static_cast<float>(d);
       }
+    }
+  });
+}
+
+void l2_normalize(int rank, const long* shape, const float* src, const long* strides, float* dst,
+                  float eps) {
+  if (rank <= 0) return;
+  const long dim = shape[rank - 1];
+  long rows = 1;
+  for (int d = 0; d < rank - 1; ++d) rows *= shape[d];
+  if (rows == 0 || dim == 0) return;
+  parallel_ranges(rows, task_count(rows, rows * dim, 1L << 15), [&](long r0, long r1) {
+    const long* st[1] = {strides};
+    Odometer od(rank - 1, shape, 1, st, r0);
+    for (long r = r0; r < r1; ++r, od.next()) {
+      const float* x = src + od.off[0];
+      double ss = 0;
+      for (long j = 0; j < dim; ++j) ss += static_cast<double>(x[j]) * x[j];
+      const double norm = std::sqrt(ss);
+      const float inv = static_cast<float>(1.0 / (norm > eps ? norm : eps));
+      float* y = dst + r * dim;
+      for (long j = 0; j < dim; ++j) y[j] = x[j] * inv;
     }
   });
 }

@@ -1,4 +1,5 @@
-// Data movement and deterministic random fills for tensors.
+// Data movement, L2 row normalisation and deterministic random fills for
+// tensors.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,11 @@ void copy_strided_u8(int rank, const long* shape, const std::uint8_t* src, const
 // Little-endian F16 (kind 0), BF16 (1) or F64 (2) values to float32; src may
 // have any alignment.
 void convert_to_f32(int kind, const std::uint8_t* src, long n, float* dst);
+
+// dst (contiguous) = src (strided, last axis contiguous) with every vector of
+// the last axis scaled to unit L2 norm: x / max(|x|, eps).
+void l2_normalize(int rank, const long* shape, const float* src, const long* strides, float* dst,
+                  float eps);
 
 // Counter-based generators: element i depends only on (seed, i), so the
 // result is the same for any thread count and any chunking.

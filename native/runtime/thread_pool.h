@@ -71,4 +71,23 @@ inline void parallel_for(long ntasks, F&& f) {
   ThreadPool::global().parallel_for(ntasks, static_cast<F&&>(f));
 }
 
+// Tasks for n items that cost `work` units in all: one per `per_task` units,
+// at least 1 and at most n (or 1 when n is 0).
+inline long task_count(long n, long work, long per_task) {
+  const long t = work / per_task;
+  return t < 1 ? 1 : (t > n ? n : t);
+}
+
+// Runs f(begin, end) over [0, n) cut into `tasks` contiguous ranges (range t
+// is [n t / tasks, n (t + 1) / tasks)): on the pool when tasks > 1, else on
+// the calling thread. The ranges depend on n and tasks only.
+template <class F>
+inline void parallel_ranges(long n, long tasks, F&& f) {
+  if (tasks > 1) {
+    parallel_for(tasks, [&](long t) { f(n * t / tasks, n * (t + 1) / tasks); });
+  } else {
+    f(0L, n);
+  }
+}
+
 }  // namespace attn
