@@ -1,5 +1,7 @@
 # node-gyp build of the addon. The source lists and per-ISA flags come from
-# native/sources.json, which CMakeLists.txt reads too.
+# native/sources.json, which CMakeLists.txt reads too. Node-API's headers come
+# from the node-api-headers package: run through native/build.js (npm install,
+# npm run build:native), node-gyp downloads nothing.
 {
   "variables": {
     "common_flags": ["<!@(node native/sources.js flags)"]
@@ -65,7 +67,10 @@
       "target_name": "attention_kernels",
       "dependencies": ["isa_scalar", "isa_vector", "isa_avx2", "isa_avx512"],
       "sources": ["<!@(node native/sources.js runtime kernels addon)"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!(node -p \"require('node-api-headers').include_dir\")"
+      ],
       "cflags_cc": ["-ffp-contract=off"],
       "ldflags": ["-pthread"],
       "cflags": ["-pthread"]
