@@ -21,6 +21,8 @@ const targets = {
 };
 const outName = 'attention_kernels.napi.glibc.node';
 const maxGlibc = 2034; // glibc 2.34, as major * 1000 + minor
+// What binding.gyp reads besides itself (linked into each target's directory).
+const staged = ['native'];
 
 function run(cmd, args) {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -66,8 +68,10 @@ function prebuild(name) {
   const dir = path.join(root, 'build-prebuild', name);
   fs.mkdirSync(dir, { recursive: true });
   fs.copyFileSync(path.join(root, 'binding.gyp'), path.join(dir, 'binding.gyp'));
-  const link = path.join(dir, 'native');
-  if (!fs.existsSync(link)) fs.symlinkSync(path.relative(dir, path.join(root, 'native')), link);
+  for (const entry of staged) {
+    const link = path.join(dir, entry);
+    if (!fs.existsSync(link)) fs.symlinkSync(path.relative(dir, path.join(root, entry)), link);
+  }
   const compat = path.join(dir, 'prebuild-glibc.o');
   run(cc, ['-O2', '-fPIC', '-c', path.join(__dirname, 'prebuild-glibc.c'), '-o', compat]);
   env.LDFLAGS = `${env.LDFLAGS || ''} -static-libstdc++ ${compat}`.trim();

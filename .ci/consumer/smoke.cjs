@@ -1,5 +1,5 @@
 // Run in a project that installed the packed package: checks that the
-// prebuilt binary for this platform is the one loaded, and runs a matmul and a
+// prebuilt binary for this platform (or SMOKE_BINARY) is the one loaded, and runs a matmul and a
 // multi-head attention forward pass against float64 references computed here.
 // Prints one JSON line; exits non-zero on any mismatch.
 'use strict';
@@ -10,8 +10,10 @@ const failures = [];
 const check = (ok, what) => ok || failures.push(what);
 
 const info = ak.cpuInfo();
-const prebuilt = path.join('node_modules', 'attention-kernels', 'prebuilds', `${process.platform}-${process.arch}`, 'attention_kernels.napi.glibc.node');
-check(info.addon === path.resolve(prebuilt), `loaded ${info.addon}, expected ${prebuilt}`);
+const expected =
+  process.env.SMOKE_BINARY ||
+  path.join('node_modules', 'attention-kernels', 'prebuilds', `${process.platform}-${process.arch}`, 'attention_kernels.napi.glibc.node');
+check(info.addon === path.resolve(expected), `loaded ${info.addon}, expected ${expected}`);
 if (process.env.SMOKE_ISA) check(info.isa === process.env.SMOKE_ISA, `kernel path ${info.isa}, expected ${process.env.SMOKE_ISA}`);
 
 // Row-major float64 helpers.
