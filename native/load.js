@@ -79,7 +79,10 @@ const buildCommands = {
           ...(major === undefined ? ['(npm 10 and older: `npm rebuild attention-kernels` alone)'] : []),
         ],
   pnpm: () => ['pnpm approve-builds          (select attention-kernels: pnpm builds it once approved)'],
-  yarn: () => ['yarn rebuild attention-kernels'],
+  yarn: () => [
+    'add to package.json: "dependenciesMeta": { "attention-kernels": { "built": true } }',
+    'yarn rebuild attention-kernels',
+  ],
   bun: () => ['bun pm trust attention-kernels'],
 };
 

@@ -8,6 +8,8 @@
 // (libc, libm, libgcc_s) of glibc 2.34 or later.
 //
 //   node native/prebuild.js [linux-x64] [linux-arm64]     (default: both)
+//   node native/prebuild.js --check    (before publishing: each is there, and
+//                                        newer than the sources it is built from)
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -85,10 +87,27 @@ function prebuild(name) {
   console.log(`${path.relative(root, out)}: ${describe(out, t)}`);
 }
 
+/** Throws unless every target's binary exists and is newer than what it is compiled from. */
+function check() {
+  const compiled = /\.(cc|c|h|inc|gyp|gypi|json)$/;
+  const newest = (p) => {
+    const st = fs.statSync(p);
+    if (st.isDirectory()) return p.endsWith(`${path.sep}test`) ? 0 : Math.max(0, ...fs.readdirSync(p).map((f) => newest(path.join(p, f))));
+    return compiled.test(p) ? st.mtimeMs : 0;
+  };
+  const sources = Math.max(newest(path.join(root, 'binding.gyp')), newest(path.join(root, 'native')));
+  for (const name of Object.keys(targets)) {
+    const file = path.join(root, 'prebuilds', name, outName);
+    if (!fs.existsSync(file)) throw new Error(`${path.relative(root, file)} is missing: run \`npm run prebuild\``);
+    if (fs.statSync(file).mtimeMs < sources) throw new Error(`${path.relative(root, file)} is older than the sources: run \`npm run prebuild\``);
+  }
+}
+
 if (require.main === module) {
   const names = process.argv.slice(2);
   try {
-    for (const name of names.length ? names : Object.keys(targets)) prebuild(name);
+    if (names[0] === '--check') check();
+    else for (const name of names.length ? names : Object.keys(targets)) prebuild(name);
   } catch (err) {
     console.error(`prebuild: ${err.message}`);
     process.exit(1);
