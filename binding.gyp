@@ -1,5 +1,7 @@
 # node-gyp build of the addon. The source lists and per-ISA flags come from
-# native/sources.json, which CMakeLists.txt reads too.
+# native/sources.json, which CMakeLists.txt reads too. Node-API's headers come
+# from the node-api-headers package: run through native/build.js (npm install,
+# npm run build:native), node-gyp downloads nothing.
 {
   "variables": {
     "common_flags": ["<!@(node native/sources.js flags)"]
@@ -73,7 +75,8 @@
       }],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<(SHARED_INTERMEDIATE_DIR)/attention_kernels"
+        "<(SHARED_INTERMEDIATE_DIR)/attention_kernels",
+        "<!(node -p \"require('node-api-headers').include_dir\")"
       ],
       "cflags_cc": ["-ffp-contract=off"],
       "ldflags": ["-pthread"],

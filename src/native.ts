@@ -1,6 +1,6 @@
-// Finds and loads the compiled addon. One clear error when it cannot.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+// Loads the compiled addon through native/load.js (shared with the install
+// script and the tests): one clear error when it cannot.
+import * as locate from '../native/load.js';
 
 export interface NativeCpuInfo {
   isa: 'scalar' | 'avx2' | 'avx512' | 'neon';
@@ -48,51 +48,8 @@ export interface NativeBinding {
   napiVersion: number;
 }
 
-const packageRoot = path.resolve(__dirname, '..');
+const loaded = locate.loadAddon();
 
-/** Where the loader looks, in order. ATTN_ADDON names one file and is then the only candidate. */
-function addonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
-  if (env.ATTN_ADDON) return [path.resolve(env.ATTN_ADDON)];
-  return [
-    path.join(packageRoot, 'build', 'Release', 'attention_kernels.node'),
-    path.join(packageRoot, 'build-cmake', 'Release', 'attention_kernels.node'),
-    path.join(packageRoot, 'build', 'Debug', 'attention_kernels.node'),
-  ];
-}
-
-function loadAddon(): { binding: NativeBinding; file: string } {
-  const failures: string[] = [];
-  for (const file of addonCandidates()) {
-    if (!fs.existsSync(file)) {
-      failures.push(`${file}: not found`);
-      continue;
-    }
-    const mod = { exports: {} as NativeBinding };
-    try {
-      process.dlopen(mod, file);
-      return { binding: mod.exports, file };
-    } catch (err) {
-      const message = (err as Error).message;
-      // The binary loaded but refused the forced ISA: that is the answer.
-      if (message.startsWith('ATTN_ISA=')) {
-        throw new Error(`attention-kernels: ${message} (set by the ATTN_ISA environment variable; loaded ${file})`);
-      }
-      failures.push(`${file}: ${message}`);
-    }
-  }
-  throw new Error(
-    [
-      'attention-kernels could not load its native addon. Tried:',
-      ...failures.map((f) => `  - ${f}`),
-      `Platform: node ${process.version}, ${process.platform}-${process.arch}, Node-API ${process.versions.napi}.`,
-      'Build it with `npm rebuild attention-kernels` (node-gyp) or `npm run build:cmake` (cmake-js),',
-      'or point ATTN_ADDON at an attention_kernels.node file.',
-    ].join('\n'),
-  );
-}
-
-const loaded = loadAddon();
-
-export const native: NativeBinding = loaded.binding;
+export const native: NativeBinding = loaded.binding as NativeBinding;
 /** Absolute path of the addon file in use. */
 export const addonPath: string = loaded.file;
