@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "../kernels/bounds.h"
+
 namespace attn {
 namespace addon {
 
@@ -80,13 +82,37 @@ long get_int(Napi::Env env, double v, long lo, long hi, const char* what) {
 }
 
 void check_fits(Napi::Env env, const char* what, long offset, long extent, std::size_t length) {
-  // offset and extent are each below 2^53, so the sum cannot overflow.
-  if (extent > 0 && static_cast<unsigned long long>(offset) + static_cast<unsigned long long>(extent) >
-                        static_cast<unsigned long long>(length)) {
+  long end;
+  if (extent > 0 && (!checked_add(offset, extent, &end) || static_cast<unsigned long long>(end) >
+                                                               static_cast<unsigned long long>(length))) {
     throw_range(env, std::string(what) + " is too short: the view needs " + std::to_string(extent) +
                          " elements from offset " + std::to_string(offset) + " but its array has " +
                          std::to_string(length));
   }
+}
+
+long view_extent(Napi::Env env, const char* what, int rank, const long* shape, const long* strides) {
+  long e;
+  if (!strided_extent(rank, shape, strides, &e) || e > kMaxIndex) {
+    throw_range(env, std::string(what) + ": its shape and strides span more than 2^53 elements");
+  }
+  return e;
+}
+
+long element_count(Napi::Env env, const char* what, int rank, const long* shape) {
+  long n;
+  if (!checked_count(rank, shape, &n) || n > kMaxIndex) {
+    throw_range(env, std::string(what) + ": its shape has more than 2^53 elements");
+  }
+  return n;
+}
+
+const char* const kOverlapMessage =
+    "unsupported operation: more than one element of the written-to tensor refers to a single memory location. "
+    "Please clone() the tensor before performing the operation.";
+
+void check_distinct(Napi::Env env, const char* what, int rank, const long* shape, const long* strides) {
+  if (!distinct_elements(rank, shape, strides)) throw_range(env, std::string(what) + ": " + kOverlapMessage);
 }
 
 bool overlaps(const void* a, std::size_t an, const void* b, std::size_t bn) {
