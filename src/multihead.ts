@@ -5,7 +5,7 @@
 import { attentionAsyncWith, attentionWith, type AttentionOptions, type AttentionResult } from './attention';
 import { matmul, matmulAsync, packMatrix, packMatrixAsync, PackedMatrix, type MatmulOptions } from './ops';
 import { copyAsync } from './staging';
-import { Tensor, checkTensor, newTensor } from './tensor';
+import { type Memory, Tensor, checkTensor, newTensor } from './tensor';
 import { checkBoolean, checkInteger, checkOptions, describe, expected, sameShape, shapeString } from './validate';
 
 export interface MultiHeadAttentionOptions {
@@ -210,29 +210,29 @@ function splitHeads(t: Tensor, heads: number): Tensor {
 // PyTorch's masks padded with unmasked columns for them allow), then the real
 // keys up to the query's causal limit. Weights are reported in PyTorch's
 // order, extra keys last.
-function* prependRows(t: Tensor, rows: Tensor[]): Steps<Tensor> {
+function* prependRows(t: Tensor, rows: Tensor[], memory: Memory): Steps<Tensor> {
   const [B, S, E] = t.shape;
-  const out = Tensor.empty([B, S + rows.length, E]);
+  const out = newTensor([B, S + rows.length, E], 'float32', false, memory);
   for (const [i, r] of rows.entries()) yield* copy(r, out.narrow(1, i, 1));
   yield* copy(t, out.narrow(1, rows.length, S));
   return out;
 }
 
 /** Pads the key axis (the last) of a mask in front with `extra` unmasked columns. */
-function* padKeysFront(m: Tensor, extra: number): Steps<Tensor> {
+function* padKeysFront(m: Tensor, extra: number, memory: Memory): Steps<Tensor> {
   const shape = m.shape.slice();
   const keys = shape[shape.length - 1];
   shape[shape.length - 1] += extra;
-  const out = newTensor(shape, m.dtype, false);
+  const out = newTensor(shape, m.dtype, false, memory);
   yield* copy(Tensor.zeros([1], m.dtype), out.narrow(-1, 0, extra));
   yield* copy(m, out.narrow(-1, extra, keys));
   return out;
 }
 
 /** Moves the first `extra` key columns of weights to the end. */
-function* extraKeysLast(w: Tensor, extra: number): Steps<Tensor> {
+function* extraKeysLast(w: Tensor, extra: number, memory: Memory): Steps<Tensor> {
   const keys = w.shape[w.rank - 1] - extra;
-  const out = Tensor.empty(w.shape);
+  const out = newTensor(w.shape, 'float32', false, memory);
   yield* copy(w.narrow(-1, extra, keys), out.narrow(-1, 0, keys));
   yield* copy(w.narrow(-1, 0, extra), out.narrow(-1, keys, extra));
   return out;
@@ -456,6 +456,8 @@ interface ForwardPlan {
   cache: KVCache | undefined;
   /** Extra keys (bias_k / bias_v, the zero key) placed before the others. */
   extra: number;
+  /** What results and temporaries are made of: plain memory for forward, the addon's for forwardAsync. */
+  memory: Memory;
   note: (stage: string, t: Tensor | readonly number[]) => void;
 }
 
@@ -776,6 +778,7 @@ export class MultiHeadAttention {
       attnMask: undefined,
       keyPaddingMask: undefined,
       extra,
+      memory: fn === 'forwardAsync' ? 'owned' : 'plain',
       ...flags,
     };
     // Masks cover the keys given and cached, before the extra ones.
@@ -815,10 +818,10 @@ export class MultiHeadAttention {
   }
 
   /** K and V with the extra keys (bias_k / bias_v, the zero key) in front. */
-  private *withExtraKeys({ Q, K, V }: Projected): Steps<Projected> {
+  private *withExtraKeys({ Q, K, V }: Projected, memory: Memory): Steps<Projected> {
     const zero = Tensor.zeros([1, 1, this.embedDim]);
     const rows = (b: Tensor | undefined) => [...(b ? [b] : []), ...(this.addZeroAttn ? [zero] : [])];
-    return { Q, K: yield* prependRows(K, rows(this.biasK)), V: yield* prependRows(V, rows(this.biasV)) };
+    return { Q, K: yield* prependRows(K, rows(this.biasK), memory), V: yield* prependRows(V, rows(this.biasV), memory) };
   }
 
   /** The kernels of a planned forward, as steps that runSync or runAsync carry out. */
@@ -828,7 +831,7 @@ export class MultiHeadAttention {
     const h = this.numHeads;
     const { B, L, note } = p;
     let proj = yield* this.project(p, temp);
-    if (p.extra > 0) proj = yield* this.withExtraKeys(proj);
+    if (p.extra > 0) proj = yield* this.withExtraKeys(proj, p.memory);
 
     // Split into h heads of E/h: [B, S, E] -> [B, S, h, E/h] -> [B, h, S, E/h] (views).
     note('split heads', [B, L, h, this.headDim]);
@@ -846,19 +849,20 @@ export class MultiHeadAttention {
     const out = splitHeads(merged, h);
     const { causal, needWeights } = p;
     // The masks cover the keys given (and cached); the extra keys are never masked.
-    const attnMask = p.attnMask && p.extra > 0 ? yield* padKeysFront(p.attnMask, p.extra) : p.attnMask;
-    const keyPaddingMask = p.keyPaddingMask && p.extra > 0 ? yield* padKeysFront(p.keyPaddingMask, p.extra) : p.keyPaddingMask;
+    const attnMask = p.attnMask && p.extra > 0 ? yield* padKeysFront(p.attnMask, p.extra, p.memory) : p.attnMask;
+    const keyPaddingMask =
+      p.keyPaddingMask && p.extra > 0 ? yield* padKeysFront(p.keyPaddingMask, p.extra, p.memory) : p.keyPaddingMask;
     const options = { attnMask, keyPaddingMask, causal, needWeights, out };
     const att = (yield { kind: 'attention', q: Qh, k: Kh, v: Vh, options, causalAlways: p.extra }) as AttentionResult;
     note('softmax(QKᵀ/√d_k) · V per head', out);
     note('concat heads', merged);
 
     // Output projection W^O.
-    const y = yield* linear(merged, yield* this.packed('out', this.outProjWeight), this.outProjBias, Tensor.empty([B, L, E]));
+    const y = yield* linear(merged, yield* this.packed('out', this.outProjWeight), this.outProjBias, newTensor([B, L, E], 'float32', false, p.memory));
     note('output = concat · W^O', y);
 
     let weights = att.weights;
-    if (weights && p.extra > 0) weights = yield* extraKeysLast(weights, p.extra);
+    if (weights && p.extra > 0) weights = yield* extraKeysLast(weights, p.extra, p.memory);
     if (weights && p.averageWeights) weights = yield* averageHeads(weights);
     const output = p.batched ? y : y.reshape([L, E]);
     if (weights && !p.batched) weights = weights.reshape(weights.shape.slice(1));

@@ -45,13 +45,18 @@ export interface Prep {
   empty(shape: readonly number[], dtype?: DType): Tensor;
 }
 
-/** The sync forms: everything as it is, copies now. */
+/** The sync forms: everything as it is, copies now; results and copies in plain memory (see tensor.ts). */
 export const NOW: Prep = {
   async: false,
   input: (t) => t,
-  contiguous: (t) => t.contiguous(),
+  contiguous: (t) => {
+    if (t.isContiguous() && t.offset === 0 && t.data.length === t.size) return t;
+    const copy = newTensor(t.shape, t.dtype, false, 'plain');
+    copyElements(t, copy);
+    return copy;
+  },
   output: (out) => out,
-  empty: (shape, dtype = 'float32') => newTensor(shape, dtype, false),
+  empty: (shape, dtype = 'float32') => newTensor(shape, dtype, false, 'plain'),
 };
 
 /** Lets the event loop run (timers, I/O) before continuing. */
@@ -130,18 +135,18 @@ export class Staging implements Prep {
     const check = () => checkHeld(t, `${this.fn}: ${name}`);
     if (extent <= 2 * t.size + 1024) {
       // Dense enough: copy its span as it is, and view the copy with t's strides.
-      const span = newTensor([extent], t.dtype, false, true);
+      const span = newTensor([extent], t.dtype, false, 'owned');
       this.before.push(() => copySpanInChunks(t, span, extent, check));
       return new Tensor(span.data, t.shape, { strides: t.strides, offset: 0 });
     }
-    const copy = newTensor(t.shape, t.dtype, false, true);
+    const copy = newTensor(t.shape, t.dtype, false, 'owned');
     this.before.push(() => copyInChunks(t, copy, check));
     return copy;
   }
 
   contiguous(t: Tensor): Tensor {
     if (t.isContiguous() && t.offset === 0 && t.data.length === t.size) return t;
-    const copy = newTensor(t.shape, t.dtype, false, true);
+    const copy = newTensor(t.shape, t.dtype, false, 'owned');
     this.before.push(async () => {
       if (t.size <= INLINE_COPY_ELEMENTS) {
         copyElements(t, copy);
@@ -156,7 +161,7 @@ export class Staging implements Prep {
 
   output(out: Tensor, name: string, reads = false): Tensor {
     if (!needsStandIn(out)) return out;
-    const standIn = newTensor(out.shape, out.dtype, false, true);
+    const standIn = newTensor(out.shape, out.dtype, false, 'owned');
     const check = () => checkHeld(out, `${this.fn}: ${name}`);
     if (reads) this.before.push(() => copyInChunks(out, standIn, check));
     this.after.push(() => copyInChunks(standIn, out, check));
@@ -164,7 +169,7 @@ export class Staging implements Prep {
   }
 
   empty(shape: readonly number[], dtype: DType = 'float32'): Tensor {
-    return newTensor(shape, dtype, false, true);
+    return newTensor(shape, dtype, false, 'owned');
   }
 
   /** Makes the recorded copies, runs the kernel call, copies the results back. */
@@ -184,7 +189,7 @@ export class Staging implements Prep {
 export async function copyAsync(src: Tensor, dst: Tensor, fn: string): Promise<void> {
   if (src.size === 0) return;
   if (sharesMemory(src, dst)) {
-    const tmp = newTensor(src.shape, src.dtype, false, true);
+    const tmp = newTensor(src.shape, src.dtype, false, 'owned');
     await copyAsync(src, tmp, fn);
     await copyAsync(tmp, dst, fn);
     return;

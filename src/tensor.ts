@@ -60,17 +60,23 @@ export function extentOf(shape: readonly number[], strides: readonly number[]): 
 
 // ------------------------------------------------------------ storage
 //
-// Tensors the library allocates keep their elements in memory the addon owns
-// (an external ArrayBuffer over a reference-counted native block), from
-// OWNED_MIN_BYTES up: an async kernel holds that memory for as long as it
-// runs, whatever JavaScript does to the ArrayBuffer meanwhile, and freed
-// blocks are recycled instead of faulting in fresh pages. Native memory is
-// released when the event loop turns (Node runs the finalizers of external
-// ArrayBuffers from the loop), so code that allocates without letting the
-// loop turn gets ordinary memory once OWNED_BYTES_PER_TURN have been handed
-// out in that turn: a synchronous loop of 1e5 calls cannot pile up native
-// memory that only a turn of the loop would free. Smaller tensors use
-// ordinary typed arrays (cheaper to make; async calls copy them).
+// Memory the addon owns (an external ArrayBuffer over a reference-counted
+// native block) is what async kernels work in: a job holds the block for as
+// long as it runs, whatever JavaScript does to the ArrayBuffer meanwhile, and
+// freed blocks are recycled instead of faulting in fresh pages. But Node frees
+// external memory only when the event loop turns (it runs their finalizers
+// from the loop), so a synchronous loop that made a fresh owned result on
+// every call would pile up memory until it returned. Hence three kinds:
+//  - 'owned': always the addon's (the results and copies of async forms,
+//    which let the loop turn);
+//  - 'auto': the addon's, unless OWNED_BYTES_PER_TURN have been handed out
+//    since the loop last turned (tensors made by Tensor.zeros, randn, clone
+//    and the like: usually long-lived, often used by async forms);
+//  - 'plain': an ordinary typed array, freed by V8's garbage collector alone
+//    (the results and temporaries of sync forms).
+// Below OWNED_MIN_BYTES every tensor is plain (cheaper to make; async calls
+// copy such small arrays as they start).
+export type Memory = 'owned' | 'auto' | 'plain';
 
 const OWNED_MIN_BYTES = 64 * 1024;
 const OWNED_BYTES_PER_TURN = 256 * 1024 * 1024;
@@ -85,16 +91,13 @@ export function isOwnedStorage(data: TensorData): boolean {
   return ownedBuffers.has(data.buffer);
 }
 
-/**
- * Storage for n elements: addon-owned from OWNED_MIN_BYTES up (within the
- * per-turn budget unless `force`: async paths, which let the loop turn),
- * else an ordinary typed array. Zeroed when `zero`.
- */
-export function allocateStorage(dtype: DType, n: number, zero: boolean, shape: readonly number[], force = false): TensorData {
+/** Storage for n elements of `memory`'s kind (see above), zeroed when `zero`. */
+export function allocateStorage(dtype: DType, n: number, zero: boolean, shape: readonly number[], memory: Memory): TensorData {
   const ctor = dtype === 'float32' ? Float32Array : Uint8Array;
   const bytes = n * ctor.BYTES_PER_ELEMENT;
   try {
-    if (bytes >= OWNED_MIN_BYTES && (force || ownedThisTurn === 0 || ownedThisTurn + bytes <= OWNED_BYTES_PER_TURN)) {
+    const withinTurn = ownedThisTurn === 0 || ownedThisTurn + bytes <= OWNED_BYTES_PER_TURN;
+    if (bytes >= OWNED_MIN_BYTES && (memory === 'owned' || (memory === 'auto' && withinTurn))) {
       if (ownedThisTurn === 0) setImmediate(resetTurn).unref();
       ownedThisTurn += bytes;
       const ab = native.allocate(bytes, zero);
@@ -195,7 +198,8 @@ export class Tensor {
   /** A tensor of `value` everywhere (any number, e.g. -Infinity for a mask). */
   static full(shape: readonly number[], value: number, dtype: DType = 'float32'): Tensor {
     if (typeof value !== 'number') throw new TypeError(expected('number', 'value', value));
-    const t = Tensor.zeros(shape, dtype);
+    if (dtype !== 'float32' && dtype !== 'uint8') throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
+    const t = newTensor(shape, dtype, false);
     t.data.fill(value);
     return t;
   }
@@ -511,7 +515,8 @@ export function copyElements(src: Tensor, dst: Tensor): void {
   if (src.size === 0) return;
   if (src.data.buffer === dst.data.buffer && rangesOverlap(src, dst)) {
     // Overlapping views of one buffer: go through a private copy.
-    const tmp = src.clone();
+    const tmp = newTensor(src.shape, src.dtype, false, 'plain');
+    copyElements(src, tmp);
     copyElements(tmp, dst);
     return;
   }
@@ -550,7 +555,7 @@ function randomTensor(
   const a = opts[aName] === undefined ? aDefault : checkFinite(aName, opts[aName]);
   const b = opts[bName] === undefined ? bDefault : checkFinite(bName, opts[bName]);
   check(a, b);
-  const t = Tensor.zeros(shape);
+  const t = newTensor(shape, 'float32', false);
   const params = fillParams({ distribution, seed, meanOrLow: a, stdOrHigh: b, dstOffset: t.offset, count: t.size });
   native.fill(t.data as Float32Array, params);
   return t;
@@ -565,14 +570,11 @@ function rangesOverlap(a: Tensor, b: Tensor): boolean {
   return a0 < b1 && b0 < a1;
 }
 
-/**
- * A new contiguous tensor of `shape` (checked), zeroed when `zero`. `force`
- * takes addon-owned memory whatever this turn's budget (for async paths).
- */
-export function newTensor(shape: readonly number[], dtype: DType, zero: boolean, force = false): Tensor {
+/** A new contiguous tensor of `shape` (checked) in `memory` of that kind, zeroed when `zero`. */
+export function newTensor(shape: readonly number[], dtype: DType, zero: boolean, memory: Memory = 'auto'): Tensor {
   const dims = checkShape('shape', shape);
   const n = checkedProduct('shape', dims);
-  return new Tensor(allocateStorage(dtype, n, zero, dims, force), dims);
+  return new Tensor(allocateStorage(dtype, n, zero, dims, memory), dims);
 }
 
 /** Throws unless `value` is a Tensor of `dtype` (any dtype when omitted). */

@@ -17,7 +17,7 @@ namespace {
 // from memory it already holds); larger ones are cached.
 constexpr std::size_t kMinCached = std::size_t{64} << 10;
 // The most memory the cache keeps for reuse, process-wide.
-constexpr std::size_t kCacheLimit = std::size_t{256} << 20;
+constexpr std::size_t kCacheLimit = std::size_t{128} << 20;
 
 // Capacity for a request: 64-byte steps below kMinCached, then four size
 // classes per power of two (at most a quarter more than asked).
