@@ -41,12 +41,28 @@ bool is_u8(const Napi::Value& v) {
   return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
 }
 
+namespace {
+
+// An empty typed array whose ArrayBuffer was detached gets an error that says so.
+void check_attached(const Napi::CallbackInfo& info, napi_value v, std::size_t length, const char* what) {
+  if (length != 0) return;
+  napi_value ab;
+  bool detached = false;
+  if (napi_get_typedarray_info(info.Env(), v, nullptr, nullptr, nullptr, &ab, nullptr) == napi_ok &&
+      napi_is_detached_arraybuffer(info.Env(), ab, &detached) == napi_ok && detached) {
+    throw_range(info.Env(), std::string(what) + ": its ArrayBuffer is detached (transferred to another owner)");
+  }
+}
+
+}  // namespace
+
 F32Arg get_f32(const Napi::CallbackInfo& info, std::size_t i, const char* what) {
   Napi::Value v = info[i];
   if (!is_f32(v)) {
     throw_type(info.Env(), std::string("Expected Float32Array for ") + what + " but received " + describe(v));
   }
   auto arr = v.As<Napi::Float32Array>();
+  check_attached(info, v, arr.ElementLength(), what);
   return F32Arg{arr.Data(), arr.ElementLength()};
 }
 
@@ -56,6 +72,7 @@ U8Arg get_u8(const Napi::CallbackInfo& info, std::size_t i, const char* what) {
     throw_type(info.Env(), std::string("Expected Uint8Array for ") + what + " but received " + describe(v));
   }
   auto arr = v.As<Napi::Uint8Array>();
+  check_attached(info, v, arr.ElementLength(), what);
   return U8Arg{arr.Data(), arr.ElementLength()};
 }
 
