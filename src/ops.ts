@@ -139,7 +139,7 @@ function preparePack(b: unknown, options: unknown, fn: string, prep: Prep): { da
   const [r, c] = B.shape;
   const k = transpose ? c : r;
   const n = transpose ? r : c;
-  return { data: p.data, params: packMatrixParams({ k, n, ldb: p.ld, transB: stored ? 1 : 0, bOffset: p.offset }), k, n };
+  return { data: p.data, params: prep.block(packMatrixParams({ k, n, ldb: p.ld, transB: stored ? 1 : 0, bOffset: p.offset })), k, n };
 }
 
 interface GemmCall {
@@ -212,7 +212,7 @@ function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>,
   const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn, [['a', A]], prep);
   const pa = operand(prep.input(A, 'a'), prep);
   const batch = batchShape.reduce((x, d) => x * d, 1);
-  const params = gemmWithPackedParams({
+  const params = prep.block(gemmWithPackedParams({
     m,
     transA: ta !== pa.stored ? 1 : 0,
     lda: pa.ld,
@@ -225,7 +225,7 @@ function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>,
     aOffset: pa.offset,
     cOffset: oc.offset,
     biasOffset: bias ? bias.offset : 0,
-  });
+  }));
   return { a: pa.data, b: P.handle, packed: true, out, target: oc.data, bias: bias ? (bias.data as Float32Array) : null, params };
 }
 
@@ -272,7 +272,7 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string, pre
   const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn, [['a or b', A], ['a or b', B]], prep);
   const pa = operand(prep.input(A, 'a'), prep);
   const pb = operand(prep.input(B, 'b'), prep);
-  const params = gemmParams({
+  const params = prep.block(gemmParams({
     m,
     n,
     k,
@@ -291,7 +291,7 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string, pre
     bOffset: pb.offset,
     cOffset: oc.offset,
     biasOffset: bias ? bias.offset : 0,
-  });
+  }));
   return { a: pa.data, b: pb.data, packed: false, out, target: oc.data, bias: bias ? (bias.data as Float32Array) : null, params };
 }
 
@@ -390,7 +390,7 @@ function prepareSoftmax(x: unknown, options: unknown, fn: string, prep: Prep): S
   const last = X.rank - 1;
   if (X.shape[last] > 1 && X.strides[last] !== 1) X = prep.contiguous(X);
   const M = M0 === null ? null : softmaxMask(M0, X, fn, prep);
-  const params = softmaxParams({
+  const params = prep.block(softmaxParams({
     rank: X.rank,
     scale,
     causal: causal ? 1 : 0,
@@ -402,7 +402,7 @@ function prepareSoftmax(x: unknown, options: unknown, fn: string, prep: Prep): S
     xStrides: X.strides,
     outStrides: target.strides,
     maskStrides: M ? M.strides : [],
-  });
+  }));
   return { x: X.data as Float32Array, out, target: target.data as Float32Array, mask: M ? M.data : null, params };
 }
 

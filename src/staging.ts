@@ -27,7 +27,10 @@ import { type DType, Tensor, copyElements, copyParams, extentOf, isOwnedStorage,
 
 /** Memory not owned by the addon, up to this many bytes, is copied by the addon as the call starts. */
 const STAGE_BYTES = 1 << 20;
-/** Elements one chunk copies on the main thread (about a millisecond even when strided). */
+/**
+ * Elements one chunk copies on the main thread: about a millisecond, strided
+ * or into fresh pages (each page's first touch costs microseconds).
+ */
 const CHUNK_ELEMENTS = 1 << 18;
 /** Contiguous copies of up to this many elements are made on the main thread, at once. */
 const INLINE_COPY_ELEMENTS = 1 << 16;
@@ -43,6 +46,11 @@ export interface Prep {
   output(out: Tensor, name: string, reads?: boolean): Tensor;
   /** A new tensor for a result (contents unspecified). */
   empty(shape: readonly number[], dtype?: DType): Tensor;
+  /**
+   * A parameter block to pass to the kernel later: the writers in params.ts
+   * reuse one array per block, so one made before an await must be copied.
+   */
+  block(params: Float64Array): Float64Array;
 }
 
 /** The sync forms: everything as it is, copies now; results and copies in plain memory (see tensor.ts). */
@@ -57,6 +65,7 @@ export const NOW: Prep = {
   },
   output: (out) => out,
   empty: (shape, dtype = 'float32') => newTensor(shape, dtype, false, 'plain'),
+  block: (params) => params,
 };
 
 /** Lets the event loop run (timers, I/O) before continuing. */
@@ -108,7 +117,7 @@ async function copyInChunks(src: Tensor, dst: Tensor, check: () => void): Promis
 
 /** dst.data[0, extent) = src.data[src.offset, src.offset + extent), a chunk at a time. */
 async function copySpanInChunks(src: Tensor, dst: Tensor, extent: number, check: () => void): Promise<void> {
-  const step = CHUNK_ELEMENTS * 4;
+  const step = CHUNK_ELEMENTS;
   for (let i = 0; i < extent; i += step) {
     check();
     const n = Math.min(step, extent - i);
@@ -170,6 +179,10 @@ export class Staging implements Prep {
 
   empty(shape: readonly number[], dtype: DType = 'float32'): Tensor {
     return newTensor(shape, dtype, false, 'owned');
+  }
+
+  block(params: Float64Array): Float64Array {
+    return params.slice();
   }
 
   /** Makes the recorded copies, runs the kernel call, copies the results back. */

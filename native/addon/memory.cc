@@ -1,10 +1,12 @@
 #include "memory.h"
 
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <list>
 #include <mutex>
 #include <new>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -31,6 +33,60 @@ std::size_t capacity_for(std::size_t bytes) {
 
 const napi_type_tag kOwnedTag = {0x3c5e9a1f7b2d4e60ULL, 0xa4d1870e6f9b2c35ULL};
 
+// Frees large blocks on a background thread: returning tens of megabytes to
+// the system takes milliseconds (the pages are unmapped), and the last
+// reference to a block is usually dropped on the main thread (by a finalizer),
+// where that would stall the event loop.
+class Reaper {
+ public:
+  static Reaper& global() {
+    // Never destroyed; its thread is detached and ends with the process.
+    static Reaper* reaper = new Reaper();
+    return *reaper;
+  }
+
+  void free_later(std::vector<void*> raws) {
+    if (raws.empty()) return;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (void* r : raws) queue_.push_back(r);
+      if (!started_) {
+        started_ = true;
+        try {
+          std::thread([this] { run(); }).detach();
+        } catch (...) {
+          started_ = false;  // no thread: free here
+          for (void* r : queue_) std::free(r);
+          queue_.clear();
+          return;
+        }
+      }
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [this] { return !queue_.empty(); });
+      std::vector<void*> batch;
+      batch.swap(queue_);
+      lk.unlock();
+      for (void* r : batch) std::free(r);
+      lk.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<void*> queue_;
+  bool started_ = false;
+};
+
+// Blocks from this size up are freed by the Reaper.
+constexpr std::size_t kReapFrom = std::size_t{1} << 20;
+
 }  // namespace
 
 // The process-wide cache of free blocks: per capacity a stack (newest last),
@@ -56,7 +112,7 @@ class BlockCache {
         order_.erase(b->lru_);
         cached_ -= cap;
         ++reused_;
-      } else {
+      } else if (cap >= kMinCached) {
         ++allocated_;
       }
       live_ += cap;
@@ -79,12 +135,12 @@ class BlockCache {
 
   void put(Block* b) {
     const std::size_t cap = b->capacity_;
-    std::vector<void*> to_free;
+    std::vector<void*> to_free, to_reap;
     {
       std::lock_guard<std::mutex> lk(mu_);
       live_ -= cap;
       if (cap < kMinCached || cap > kCacheLimit) {
-        to_free.push_back(b->raw_);
+        (cap >= kReapFrom ? to_reap : to_free).push_back(b->raw_);
       } else {
         while (cached_ + cap > kCacheLimit && !order_.empty()) {
           Block* old = order_.back();
@@ -92,7 +148,7 @@ class BlockCache {
           std::vector<Block*>& stack = free_[old->capacity_];
           stack.erase(stack.begin());  // the oldest of its size is the oldest cached
           cached_ -= old->capacity_;
-          to_free.push_back(old->raw_);
+          (old->capacity_ >= kReapFrom ? to_reap : to_free).push_back(old->raw_);
         }
         order_.push_front(b);
         b->lru_ = order_.begin();
@@ -101,6 +157,7 @@ class BlockCache {
       }
     }
     for (void* raw : to_free) std::free(raw);
+    Reaper::global().free_later(std::move(to_reap));
   }
 
   BlockStats stats() {

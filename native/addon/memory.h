@@ -57,7 +57,7 @@ struct BlockStats {
   std::size_t cached_bytes;   // in the cache, ready to be handed out
   std::size_t live_bytes;     // in blocks with references
   std::uint64_t reused;       // blocks handed out from the cache
-  std::uint64_t allocated;    // blocks taken from the system allocator
+  std::uint64_t allocated;    // blocks of a cached size (64 KiB and more) taken from the system allocator
 };
 BlockStats block_stats();
 
