@@ -94,33 +94,37 @@ function checkHeld(t: Tensor, what: string): void {
  * `check` runs before each chunk.
  */
 async function copyInChunks(src: Tensor, dst: Tensor, check: () => void): Promise<void> {
+  for (const [s, d] of chunksOf(src, dst)) {
+    check();
+    copyElements(s, d);
+    await yieldToLoop();
+  }
+}
+
+/** Matching views of src and dst (same shape) of at most CHUNK_ELEMENTS elements each, covering them. */
+function* chunksOf(src: Tensor, dst: Tensor): Generator<[Tensor, Tensor]> {
   if (src.size === 0) return;
   if (src.size <= CHUNK_ELEMENTS || src.rank === 0) {
-    check();
-    copyElements(src, dst);
-    await yieldToLoop();
+    yield [src, dst];
     return;
   }
   const inner = src.size / src.shape[0];
   if (inner > CHUNK_ELEMENTS) {
-    for (let i = 0; i < src.shape[0]; ++i) await copyInChunks(src.select(0, i), dst.select(0, i), check);
+    for (let i = 0; i < src.shape[0]; ++i) yield* chunksOf(src.select(0, i), dst.select(0, i));
     return;
   }
   const rows = Math.max(1, Math.floor(CHUNK_ELEMENTS / inner));
   for (let i = 0; i < src.shape[0]; i += rows) {
     const n = Math.min(rows, src.shape[0] - i);
-    check();
-    copyElements(src.narrow(0, i, n), dst.narrow(0, i, n));
-    await yieldToLoop();
+    yield [src.narrow(0, i, n), dst.narrow(0, i, n)];
   }
 }
 
 /** dst.data[0, extent) = src.data[src.offset, src.offset + extent), a chunk at a time. */
 async function copySpanInChunks(src: Tensor, dst: Tensor, extent: number, check: () => void): Promise<void> {
-  const step = CHUNK_ELEMENTS;
-  for (let i = 0; i < extent; i += step) {
+  for (let i = 0; i < extent; i += CHUNK_ELEMENTS) {
     check();
-    const n = Math.min(step, extent - i);
+    const n = Math.min(CHUNK_ELEMENTS, extent - i);
     dst.data.set(src.data.subarray(src.offset + i, src.offset + i + n), i);
     await yieldToLoop();
   }

@@ -193,18 +193,24 @@ Block* owned_block(napi_env env, napi_value v) {
 
 Napi::Value allocate_array_buffer(Napi::Env env, std::size_t bytes, bool zero) {
   Block* b = Block::create(bytes, zero);
+  b->retain();  // the finalizer's reference; create()'s stays with this frame
   napi_value ab;
   auto finalize = [](napi_env, void*, void* hint) { static_cast<Block*>(hint)->release(); };
   if (napi_create_external_arraybuffer(env, b->data(), bytes, finalize, b, &ab) != napi_ok) {
-    // The runtime refuses external memory (or is out of it): the caller uses its own.
+    // Refused (a length over the runtime's limit, external memory not
+    // allowed, the environment going away): the caller uses memory of its own.
+    // On some refusals Node has already run the finalizer; nothing else can
+    // hold the block yet, so its count says whether it did.
+    if (b->refs() == 2) b->release();
     b->release();
     napi_value pending;
     bool has = false;
     if (napi_is_exception_pending(env, &has) == napi_ok && has) napi_get_and_clear_last_exception(env, &pending);
     return Napi::Value();
   }
-  // From here the finalizer owns the reference. A failed tag only means the
-  // addon treats the memory as not its own (async calls copy it).
+  b->release();
+  // A failed tag only means the addon treats the memory as not its own
+  // (async calls copy it).
   napi_type_tag_object(env, ab, &kOwnedTag);
   return Napi::Value(env, ab);
 }

@@ -30,6 +30,7 @@ class Block {
   static Block* create(std::size_t bytes, bool zero);
 
   void retain() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  long refs() const { return refs_.load(std::memory_order_acquire); }
   // Drops a reference; the last one returns the block to the cache (or frees it).
   void release();
 

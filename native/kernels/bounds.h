@@ -13,8 +13,14 @@ namespace attn {
 inline bool checked_add(long a, long b, long* r) { return !__builtin_add_overflow(a, b, r); }
 inline bool checked_mul(long a, long b, long* r) { return !__builtin_mul_overflow(a, b, r); }
 
-// Product of rank non-negative sizes.
+// Product of rank non-negative sizes (0 when any is 0, however large the others).
 inline bool checked_count(int rank, const long* shape, long* count) {
+  for (int d = 0; d < rank; ++d) {
+    if (shape[d] == 0) {
+      *count = 0;
+      return true;
+    }
+  }
   long n = 1;
   for (int d = 0; d < rank; ++d) {
     if (shape[d] < 0 || !checked_mul(n, shape[d], &n)) return false;

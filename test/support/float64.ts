@@ -132,6 +132,8 @@ export interface AttentionRefOptions {
   attnMask?: Tensor;
   keyPaddingMask?: Tensor;
   causal?: boolean;
+  /** With causal: the first causalAlways keys are seen by every query. */
+  causalAlways?: number;
   additive?: { wq: Tensor; wk: Tensor; w: Tensor; bias?: Tensor };
 }
 
@@ -193,7 +195,7 @@ export function attentionRef(q: Tensor, k: Tensor, v: Tensor, opts: AttentionRef
             const m = kpm[b * sk + j];
             s = kpmU8 ? (m !== 0 ? -Infinity : s) : s + m;
           }
-          if (opts.causal && j > i + sk - sq) s = -Infinity;
+          if (opts.causal && j > i + sk - sq && j >= (opts.causalAlways ?? 0)) s = -Infinity;
           z[j] = s;
           if (s > max) max = s;
         }
