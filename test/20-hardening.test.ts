@@ -2,6 +2,7 @@
 // detached, transferred or shrunk while an async call runs, outputs whose
 // elements alias, out-of-memory on any thread, overflowing parameter blocks,
 // and the smaller cases below. Whatever could crash runs in a child process.
+import { constants as bufferConstants } from 'node:buffer';
 import { describe, expect, test } from 'vitest';
 import { MultiHeadAttention, Tensor, attention, attentionAsync, loadSafetensors, matmul, matmulAsync, packMatrix, saveSafetensors, softmax, softmaxAsync } from '../src';
 import { native } from '../src/native';
@@ -138,6 +139,32 @@ describe('detaching, transferring or shrinking buffers while an async call runs'
     const copy = structuredClone(buffer, { transfer: [buffer] });
     expect(t.data.length).toBe(256 * 256);
     expect(new Float32Array(copy)[5]).toBe(3);
+  });
+});
+
+describe('async calls that prepare their operands first', () => {
+  test('concurrent calls each keep their own parameters (the writers reuse one array per block)', async () => {
+    // Rows broadcast with stride 0 are copied before the kernel runs: the
+    // parameter block is made before that copy is awaited.
+    const cases = [
+      [64, 32, 48],
+      [130, 7, 65],
+      [33, 100, 9],
+      [256, 64, 256],
+    ].map(([m, k, n], i) => ({ a: Tensor.randn([1, 1, k], { seed: i }).expand([3, m, k]), b: Tensor.randn([k, n], { seed: 10 + i }) }));
+    const got = await Promise.all(cases.map(({ a, b }) => matmulAsync(a, b)));
+    got.forEach((r, i) => expectClose(r, values(matmul(cases[i].a, cases[i].b)), 0, `matmul ${i}`));
+    const xs = [Tensor.randn([40, 70], { seed: 1 }).transpose(), Tensor.randn([9, 300], { seed: 2 }).transpose(), Tensor.randn([512, 3], { seed: 3 }).transpose()];
+    const soft = await Promise.all(xs.map((x, i) => softmaxAsync(x, { scale: i + 1 })));
+    soft.forEach((r, i) => expectClose(r, values(softmax(xs[i], { scale: i + 1 })), 0, `softmax ${i}`));
+  });
+
+  test.skipIf(bufferConstants.MAX_LENGTH > 2 ** 52)('memory the runtime refuses to wrap (over its ArrayBuffer limit) is released once, not twice', () => {
+    // Node runs the finalizer itself when it refuses a length: the block must not be released again.
+    for (let i = 0; i < 3; ++i) expect(native.allocate(bufferConstants.MAX_LENGTH + 64, false)).toBeUndefined();
+    const ab = native.allocate(1 << 20, true)!;
+    expect(ab.byteLength).toBe(1 << 20);
+    expect(new Uint8Array(ab).every((x) => x === 0)).toBe(true);
   });
 });
 

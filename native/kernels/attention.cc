@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../runtime/thread_pool.h"
+#include "bounds.h"
 #include "gemm.h"
 #include "scratch.h"
 #include "softmax.h"
@@ -321,7 +322,9 @@ void fused_decode(const KernelTable& kt, const AttentionArgs& a, const std::vect
   const long chunks = std::max(1L, (a.sk + kDecodeChunk - 1) / kDecodeChunk);
   const long sq = a.sq, dv = a.dv;
   const long part = sq * (dv + 2);  // per task: m[sq], l[sq], o[sq][dv]
-  std::vector<float> partials(static_cast<std::size_t>(heads * chunks * part));
+  long count;
+  if (!checked_mul(heads, chunks, &count) || !checked_mul(count, part, &count)) throw std::bad_alloc();
+  HeapFloats partials(static_cast<std::size_t>(count));
 
   parallel_for(heads * chunks, [&](long t) {
     const long bh = t / chunks, c = t % chunks;

@@ -106,6 +106,16 @@ function compare(got, want, tol, label) {
   return null;
 }
 
+/**
+ * Softmax tolerance (relative): the float32 rounding of a logit scale * x +
+ * mask is relative to its magnitude, and becomes that much error in exp.
+ */
+function softmaxTolerance(x, scale, maskT) {
+  const maxAbs = (t) => (t ? ref.values(t).reduce((m, v) => (Number.isFinite(v) ? Math.max(m, Math.abs(v)) : m), 0) : 0);
+  const logit = Math.abs(scale ?? 1) * maxAbs(x) + (maskT && maskT.dtype === 'float32' ? maxAbs(maskT) : 0);
+  return 2e-6 + 2 ** -21 * logit;
+}
+
 /** A tensor with t's values in an ordinary Float32Array / Uint8Array of the caller's. */
 function callers(t, resizable = false) {
   const c = t.contiguous();
@@ -277,7 +287,7 @@ function pubSoftmax(R) {
   const run = () =>
     outcome(expect, () => (isAsync ? ak.softmaxAsync(x, opts) : ak.softmax(x, opts)), (r) => {
       const want = ref.softmaxRef(xSnapshot, { scale: opts.scale, mask: opts.mask, causal: opts.causal });
-      return compare(r, want, 2e-6, 'softmax');
+      return compare(r, want, softmaxTolerance(xSnapshot, opts.scale, opts.mask), 'softmax');
     });
   return { name: 'softmax', what, run };
 }
@@ -885,7 +895,7 @@ function rawSoftmax(R) {
       const X = new T(before(arena, snap, x), shape, { strides: xs, offset: offX });
       const M = m ? new T(before(arena, snap, m), shape, { strides: ms.map((s) => s ?? 0), offset: offM }) : undefined;
       const want = ref.softmaxRef(X, { scale, mask: M, causal });
-      return compare(new T(y, shape, { strides: ys, offset: offY }), want, 3e-6, 'softmax');
+      return compare(new T(y, shape, { strides: ys, offset: offY }), want, softmaxTolerance(X, scale, M), 'softmax');
     });
   return { name: 'raw-softmax', what, run };
 }
