@@ -3,97 +3,26 @@
 // elements alias, out-of-memory on any thread, overflowing parameter blocks,
 // and the smaller cases below. Whatever could crash runs in a child process.
 import { constants as bufferConstants } from 'node:buffer';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { MultiHeadAttention, Tensor, attention, attentionAsync, loadSafetensors, matmul, matmulAsync, packMatrix, saveSafetensors, softmax, softmaxAsync } from '../src';
 import { native } from '../src/native';
 import { attentionParams, copyStridedParams, gemmParams, softmaxParams } from '../src/params';
-import { runChild } from './support/child';
+import { distPath } from './support/child';
 import { attentionRef, expectClose, matmulRef, softmaxRef, values } from './support/reference';
 
 const OVERLAP = 'unsupported operation: more than one element of the written-to tensor refers to a single memory location. Please clone() the tensor before performing the operation.';
 
 describe('detaching, transferring or shrinking buffers while an async call runs', () => {
   // Every async form, with each way JavaScript can take memory away, on the
-  // library's memory and on the caller's (large: copied in chunks; small:
-  // copied by the addon). The child prints one line per case: how the call
-  // settled and whether a resolved result is right for the data the call was
-  // given.
-  const script = `
-    const { Worker } = require('node:worker_threads');
-    const T = ak.Tensor;
-    const worker = new Worker("require('node:worker_threads').parentPort.on('message', (m) => { new Uint8Array(m).fill(7); });", { eval: true });
-    worker.unref();
-    const takeAway = {
-      transfer: (ab) => { try { structuredClone(ab, { transfer: [ab] }); } catch (e) { return 'refused'; } },
-      resize: (ab) => { if (!ab.resizable) return 'fixed'; ab.resize(0); },
-      postMessage: (ab) => { try { worker.postMessage(ab, [ab]); } catch (e) { return 'refused'; } },
-    };
-    // A tensor of the given shape with normal values, in memory of a kind.
-    let seed = 1;
-    function make(shape, kind) {
-      const t = T.randn(shape, { seed: seed++ });
-      if (kind === 'owned') return t;
-      const n = t.size;
-      const ab = kind === 'resizable' ? new ArrayBuffer(n * 4, { maxByteLength: n * 4 }) : new ArrayBuffer(n * 4);
-      const data = new Float32Array(ab);
-      data.set(t.data);
-      return new T(data, shape);
-    }
-    const close = (got, want, tol) => got.length === want.length && got.every((x, i) => Math.abs(x - want[i]) <= tol * (1 + Math.abs(want[i])));
-    const ops = {
-      matmulAsync: (n, kind) => {
-        const a = make([n, n], kind), b = make([n, n], kind), out = make([n, n], kind);
-        const want = ak.matmul(a.clone(), b.clone());
-        return { inputs: [a, b], out, run: () => ak.matmulAsync(a, b, { out }), want: want.data };
-      },
-      softmaxAsync: (n, kind) => {
-        const x = make([n, n], kind), out = make([n, n], kind);
-        const want = ak.softmax(x.clone());
-        return { inputs: [x], out, run: () => ak.softmaxAsync(x, { out }), want: want.data };
-      },
-      attentionAsync: (n, kind) => {
-        const q = make([1, 2, n, 32], kind), k = make([1, 2, n, 32], kind), v = make([1, 2, n, 32], kind), out = make([1, 2, n, 32], kind);
-        const want = ak.attention(q.clone(), k.clone(), v.clone());
-        return { inputs: [q, k, v], out, run: () => ak.attentionAsync(q, k, v, { out }).then((r) => r.output), want: want.output.data };
-      },
-      forwardAsync: (n, kind) => {
-        const mha = new ak.MultiHeadAttention({ embedDim: 64, numHeads: 4, seed: 2 });
-        const x = make([1, n, 64], kind);
-        const want = mha.forward(x.clone());
-        return { inputs: [x], out: null, run: () => mha.forwardAsync(x).then((r) => r.output), want: want.output.data };
-      },
-    };
-    (async () => {
-      for (const [name, op] of Object.entries(ops)) {
-        for (const kind of ['owned', 'plain', 'resizable']) {
-          for (const size of ['large', 'small']) {
-            const n = size === 'large' ? (name === 'forwardAsync' ? 1024 : 768) : 16;
-            for (const [how, take] of Object.entries(takeAway)) {
-              for (const which of ['input', 'out']) {
-                const c = op(n, kind);
-                const target = which === 'input' ? c.inputs[0] : c.out;
-                if (!target) continue;
-                const p = c.run();
-                const note = take(target.data.buffer) || '';
-                let line;
-                try {
-                  const r = await p;
-                  line = 'resolved ' + (close(r.data, c.want, 1e-4) ? 'right' : 'WRONG');
-                } catch (e) {
-                  line = e.constructor.name + ': ' + e.message;
-                }
-                console.log([name, kind, size, how, which, note, line].join(' | '));
-              }
-            }
-          }
-        }
-      }
-      await worker.terminate();
-    })();
-  `;
+  // library's memory and on the caller's: see test/support/detach-scenarios.cjs.
+  // The scenarios run in a child process: a crash there is a failed test, not a dead runner.
+  const scenarios = path.join(__dirname, 'support', 'detach-scenarios.cjs');
+
 
   test('never crashes; each call resolves with the right result or rejects with a RangeError', () => {
-    const r = runChild(script);
+    const r = spawnSync(process.execPath, [scenarios, distPath], { encoding: 'utf8', timeout: 300_000 });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const lines = r.stdout.trim().split('\n');

@@ -28,8 +28,19 @@ args=("$@")
 # leave it be, and report to stderr, where the harness looks. A refused
 # allocation returns null (then std::bad_alloc, as without ASan) instead of
 # aborting: the fuzz test asks for impossible amounts on purpose.
-ATTN_ADDON="$addon" \
-  LD_PRELOAD="$asan $ubsan" \
-  ASAN_OPTIONS="detect_leaks=0:allow_user_segv_handler=1:allocator_may_return_null=1:abort_on_error=1:print_summary=1" \
-  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-  node test/fuzz/run.cjs --timeout 180 "${args[@]}"
+export ATTN_ADDON="$addon"
+export ASAN_OPTIONS="detect_leaks=0:allow_user_segv_handler=1:allocator_may_return_null=1:abort_on_error=1:print_summary=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+sanitized() { LD_PRELOAD="$asan $ubsan" "$@"; }
+
+# Every way of taking memory away from every async form (transfer, resize(0),
+# postMessage to a worker; input and out; the library's memory and the
+# caller's), then the fuzz test.
+echo "detach scenarios against the sanitized addon"
+sanitized node test/support/detach-scenarios.cjs "$PWD/dist" --check >build-asan-detach.log 2>&1 || {
+  tail -n 60 build-asan-detach.log
+  echo "detach scenarios: FAILED"
+  exit 1
+}
+echo "detach scenarios: $(wc -l <build-asan-detach.log) cases, every one resolved right or rejected with a RangeError"
+sanitized node test/fuzz/run.cjs --timeout 180 "${args[@]}"
