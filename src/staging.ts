@@ -138,12 +138,22 @@ export class Staging implements Prep {
   readonly async = true;
   private readonly before: (() => Promise<void>)[] = [];
   private readonly after: (() => Promise<void>)[] = [];
+  /** Stand-ins and copies made so far, by the tensor they stand for (q, k and v are often one tensor). */
+  private readonly made = new Map<Tensor, Tensor>();
 
   /** `fn` names the operation in errors. */
   constructor(private readonly fn: string) {}
 
   input(t: Tensor, name: string): Tensor {
     if (!needsStandIn(t)) return t;
+    const known = this.made.get(t);
+    if (known) return known;
+    const standIn = this.standIn(t, name);
+    this.made.set(t, standIn);
+    return standIn;
+  }
+
+  private standIn(t: Tensor, name: string): Tensor {
     const extent = spanOf(t);
     const check = () => checkHeld(t, `${this.fn}: ${name}`);
     if (extent <= 2 * t.size + 1024) {
@@ -159,7 +169,10 @@ export class Staging implements Prep {
 
   contiguous(t: Tensor): Tensor {
     if (t.isContiguous() && t.offset === 0 && t.data.length === t.size) return t;
+    const known = this.made.get(t);
+    if (known && known.isContiguous() && known.offset === 0) return known;
     const copy = newTensor(t.shape, t.dtype, false, 'owned');
+    this.made.set(t, copy);
     this.before.push(async () => {
       if (t.size <= INLINE_COPY_ELEMENTS) {
         copyElements(t, copy);

@@ -232,7 +232,7 @@ Napi::Value pack_matrix_impl(const Napi::CallbackInfo& info, bool async) {
   KernelCall call(info, true, "packMatrixAsync");
   call.read(0, src, eb);
   auto result = std::make_shared<std::shared_ptr<PackedMatrix>>();
-  call.result([result](napi_env e) { return packed_handle(e, std::move(*result)); });
+  call.result([result](napi_env e) -> napi_value { return *result ? packed_handle(e, std::move(*result)) : nullptr; });
   return call.run([kt, src, g, result] { *result = pack_matrix(*kt, src, g.ldb, g.trans_b, g.k, g.n); });
 }
 
