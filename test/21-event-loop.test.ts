@@ -14,7 +14,7 @@
 // delays the timer's thread, and a collection waits for its helpers, however
 // free the loop is. Elsewhere the lag is the wall-clock gap.
 import { beforeAll, describe, expect, test } from 'vitest';
-import { cpuInfo } from '../src';
+import { onWidestIsa } from './support/isa';
 import { runChild } from './support/child';
 
 const LIMIT_MS = 20;
@@ -130,11 +130,7 @@ const child = `
   })();
 `;
 
-// What runs on the main thread does not depend on the kernel path: measured once, on the widest.
-const isas = cpuInfo().availableIsas;
-const widest = process.env.ATTN_ISA === undefined || process.env.ATTN_ISA === isas[isas.length - 1];
-
-describe.skipIf(!widest)('the event loop keeps running during every async form', () => {
+describe.skipIf(!onWidestIsa)('the event loop keeps running during every async form', () => {
   const results = new Map<string, { lag: number; wall: number }>();
   beforeAll(() => {
     const r = runChild(child);
