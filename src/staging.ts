@@ -203,7 +203,12 @@ export class Staging implements Prep {
   }
 
   /** Makes the recorded copies, runs the kernel call, copies the results back. */
-  async run<T>(kernel: () => Promise<T>): Promise<T> {
+  run<T>(kernel: () => Promise<T>): Promise<T> {
+    if (this.before.length === 0 && this.after.length === 0) return kernel(); // the usual case: nothing to copy here
+    return this.runSteps(kernel);
+  }
+
+  private async runSteps<T>(kernel: () => Promise<T>): Promise<T> {
     for (const step of this.before) await step();
     const result = await kernel();
     for (const step of this.after) await step();
