@@ -365,6 +365,33 @@ function pubMultihead(R) {
   if (R.chance(0.2)) opts.attnMask = mask(R, [L, S], R.pick(['uint8', 'float32']));
   if (R.chance(0.2)) opts.keyPaddingMask = mask(R, batched ? [B, S] : [S], 'uint8');
   const what = `${JSON.stringify(config)} query ${tdesc(query)} key ${key ? tdesc(key) : '-'} value ${value ? tdesc(value) : '-'} ${JSON.stringify({ ...opts, attnMask: opts.attnMask && tdesc(opts.attnMask), keyPaddingMask: opts.keyPaddingMask && tdesc(opts.keyPaddingMask) })}`;
+  if (!cross && !config.addBiasKV && !config.addZeroAttn && R.chance(0.3)) {
+    // Incremental decoding: the same steps through a cache, sync and async, against the full causal pass.
+    const steps = [];
+    for (let done = 0; done < L; ) {
+      const n = Math.min(L - done, R.pick([1, 1, 2, 5]));
+      steps.push(query.narrow(query.rank - 2, done, n));
+      done += n;
+    }
+    const run = async () => {
+      const full = mha.forward(query, undefined, undefined, { causal: true });
+      for (const isAsync of [false, true]) {
+        const cache = mha.createKVCache({ batch: batched ? B : 1, capacity: R.int(1, 4) });
+        const outs = T.zeros(full.output.shape);
+        let done = 0;
+        for (const step of steps) {
+          const r = isAsync ? await mha.forwardAsync(step, undefined, undefined, { kvCache: cache }) : mha.forward(step, undefined, undefined, { kvCache: cache });
+          const n = step.shape[step.rank - 2];
+          outs.narrow(outs.rank - 2, done, n).assign(r.output);
+          done += n;
+        }
+        const p = compare(outs, ref.values(full.output), 2e-5, `${isAsync ? 'forwardAsync' : 'forward'} with a KV cache against the full pass`);
+        if (p) return p;
+      }
+      return null;
+    };
+    return { name: 'multihead-cache', what: `${what} steps ${steps.map((t) => t.shape[t.rank - 2]).join(',')}`, run };
+  }
   const run = async () => {
     let sync;
     const problem = await outcome('valid', () => mha.forward(query, key, value ?? key, opts), (r) => {
