@@ -3,8 +3,8 @@
 // The sync forms (NOW) use tensors as they are and make contiguous copies at
 // once. The async forms (Staging) keep the event loop free: every copy whose
 // cost grows with the data runs in the addon's thread pool, or, when it must
-// read memory the addon does not own, here in chunks of a few hundred
-// kilobytes with a turn of the event loop between them.
+// read memory the addon does not own, here in chunks of 1 MiB with a turn of
+// the event loop between them.
 //
 // Why memory the addon does not own is copied at all: JavaScript can detach,
 // transfer or shrink an ArrayBuffer at any time, and nothing can pin it while
@@ -69,7 +69,7 @@ export const NOW: Prep = {
 };
 
 /** Lets the event loop run (timers, I/O) before continuing. */
-export const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Elements from a view's first element to one past its last (0 when empty). */
 const spanOf = (t: Tensor): number => extentOf(t.shape, t.strides);
