@@ -16,7 +16,8 @@
       "OTHER_CPLUSPLUSFLAGS": ["<@(common_flags)"]
     },
     "msvs_settings": {"VCCLCompilerTool": {"ExceptionHandling": 1}},
-    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"]
+    # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: see CMakeLists.txt.
+    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"]
   },
   "targets": [
     {

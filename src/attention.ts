@@ -1,11 +1,13 @@
 // attention(q, k, v): a score between each query and key, softmax over the
 // keys, the weighted sum of the values. planAttention checks the call and lays
-// it out; the compute step runs the score's preparation (cosine, additive) and
-// the kernel, the same for attention and attentionAsync.
+// it out (through a Prep: copies now for attention, off the main thread for
+// attentionAsync); the compute step runs the score's preparation (cosine,
+// additive) and the kernel, the same for both.
 import { native, type NativeBinding } from './native';
 import { matmul, matmulAsync, maskKind } from './ops';
 import { additiveScoresParams, attentionParams, l2NormalizeParams } from './params';
-import { Tensor, checkTensor } from './tensor';
+import { NOW, Staging, type Prep } from './staging';
+import { Tensor, checkTensor, checkWritable, sharesMemory } from './tensor';
 import { checkBoolean, checkFinite, checkOptions, expected, sameShape, shapeString } from './validate';
 
 export type ScoreFunction = 'scaled_dot' | 'dot' | 'cosine' | 'additive';
@@ -61,17 +63,21 @@ const SCORES: readonly ScoreFunction[] = ['scaled_dot', 'dot', 'cosine', 'additi
 
 /** A checked attention call, every operand a 4-D [batch, heads, positions, features] view. */
 interface AttentionPlan {
+  fn: string;
+  prep: Prep;
   score: ScoreFunction;
   q4: Tensor;
   k4: Tensor;
   v4: Tensor;
-  /** The output as the kernel writes it (a view of `output`). */
+  /** The output as the kernel writes it (a view of `output`, or of its stand-in). */
   o4: Tensor;
   /** What the caller gets back. */
   output: Tensor;
   weights: Tensor | undefined;
   scale: number;
   causal: boolean;
+  /** With causal: leading keys every query sees. */
+  causalAlways: number;
   /** attnMask as a [batch, heads, queries, keys] view (stride 0 on broadcast axes). */
   mask: Tensor | null;
   /** [batch, keys] or [keys], contiguous. */
@@ -90,8 +96,10 @@ function to4d(t: Tensor): Tensor {
   return t;
 }
 
-function unitLast(t: Tensor): Tensor {
-  return t.shape[t.rank - 1] > 1 && t.strides[t.rank - 1] !== 1 ? t.contiguous() : t;
+/** t for the kernel, its last axis contiguous. */
+function unitLast(t: Tensor, name: string, prep: Prep): Tensor {
+  const s = prep.input(t, name);
+  return s.shape[s.rank - 1] > 1 && s.strides[s.rank - 1] !== 1 ? prep.contiguous(s) : s;
 }
 
 /** q, k and v as float32 tensors of one rank (2 to 4) with equal leading axes and equal key and value lengths. */
@@ -143,41 +151,54 @@ function scaleFor(opts: Partial<AttentionOptions>, score: ScoreFunction, dk: num
   return scale;
 }
 
-/** The given out (checked: shape [...lead, sq, dv], unit last stride) or a new tensor. */
-function outputFor(out: unknown, want: number[]): Tensor {
-  if (out === undefined) return Tensor.empty(want);
+/**
+ * The given out (checked: shape [...lead, sq, dv], unit last stride, distinct
+ * elements, apart from the inputs) or a new tensor.
+ */
+function outputFor(out: unknown, want: number[], inputs: [string, Tensor | undefined][], fn: string, prep: Prep): Tensor {
+  if (out === undefined) return prep.empty(want);
   const output = checkTensor('out', out, 'float32');
   if (!sameShape(output.shape, want)) throw new RangeError(expected(`Tensor of shape ${shapeString(want)}`, 'out', output));
   const dv = want[want.length - 1];
   if (dv > 1 && output.strides[output.rank - 1] !== 1) {
     throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', output));
   }
+  checkWritable(fn, 'out', output);
+  for (const [name, t] of inputs) {
+    if (t && sharesMemory(output, t)) throw new RangeError(`${fn}: out must not share memory with ${name}`);
+  }
   return output;
 }
 
-/** attnMask broadcast to the caller's [...lead, queries, keys], then lifted to 4-D like q. */
-function maskFor(mask: unknown, full: number[], fn: string): Tensor {
-  let M = checkTensor('attnMask', mask);
+/** attnMask, checked to broadcast to the caller's [...lead, queries, keys]. */
+function checkMask(mask: unknown, full: number[], fn: string): Tensor {
+  const M = checkTensor('attnMask', mask);
   const r = full.length;
   if (M.rank > r || M.shape.some((d, i) => d !== 1 && d !== full[i + r - M.rank])) {
     throw new RangeError(
       `${fn}: attnMask of shape ${shapeString(M.shape)} does not broadcast to ${shapeString(full)} ([..., queries, keys])`,
     );
   }
-  if (M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = M.contiguous();
+  return M;
+}
+
+/** A checked attnMask broadcast to [...lead, queries, keys], then lifted to 4-D like q. */
+function maskFor(M0: Tensor, full: number[], prep: Prep): Tensor {
+  let M = prep.input(M0, 'attnMask');
+  if (M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = prep.contiguous(M);
   return to4d(M.expand(full));
 }
 
-function keyPaddingFor(mask: unknown, want: number[]): Tensor {
+function checkKeyPadding(mask: unknown, want: number[]): Tensor {
   const P = checkTensor('keyPaddingMask', mask);
   if (!sameShape(P.shape, want)) {
     throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', P));
   }
-  return P.contiguous();
+  return P;
 }
 
 /** The additive score's weights, checked against q's and k's feature sizes; w and the bias made contiguous. */
-function additiveFor(a: AdditiveWeights | undefined, dq: number, dk: number, fn: string): AdditiveWeights {
+function additiveFor(a: AdditiveWeights | undefined, dq: number, dk: number, fn: string, prep: Prep): AdditiveWeights {
   if (a === undefined || a === null || typeof a !== 'object') {
     throw new TypeError(expected('{ wq, wk, w, bias? } for the additive score', 'additive', a));
   }
@@ -194,11 +215,16 @@ function additiveFor(a: AdditiveWeights | undefined, dq: number, dk: number, fn:
     bias = checkTensor('additive.bias', a.bias, 'float32');
     if (!sameShape(bias.shape, [hidden])) throw new RangeError(expected(`Tensor of shape [${hidden}]`, 'additive.bias', bias));
   }
-  return { wq, wk, w: w.contiguous(), bias: bias?.contiguous() };
+  return {
+    wq,
+    wk,
+    w: prep.contiguous(prep.input(w, 'additive.w')),
+    bias: bias && prep.contiguous(prep.input(bias, 'additive.bias')),
+  };
 }
 
 /** Checks an attention call (attention and attentionAsync) and lays it out for the kernel. */
-function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn: string): AttentionPlan {
+function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn: string, prep: Prep, causalAlways = 0): AttentionPlan {
   const [Q, K, V] = checkOperands(q, k, v, fn);
   const opts = checkOptions<AttentionOptions>(fn, options, OPTIONS);
   const r = Q.rank;
@@ -212,20 +238,26 @@ function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn:
   const needWeights = opts.needWeights === undefined ? false : checkBoolean('needWeights', opts.needWeights);
   const scale = scaleFor(opts, score, dk, fn);
   const lead = Q.shape.slice(0, -2);
-  const output = outputFor(opts.out, [...lead, sq, dv]);
+  const M = opts.attnMask === undefined ? null : checkMask(opts.attnMask, [...lead, sq, sk], fn);
+  const P = opts.keyPaddingMask === undefined ? null : checkKeyPadding(opts.keyPaddingMask, r >= 3 ? [lead[0], sk] : [sk]);
+  const inputs: [string, Tensor | undefined][] = [['q', Q], ['k', K], ['v', V], ['attnMask', M ?? undefined], ['keyPaddingMask', P ?? undefined]];
+  const output = outputFor(opts.out, [...lead, sq, dv], inputs, fn, prep);
   return {
+    fn,
+    prep,
     score,
-    q4: to4d(unitLast(Q)),
-    k4: to4d(unitLast(K)),
-    v4: to4d(unitLast(V)),
-    o4: to4d(output),
+    q4: to4d(unitLast(Q, 'q', prep)),
+    k4: to4d(unitLast(K, 'k', prep)),
+    v4: to4d(unitLast(V, 'v', prep)),
+    o4: to4d(prep.output(output, 'out')),
     output,
-    weights: needWeights ? Tensor.empty([...lead, sq, sk]) : undefined,
+    weights: needWeights ? prep.empty([...lead, sq, sk]) : undefined,
     scale,
     causal,
-    mask: opts.attnMask === undefined ? null : maskFor(opts.attnMask, [...lead, sq, sk], fn),
-    keyPadding: opts.keyPaddingMask === undefined ? null : keyPaddingFor(opts.keyPaddingMask, r >= 3 ? [lead[0], sk] : [sk]),
-    additive: score === 'additive' ? additiveFor(opts.additive, dq, dk, fn) : null,
+    causalAlways,
+    mask: M ? maskFor(M, [...lead, sq, sk], prep) : null,
+    keyPadding: P ? prep.contiguous(prep.input(P, 'keyPaddingMask')) : null,
+    additive: score === 'additive' ? additiveFor(opts.additive, dq, dk, fn, prep) : null,
   };
 }
 
@@ -241,12 +273,10 @@ interface ScoreInputs {
 /** The first three strides of a 4-D view (the fourth, over features, is 1). */
 const outer = (t: Tensor): number[] => [t.strides[0], t.strides[1], t.strides[2]];
 
-/** Each row of t (its last axis) divided by its L2 norm, as a new contiguous tensor. */
-function normalizeRows(t: Tensor): Tensor {
-  const out = Tensor.zeros(t.shape);
+/** Each row of t (its last axis) divided by its L2 norm: the kernel call into a new contiguous tensor. */
+function normalizeArgs(t: Tensor, out: Tensor): Parameters<NativeBinding['l2Normalize']> {
   const params = l2NormalizeParams({ rank: t.rank, srcOffset: t.offset, dstOffset: 0, shape: t.shape, srcStrides: t.strides, eps: 1e-8 });
-  if (t.size > 0) native.l2Normalize(t.data as Float32Array, out.data as Float32Array, params);
-  return out;
+  return [t.data as Float32Array, out.data as Float32Array, params];
 }
 
 /** The additive scores' kernel call: scores [B, H, Sq, Sk] = w · tanh(pq + pk + bias). */
@@ -270,29 +300,44 @@ function additiveArgs(pq: Tensor, pk: Tensor, a: AdditiveWeights, scores: Tensor
   return [pq.data as Float32Array, pk.data as Float32Array, a.w.data as Float32Array, bias, scores.data as Float32Array, params];
 }
 
-/** Zeroed scores [B, H, Sq, Sk] for projected queries and keys, and whether the kernel has any to compute. */
-function scoresFor(pq: Tensor, pk: Tensor, a: AdditiveWeights): { scores: Tensor; run: boolean } {
-  const scores = Tensor.zeros([pq.shape[0], pq.shape[1], pq.shape[2], pk.shape[2]]);
-  return { scores, run: scores.size > 0 && a.w.size > 0 };
-}
+/** Scores [B, H, Sq, Sk] for projected queries and keys (every element is written by the kernel). */
+const scoresFor = (plan: AttentionPlan, pq: Tensor, pk: Tensor): Tensor =>
+  plan.prep.empty([pq.shape[0], pq.shape[1], pq.shape[2], pk.shape[2]]);
 
 function scoreInputsSync(plan: AttentionPlan): ScoreInputs {
   const { q4, k4, additive: a } = plan;
-  if (plan.score === 'cosine') return { q: normalizeRows(q4), k: normalizeRows(k4), scores: null };
+  if (plan.score === 'cosine') {
+    const [q, k] = [q4, k4].map((t) => {
+      const out = plan.prep.empty(t.shape);
+      if (t.size > 0) native.l2Normalize(...normalizeArgs(t, out));
+      return out;
+    });
+    return { q, k, scores: null };
+  }
   if (!a) return { q: q4, k: k4, scores: null };
   const pq = matmul(q4, a.wq, { transposeB: true });
   const pk = matmul(k4, a.wk, { transposeB: true });
-  const { scores, run } = scoresFor(pq, pk, a);
-  if (run) native.additiveScores(...additiveArgs(pq, pk, a, scores));
+  const scores = scoresFor(plan, pq, pk);
+  if (scores.size > 0) native.additiveScores(...additiveArgs(pq, pk, a, scores));
   return { q: q4, k: k4, scores };
 }
 
 async function scoreInputsAsync(plan: AttentionPlan): Promise<ScoreInputs> {
   const { q4, k4, additive: a } = plan;
-  if (!a) return scoreInputsSync(plan); // cosine normalisation is O(S·d): cheap enough to run here
+  if (plan.score === 'cosine') {
+    const [q, k] = await Promise.all(
+      [q4, k4].map(async (t) => {
+        const out = plan.prep.empty(t.shape);
+        if (t.size > 0) await native.l2NormalizeAsync(...normalizeArgs(t, out));
+        return out;
+      }),
+    );
+    return { q, k, scores: null };
+  }
+  if (!a) return { q: q4, k: k4, scores: null };
   const [pq, pk] = await Promise.all([matmulAsync(q4, a.wq, { transposeB: true }), matmulAsync(k4, a.wk, { transposeB: true })]);
-  const { scores, run } = scoresFor(pq, pk, a);
-  if (run) await native.additiveScoresAsync(...additiveArgs(pq, pk, a, scores));
+  const scores = scoresFor(plan, pq, pk);
+  if (scores.size > 0) await native.additiveScoresAsync(...additiveArgs(pq, pk, a, scores));
   return { q: q4, k: k4, scores };
 }
 
@@ -316,6 +361,7 @@ function attentionArgs(plan: AttentionPlan, s: ScoreInputs): Parameters<NativeBi
     outOffset: o4.offset,
     scale: plan.scale,
     causal: plan.causal ? 1 : 0,
+    causalAlways: plan.causalAlways,
     maskKind: maskKind(mask),
     maskStrides: mask ? mask.strides : [],
     maskOffset: mask ? mask.offset : 0,
@@ -347,6 +393,31 @@ function resultOf(plan: AttentionPlan): AttentionResult {
   return plan.weights ? { output: plan.output, weights: plan.weights } : { output: plan.output };
 }
 
+/** @internal attention with `causalAlways` leading keys that every query sees under causal masking. */
+export function attentionWith(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions | undefined, causalAlways: number): AttentionResult {
+  const plan = planAttention(q, k, v, options, 'attention', NOW, causalAlways);
+  const inputs = scoreInputsSync(plan);
+  if (hasWork(plan)) native.attention(...attentionArgs(plan, inputs));
+  return resultOf(plan);
+}
+
+/** @internal attentionAsync with `causalAlways` leading keys that every query sees under causal masking. */
+export async function attentionAsyncWith(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions | undefined,
+  causalAlways: number,
+): Promise<AttentionResult> {
+  const staging = new Staging('attentionAsync');
+  const plan = planAttention(q, k, v, options, 'attentionAsync', staging, causalAlways);
+  await staging.run(async () => {
+    const inputs = await scoreInputsAsync(plan);
+    if (hasWork(plan)) await native.attentionAsync(...attentionArgs(plan, inputs));
+  });
+  return resultOf(plan);
+}
+
 /**
  * Attention over q [..., Sq, dk], k [..., Sk, dk] and v [..., Sk, dv] (rank
  * 2 to 4; leading axes are batch and heads): softmax(score(q, k) + masks) · v.
@@ -355,13 +426,10 @@ function resultOf(plan: AttentionPlan): AttentionResult {
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions & { needWeights: true }): AttentionResultWithWeights;
 export function attention(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): AttentionResult;
 export function attention(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): AttentionResult {
-  const plan = planAttention(q, k, v, options, 'attention');
-  const inputs = scoreInputsSync(plan);
-  if (hasWork(plan)) native.attention(...attentionArgs(plan, inputs));
-  return resultOf(plan);
+  return attentionWith(q, k, v, options, 0);
 }
 
-/** attention off the main thread. Inputs must not change until it settles. */
+/** attention off the main thread. Inputs must not change (nor `out` be read) until it settles. */
 export function attentionAsync(
   q: Tensor,
   k: Tensor,
@@ -370,8 +438,5 @@ export function attentionAsync(
 ): Promise<AttentionResultWithWeights>;
 export function attentionAsync(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): Promise<AttentionResult>;
 export async function attentionAsync(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): Promise<AttentionResult> {
-  const plan = planAttention(q, k, v, options, 'attentionAsync');
-  const inputs = await scoreInputsAsync(plan);
-  if (hasWork(plan)) await native.attentionAsync(...attentionArgs(plan, inputs));
-  return resultOf(plan);
+  return attentionAsyncWith(q, k, v, options, 0);
 }

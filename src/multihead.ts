@@ -2,9 +2,10 @@
 // torch.nn.MultiheadAttention with batch_first=True computes it):
 // Q = XW^Q, K = XW^K, V = XW^V; split into h heads of E/h; scaled dot-product
 // attention per head; concatenate; project with W^O.
-import { attention, attentionAsync, type AttentionResult } from './attention';
-import { matmul, matmulAsync, packMatrix, PackedMatrix, type MatmulOptions } from './ops';
-import { Tensor, checkTensor } from './tensor';
+import { attentionAsyncWith, attentionWith, type AttentionOptions, type AttentionResult } from './attention';
+import { matmul, matmulAsync, packMatrix, packMatrixAsync, PackedMatrix, type MatmulOptions } from './ops';
+import { copyAsync } from './staging';
+import { type Memory, Tensor, checkTensor, newTensor } from './tensor';
 import { checkBoolean, checkInteger, checkOptions, describe, expected, sameShape, shapeString } from './validate';
 
 export interface MultiHeadAttentionOptions {
@@ -96,8 +97,8 @@ export class KVCache {
     this.numHeads = checkInteger('numHeads', numHeads, 1);
     this.headDim = checkInteger('headDim', headDim, 1);
     checkInteger('capacity', capacity, 1);
-    this.keys = Tensor.zeros([batch, numHeads, capacity, headDim]);
-    this.values = Tensor.zeros([batch, numHeads, capacity, headDim]);
+    this.keys = Tensor.empty([batch, numHeads, capacity, headDim]);
+    this.values = Tensor.empty([batch, numHeads, capacity, headDim]);
   }
 
   /** Steps cached. */
@@ -121,22 +122,23 @@ export class KVCache {
   }
 
   /** @internal Appends [batch, heads, steps, headDim] keys and values; returns views of everything cached. */
-  append(k: Tensor, v: Tensor): { keys: Tensor; values: Tensor } {
+  *append(k: Tensor, v: Tensor): Steps<{ keys: Tensor; values: Tensor }> {
     const steps = k.shape[2];
     const need = this.len + steps;
     if (need > this.capacity) {
       const cap = Math.max(need, 2 * this.capacity);
-      const grow = (old: Tensor) => {
-        const t = Tensor.zeros([this.batch, this.numHeads, cap, this.headDim]);
-        if (this.len > 0) t.narrow(2, 0, this.len).assign(old.narrow(2, 0, this.len));
-        return t;
-      };
-      this.keys = grow(this.keys);
-      this.values = grow(this.values);
+      const keys = Tensor.empty([this.batch, this.numHeads, cap, this.headDim]);
+      const values = Tensor.empty([this.batch, this.numHeads, cap, this.headDim]);
+      if (this.len > 0) {
+        yield* copy(this.keys.narrow(2, 0, this.len), keys.narrow(2, 0, this.len));
+        yield* copy(this.values.narrow(2, 0, this.len), values.narrow(2, 0, this.len));
+      }
+      this.keys = keys;
+      this.values = values;
     }
     if (steps > 0) {
-      this.keys.narrow(2, this.len, steps).assign(k);
-      this.values.narrow(2, this.len, steps).assign(v);
+      yield* copy(k, this.keys.narrow(2, this.len, steps));
+      yield* copy(v, this.values.narrow(2, this.len, steps));
     }
     this.len = need;
     return { keys: this.keys.narrow(2, 0, this.len), values: this.values.narrow(2, 0, this.len) };
@@ -145,18 +147,29 @@ export class KVCache {
 
 // ------------------------------------------------------------ sync / async steps
 
+// A forward is written once, as a generator of the steps that do the work;
+// runSync carries them out with the sync functions, runAsync with the async
+// ones (every step whose cost grows with the data then runs off the main
+// thread).
 type Step =
   | { kind: 'matmul'; a: Tensor; b: Tensor | PackedMatrix; options: MatmulOptions }
-  | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: Parameters<typeof attention>[3] };
+  | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: AttentionOptions; causalAlways: number }
+  | { kind: 'copy'; src: Tensor; dst: Tensor }
+  | { kind: 'pack'; w: Tensor };
 
-type Steps<T> = Generator<Step, T, Tensor & AttentionResult>;
+// What a step gives back: a Tensor (matmul), an AttentionResult, nothing (copy) or a PackedMatrix.
+type Steps<T> = Generator<Step, T, unknown>;
 
 function runSync<T>(gen: Steps<T>): T {
   let r = gen.next();
   while (!r.done) {
     const s = r.value;
-    const value = s.kind === 'matmul' ? matmul(s.a, s.b, s.options) : attention(s.q, s.k, s.v, s.options);
-    r = gen.next(value as Tensor & AttentionResult);
+    let value: unknown;
+    if (s.kind === 'matmul') value = matmul(s.a, s.b, s.options);
+    else if (s.kind === 'attention') value = attentionWith(s.q, s.k, s.v, s.options, s.causalAlways);
+    else if (s.kind === 'copy') s.dst.assign(s.src);
+    else value = packMatrix(s.w, { transpose: true });
+    r = gen.next(value);
   }
   return r.value;
 }
@@ -165,10 +178,19 @@ async function runAsync<T>(gen: Steps<T>): Promise<T> {
   let r = gen.next();
   while (!r.done) {
     const s = r.value;
-    const value = s.kind === 'matmul' ? await matmulAsync(s.a, s.b, s.options) : await attentionAsync(s.q, s.k, s.v, s.options);
-    r = gen.next(value as Tensor & AttentionResult);
+    let value: unknown;
+    if (s.kind === 'matmul') value = await matmulAsync(s.a, s.b, s.options);
+    else if (s.kind === 'attention') value = await attentionAsyncWith(s.q, s.k, s.v, s.options, s.causalAlways);
+    else if (s.kind === 'copy') await copyAsync(s.src.expand(s.dst.shape), s.dst, 'forwardAsync');
+    else value = await packMatrixAsync(s.w, { transpose: true });
+    r = gen.next(value);
   }
   return r.value;
+}
+
+/** dst = src (broadcast to dst's shape). */
+function* copy(src: Tensor, dst: Tensor): Steps<void> {
+  yield { kind: 'copy', src, dst };
 }
 
 /** y = x Wᵀ + b, written into `out` (x [..., in], W [out, in] packed as Wᵀ); the bias is added in the GEMM's epilogue. */
@@ -182,34 +204,37 @@ function splitHeads(t: Tensor, heads: number): Tensor {
 }
 
 // The extra keys of addBiasKV / addZeroAttn go first internally: attention
-// does not depend on the order of the keys, and with them first, causal
-// masking over all keys is still a prefix (every query sees the extra keys,
-// as PyTorch's padded masks allow). Weights are reported in PyTorch's order,
-// extra keys last.
-function prependRows(t: Tensor, rows: Tensor[]): Tensor {
+// does not depend on the order of the keys, and with them first, what a
+// query sees under causal masking is still a prefix of the keys: the extra
+// keys, seen by every query (the attention kernels' causalAlways, as
+// PyTorch's masks padded with unmasked columns for them allow), then the real
+// keys up to the query's causal limit. Weights are reported in PyTorch's
+// order, extra keys last.
+function* prependRows(t: Tensor, rows: Tensor[], memory: Memory): Steps<Tensor> {
   const [B, S, E] = t.shape;
-  const out = Tensor.zeros([B, S + rows.length, E]);
-  rows.forEach((r, i) => out.narrow(1, i, 1).assign(r));
-  out.narrow(1, rows.length, S).assign(t);
+  const out = newTensor([B, S + rows.length, E], 'float32', false, memory);
+  for (const [i, r] of rows.entries()) yield* copy(r, out.narrow(1, i, 1));
+  yield* copy(t, out.narrow(1, rows.length, S));
   return out;
 }
 
 /** Pads the key axis (the last) of a mask in front with `extra` unmasked columns. */
-function padKeysFront(m: Tensor, extra: number): Tensor {
+function* padKeysFront(m: Tensor, extra: number, memory: Memory): Steps<Tensor> {
   const shape = m.shape.slice();
   const keys = shape[shape.length - 1];
   shape[shape.length - 1] += extra;
-  const out = Tensor.zeros(shape, m.dtype);
-  out.narrow(-1, extra, keys).assign(m);
+  const out = newTensor(shape, m.dtype, false, memory);
+  yield* copy(Tensor.zeros([1], m.dtype), out.narrow(-1, 0, extra));
+  yield* copy(m, out.narrow(-1, extra, keys));
   return out;
 }
 
 /** Moves the first `extra` key columns of weights to the end. */
-function extraKeysLast(w: Tensor, extra: number): Tensor {
+function* extraKeysLast(w: Tensor, extra: number, memory: Memory): Steps<Tensor> {
   const keys = w.shape[w.rank - 1] - extra;
-  const out = Tensor.zeros(w.shape);
-  out.narrow(-1, 0, keys).assign(w.narrow(-1, extra, keys));
-  out.narrow(-1, keys, extra).assign(w.narrow(-1, 0, extra));
+  const out = newTensor(w.shape, 'float32', false, memory);
+  yield* copy(w.narrow(-1, extra, keys), out.narrow(-1, 0, keys));
+  yield* copy(w.narrow(-1, 0, extra), out.narrow(-1, keys, extra));
   return out;
 }
 
@@ -431,6 +456,8 @@ interface ForwardPlan {
   cache: KVCache | undefined;
   /** Extra keys (bias_k / bias_v, the zero key) placed before the others. */
   extra: number;
+  /** What results and temporaries are made of: plain memory for forward, the addon's for forwardAsync. */
+  memory: Memory;
   note: (stage: string, t: Tensor | readonly number[]) => void;
 }
 
@@ -447,7 +474,7 @@ function checkForwardOptions(opts: Partial<ForwardOptions>) {
   return { needWeights, averageWeights, cache, causal, note };
 }
 
-/** attnMask in attention()'s layout: PyTorch's [batch·heads, queries, keys] split, extra keys unmasked in front. */
+/** attnMask in attention()'s layout: PyTorch's [batch·heads, queries, keys] split (before the extra keys are added). */
 function forwardAttnMask(mask: unknown, p: ForwardPlan, numHeads: number, keys: number): Tensor {
   const { B, L, fn } = p;
   const h = numHeads;
@@ -467,18 +494,17 @@ function forwardAttnMask(mask: unknown, p: ForwardPlan, numHeads: number, keys: 
   if (shape[shape.length - 1] !== keys) {
     throw new RangeError(`${fn}: attnMask.shape[${m.rank - 1}] is ${m.shape[m.rank - 1]}, expected the key length ${keys}`);
   }
-  return p.extra > 0 ? padKeysFront(out, p.extra) : out;
+  return out;
 }
 
-/** keyPaddingMask as [batch, keys], extra keys unmasked in front. */
+/** keyPaddingMask as [batch, keys] (before the extra keys are added). */
 function forwardKeyPadding(mask: unknown, p: ForwardPlan, keys: number): Tensor {
   const m = checkTensor('keyPaddingMask', mask);
   const want = p.batched ? [p.B, keys] : [keys];
   if (!sameShape(m.shape, want)) {
     throw new RangeError(expected(`Tensor of shape ${shapeString(want)} ([batch, keys])`, 'keyPaddingMask', m));
   }
-  const out = p.batched ? m : m.unsqueeze(0);
-  return p.extra > 0 ? padKeysFront(out, p.extra) : out;
+  return p.batched ? m : m.unsqueeze(0);
 }
 
 // ------------------------------------------------------------ forward: compute
@@ -617,12 +643,16 @@ export class MultiHeadAttention {
     return t.narrow(0, 0, size).reshape(shape);
   }
 
+  /** Bumped by refreshWeights: a packing that started before it is not kept. */
+  private weightsVersion = 0;
+
   /** The projection weight `name` packed as Wᵀ for the GEMM, packed on first use. */
-  private packed(name: string, w: Tensor): PackedMatrix {
+  private *packed(name: string, w: Tensor): Steps<PackedMatrix> {
     let p = this.packedWeights.get(name);
     if (!p) {
-      p = packMatrix(w, { transpose: true });
-      this.packedWeights.set(name, p);
+      const version = this.weightsVersion;
+      p = (yield { kind: 'pack', w }) as PackedMatrix;
+      if (version === this.weightsVersion) this.packedWeights.set(name, p);
     }
     return p;
   }
@@ -633,6 +663,7 @@ export class MultiHeadAttention {
    */
   refreshWeights(): void {
     this.packedWeights.clear();
+    ++this.weightsVersion;
   }
 
   /** A cache for incremental decoding with this module (see ForwardOptions.kvCache). */
@@ -747,6 +778,7 @@ export class MultiHeadAttention {
       attnMask: undefined,
       keyPaddingMask: undefined,
       extra,
+      memory: fn === 'forwardAsync' ? 'owned' : 'plain',
       ...flags,
     };
     // Masks cover the keys given and cached, before the extra ones.
@@ -763,21 +795,21 @@ export class MultiHeadAttention {
     const bias = this.inProjBias;
     note('input', p.q3);
     if (this.inProjWeight && p.selfAttention) {
-      const qkv = yield* linear(p.q3, this.packed('qkv', this.inProjWeight), bias, temp('qkv', [B, L, 3 * E]));
+      const qkv = yield* linear(p.q3, yield* this.packed('qkv', this.inProjWeight), bias, temp('qkv', [B, L, 3 * E]));
       note('QKV = X · [W^Q W^K W^V]ᵀ', qkv);
       const Q = qkv.narrow(2, 0, E);
       note('Q, K, V (views of QKV)', Q);
       return { Q, K: qkv.narrow(2, E, E), V: qkv.narrow(2, 2 * E, E) };
     }
-    const Q = yield* linear(p.q3, this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), temp('q', [B, L, E]));
+    const Q = yield* linear(p.q3, yield* this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), temp('q', [B, L, E]));
     let K: Tensor, V: Tensor;
     if (this.inProjWeight && p.sameMemory) {
-      const kv = yield* linear(p.k3, this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), temp('kv', [B, S, 2 * E]));
+      const kv = yield* linear(p.k3, yield* this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), temp('kv', [B, S, 2 * E]));
       K = kv.narrow(2, 0, E);
       V = kv.narrow(2, E, E);
     } else {
-      K = yield* linear(p.k3, this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), temp('k', [B, S, E]));
-      V = yield* linear(p.v3, this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), temp('v', [B, S, E]));
+      K = yield* linear(p.k3, yield* this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), temp('k', [B, S, E]));
+      V = yield* linear(p.v3, yield* this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), temp('v', [B, S, E]));
     }
     note('Q = X · W^Q', Q);
     note('K = X · W^K', K);
@@ -786,10 +818,10 @@ export class MultiHeadAttention {
   }
 
   /** K and V with the extra keys (bias_k / bias_v, the zero key) in front. */
-  private withExtraKeys({ Q, K, V }: Projected): Projected {
+  private *withExtraKeys({ Q, K, V }: Projected, memory: Memory): Steps<Projected> {
     const zero = Tensor.zeros([1, 1, this.embedDim]);
     const rows = (b: Tensor | undefined) => [...(b ? [b] : []), ...(this.addZeroAttn ? [zero] : [])];
-    return { Q, K: prependRows(K, rows(this.biasK)), V: prependRows(V, rows(this.biasV)) };
+    return { Q, K: yield* prependRows(K, rows(this.biasK), memory), V: yield* prependRows(V, rows(this.biasV), memory) };
   }
 
   /** The kernels of a planned forward, as steps that runSync or runAsync carry out. */
@@ -799,7 +831,7 @@ export class MultiHeadAttention {
     const h = this.numHeads;
     const { B, L, note } = p;
     let proj = yield* this.project(p, temp);
-    if (p.extra > 0) proj = this.withExtraKeys(proj);
+    if (p.extra > 0) proj = yield* this.withExtraKeys(proj, p.memory);
 
     // Split into h heads of E/h: [B, S, E] -> [B, S, h, E/h] -> [B, h, S, E/h] (views).
     note('split heads', [B, L, h, this.headDim]);
@@ -808,25 +840,29 @@ export class MultiHeadAttention {
     let Vh = splitHeads(proj.V, h);
     note('heads first', Qh);
     if (p.cache) {
-      ({ keys: Kh, values: Vh } = p.cache.append(Kh, Vh));
+      ({ keys: Kh, values: Vh } = yield* p.cache.append(Kh, Vh));
       note('cached keys', Kh);
     }
 
     // Attention per head, written straight into the merged [B, L, E] layout.
     const merged = temp('merged', [B, L, E]);
     const out = splitHeads(merged, h);
-    const { attnMask, keyPaddingMask, causal, needWeights } = p;
+    const { causal, needWeights } = p;
+    // The masks cover the keys given (and cached); the extra keys are never masked.
+    const attnMask = p.attnMask && p.extra > 0 ? yield* padKeysFront(p.attnMask, p.extra, p.memory) : p.attnMask;
+    const keyPaddingMask =
+      p.keyPaddingMask && p.extra > 0 ? yield* padKeysFront(p.keyPaddingMask, p.extra, p.memory) : p.keyPaddingMask;
     const options = { attnMask, keyPaddingMask, causal, needWeights, out };
-    const att = (yield { kind: 'attention', q: Qh, k: Kh, v: Vh, options }) as AttentionResult;
+    const att = (yield { kind: 'attention', q: Qh, k: Kh, v: Vh, options, causalAlways: p.extra }) as AttentionResult;
     note('softmax(QKᵀ/√d_k) · V per head', out);
     note('concat heads', merged);
 
     // Output projection W^O.
-    const y = yield* linear(merged, this.packed('out', this.outProjWeight), this.outProjBias, Tensor.empty([B, L, E]));
+    const y = yield* linear(merged, yield* this.packed('out', this.outProjWeight), this.outProjBias, newTensor([B, L, E], 'float32', false, p.memory));
     note('output = concat · W^O', y);
 
     let weights = att.weights;
-    if (weights && p.extra > 0) weights = extraKeysLast(weights, p.extra);
+    if (weights && p.extra > 0) weights = yield* extraKeysLast(weights, p.extra, p.memory);
     if (weights && p.averageWeights) weights = yield* averageHeads(weights);
     const output = p.batched ? y : y.reshape([L, E]);
     if (weights && !p.batched) weights = weights.reshape(weights.shape.slice(1));

@@ -27,18 +27,27 @@ export interface NativeBinding {
   gemm(a: F32, b: F32, c: F32, bias: F32 | null, params: Params): void;
   gemmAsync(a: F32, b: F32, c: F32, bias: F32 | null, params: Params): Promise<void>;
   packMatrix(b: F32, params: Params): object;
+  packMatrixAsync(b: F32, params: Params): Promise<object>;
   gemmWithPacked(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): void;
   gemmWithPackedAsync(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): Promise<void>;
   softmax(x: F32, out: F32, mask: Mask, params: Params): void;
   softmaxAsync(x: F32, out: F32, mask: Mask, params: Params): Promise<void>;
   copyStrided(src: F32 | Uint8Array, dst: F32 | Uint8Array, params: Params): void;
+  copyStridedAsync(src: F32 | Uint8Array, dst: F32 | Uint8Array, params: Params): Promise<void>;
   attention(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, params: Params): void;
   attentionAsync(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, params: Params): Promise<void>;
   additiveScores(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): void;
   additiveScoresAsync(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): Promise<void>;
   l2Normalize(src: F32, dst: F32, params: Params): void;
+  l2NormalizeAsync(src: F32, dst: F32, params: Params): Promise<void>;
   toFloat32(bytes: Uint8Array, dtypeCode: number, dst: F32): void;
   fill(dst: F32, params: Params): void;
+  /** An ArrayBuffer over addon-owned memory (undefined when the runtime refuses external memory). */
+  allocate(bytes: number, zero: boolean): ArrayBuffer | undefined;
+  /** Whether a typed array's memory is the addon's. */
+  isOwned(array: ArrayBufferView): boolean;
+  /** The addon's block cache: bytes cached for reuse and in use, blocks reused and newly allocated. */
+  memoryStats(): { cachedBytes: number; liveBytes: number; reused: number; allocated: number };
   cpuInfo(): NativeCpuInfo;
   setNumThreads(n: number): void;
   getNumThreads(): number;

@@ -1,7 +1,8 @@
 // matmul and softmax on Tensors, and the runtime controls.
-import { Tensor, checkTensor } from './tensor';
+import { Tensor, checkTensor, checkWritable, sharesMemory } from './tensor';
 import { native, addonPath, type NativeCpuInfo } from './native';
 import { gemmParams, gemmWithPackedParams, packMatrixParams, softmaxParams } from './params';
+import { NOW, Staging, type Prep } from './staging';
 import { checkBoolean, checkFinite, checkInteger, checkOptions, expected, sameShape, shapeString } from './validate';
 
 export interface MatmulOptions {
@@ -61,8 +62,8 @@ function batchStride(t: Tensor): number | null {
   return stride ?? 0;
 }
 
-/** Describes t's last two axes [r, c] for the GEMM, copying only when no stride layout fits. */
-function operand(t: Tensor): Operand {
+/** Describes t's last two axes [r, c] for the GEMM, copying (through prep) only when no stride layout fits. */
+function operand(t: Tensor, prep: Prep = NOW): Operand {
   const r = t.shape[t.rank - 2];
   const c = t.shape[t.rank - 1];
   const sr = t.strides[t.rank - 2];
@@ -79,7 +80,7 @@ function operand(t: Tensor): Operand {
       return { data: t.data as Float32Array, offset: t.offset, ld: c <= 1 ? Math.max(r, 1) : sc, stored: true, batchStride: bs };
     }
   }
-  const copy = t.clone();
+  const copy = prep.contiguous(t);
   return { data: copy.data as Float32Array, offset: 0, ld: Math.max(c, 1), stored: false, batchStride: r * c };
 }
 
@@ -116,59 +117,85 @@ export class PackedMatrix {
  * weight layout) for repeated use as matmul's right operand.
  */
 export function packMatrix(b: Tensor, options?: { transpose?: boolean }): PackedMatrix {
+  const call = preparePack(b, options, 'packMatrix', NOW);
+  return PackedMatrix.fromHandle(native.packMatrix(call.data, call.params), call.k, call.n);
+}
+
+/** @internal packMatrix off the main thread (MultiHeadAttention packs its weights with it in forwardAsync). */
+export async function packMatrixAsync(b: Tensor, options?: { transpose?: boolean }): Promise<PackedMatrix> {
+  const staging = new Staging('packMatrixAsync');
+  const call = preparePack(b, options, 'packMatrixAsync', staging);
+  const handle = await staging.run(() => native.packMatrixAsync(call.data, call.params));
+  return PackedMatrix.fromHandle(handle, call.k, call.n);
+}
+
+function preparePack(b: unknown, options: unknown, fn: string, prep: Prep): { data: Float32Array; params: Float64Array; k: number; n: number } {
   const B = checkTensor('b', b, 'float32');
-  const opts = checkOptions<{ transpose?: boolean }>('packMatrix', options, ['transpose']);
+  const opts = checkOptions<{ transpose?: boolean }>(fn, options, ['transpose']);
   const transpose = opts.transpose === undefined ? false : checkBoolean('transpose', opts.transpose);
   if (B.rank !== 2) throw new RangeError(expected('2-D Tensor', 'b', B));
-  const p = operand(B);
+  const p = operand(prep.input(B, 'b'), prep);
   const stored = transpose !== p.stored;
   const [r, c] = B.shape;
   const k = transpose ? c : r;
   const n = transpose ? r : c;
-  const params = packMatrixParams({ k, n, ldb: p.ld, transB: stored ? 1 : 0, bOffset: p.offset });
-  return PackedMatrix.fromHandle(native.packMatrix(p.data, params), k, n);
+  return { data: p.data, params: prep.block(packMatrixParams({ k, n, ldb: p.ld, transB: stored ? 1 : 0, bOffset: p.offset })), k, n };
 }
 
 interface GemmCall {
   a: Float32Array;
   b: Float32Array | object;
   packed: boolean;
+  /** What the caller gets back. */
   out: Tensor;
+  /** What the kernel writes: out, or its stand-in (async). */
+  target: Float32Array;
   bias: Float32Array | null;
   params: Float64Array;
 }
 
-/** The result tensor (given or new) and its GEMM layout; the bias checked against n. */
+/** The result tensor (given or new) and its GEMM layout; the bias checked against n and apart from out. */
 function outputAndBias(
   opts: Partial<MatmulOptions>,
   outShape: number[],
   n: number,
   beta: number,
   fn: string,
+  inputs: [string, Tensor][],
+  prep: Prep,
 ): { out: Tensor; oc: Operand; bias: Tensor | null } {
   let out: Tensor;
   if (opts.out !== undefined) {
     out = checkTensor('out', opts.out, 'float32');
     if (!sameShape(out.shape, outShape)) throw new RangeError(expected(`Tensor of shape ${shapeString(outShape)}`, 'out', out));
+    checkWritable(fn, 'out', out);
+    const layout = operand(out);
+    if (layout.stored || layout.data !== out.data) {
+      throw new RangeError(`${fn}: out must be row-major in its last two axes with one stride for its leading axes`);
+    }
   } else {
     if (beta !== 0) throw new RangeError(`${fn}: beta is ${beta} but no out was given; beta scales the existing contents of out`);
-    out = Tensor.empty(outShape); // every element is written (beta is 0)
-  }
-  const oc = operand(out);
-  if (oc.stored || oc.data !== out.data) {
-    throw new RangeError(`${fn}: out must be row-major in its last two axes with one stride for its leading axes`);
+    out = prep.empty(outShape); // every element is written (beta is 0)
   }
   let bias: Tensor | null = null;
   if (opts.bias !== undefined) {
     bias = checkTensor('bias', opts.bias, 'float32');
     if (bias.rank !== 1 || bias.shape[0] !== n) throw new RangeError(expected(`Tensor of shape [${n}]`, 'bias', bias));
-    if (n > 1 && bias.strides[0] !== 1) bias = bias.contiguous();
+    inputs = [...inputs, ['bias', bias]];
   }
+  for (const [name, t] of inputs) {
+    if (sharesMemory(out, t)) throw new RangeError(`${fn}: out must not share memory with ${name}`);
+  }
+  if (bias) {
+    bias = prep.input(bias, 'bias');
+    if (n > 1 && bias.strides[0] !== 1) bias = prep.contiguous(bias);
+  }
+  const oc = operand(prep.output(out, 'out', beta !== 0));
   return { out, oc, bias };
 }
 
 /** matmul with a PackedMatrix as b. */
-function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>, fn: string): GemmCall {
+function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>, fn: string, prep: Prep): GemmCall {
   if (opts.transposeB) throw new RangeError(`${fn}: transposeB does not apply to a PackedMatrix (choose it in packMatrix)`);
   const ta = opts.transposeA === undefined ? false : checkBoolean('transposeA', opts.transposeA);
   const alpha = opts.alpha === undefined ? 1 : checkFinite('alpha', opts.alpha);
@@ -182,10 +209,10 @@ function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>,
     throw new RangeError(`${fn}: a.shape[${ta ? A.rank - 2 : A.rank - 1}] is ${ka} but the packed b has ${k} rows; the inner dimensions must match`);
   }
   const batchShape = A.shape.slice(0, -2);
-  const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn);
-  const pa = operand(A);
+  const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn, [['a', A]], prep);
+  const pa = operand(prep.input(A, 'a'), prep);
   const batch = batchShape.reduce((x, d) => x * d, 1);
-  const params = gemmWithPackedParams({
+  const params = prep.block(gemmWithPackedParams({
     m,
     transA: ta !== pa.stored ? 1 : 0,
     lda: pa.ld,
@@ -198,8 +225,8 @@ function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>,
     aOffset: pa.offset,
     cOffset: oc.offset,
     biasOffset: bias ? bias.offset : 0,
-  });
-  return { a: pa.data, b: P.handle, packed: true, out, bias: bias ? (bias.data as Float32Array) : null, params };
+  }));
+  return { a: pa.data, b: P.handle, packed: true, out, target: oc.data, bias: bias ? (bias.data as Float32Array) : null, params };
 }
 
 /** The batch shape of the result: a's and b's leading axes, equal, or one side's when the other is 2-D. */
@@ -211,10 +238,10 @@ function batchShapeOf(batchA: readonly number[], batchB: readonly number[], fn: 
   );
 }
 
-function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): GemmCall {
+function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string, prep: Prep): GemmCall {
   const A = checkTensor('a', a, 'float32');
   const opts = checkOptions<MatmulOptions>(fn, options, MATMUL_OPTIONS);
-  if (b instanceof PackedMatrix) return preparePacked(A, b, opts, fn);
+  if (b instanceof PackedMatrix) return preparePacked(A, b, opts, fn, prep);
   if (!(b instanceof Tensor)) throw new TypeError(expected('float32 Tensor or PackedMatrix', 'b', b));
   const B = checkTensor('b', b, 'float32');
   const ta = opts.transposeA === undefined ? false : checkBoolean('transposeA', opts.transposeA);
@@ -242,10 +269,10 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
   const batchA = A.shape.slice(0, -2);
   const batchB = B.shape.slice(0, -2);
   const batchShape = batchShapeOf(batchA, batchB, fn);
-  const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn);
-  const pa = operand(A);
-  const pb = operand(B);
-  const params = gemmParams({
+  const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn, [['a or b', A], ['a or b', B]], prep);
+  const pa = operand(prep.input(A, 'a'), prep);
+  const pb = operand(prep.input(B, 'b'), prep);
+  const params = prep.block(gemmParams({
     m,
     n,
     k,
@@ -264,8 +291,8 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
     bOffset: pb.offset,
     cOffset: oc.offset,
     biasOffset: bias ? bias.offset : 0,
-  });
-  return { a: pa.data, b: pb.data, packed: false, out, bias: bias ? (bias.data as Float32Array) : null, params };
+  }));
+  return { a: pa.data, b: pb.data, packed: false, out, target: oc.data, bias: bias ? (bias.data as Float32Array) : null, params };
 }
 
 /**
@@ -274,23 +301,27 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string): Ge
  * must be equal, or one operand 2-D (it is shared across the batch).
  */
 export function matmul(a: Tensor, b: Tensor | PackedMatrix, options?: MatmulOptions): Tensor {
-  const call = prepareMatmul(a, b, options, 'matmul');
+  const call = prepareMatmul(a, b, options, 'matmul', NOW);
   if (call.packed) {
-    native.gemmWithPacked(call.a, call.b, call.out.data as Float32Array, call.bias, call.params);
+    native.gemmWithPacked(call.a, call.b, call.target, call.bias, call.params);
   } else {
-    native.gemm(call.a, call.b as Float32Array, call.out.data as Float32Array, call.bias, call.params);
+    native.gemm(call.a, call.b as Float32Array, call.target, call.bias, call.params);
   }
   return call.out;
 }
 
-/** matmul off the main thread; resolves with `out`. Inputs must not change until it settles. */
+/**
+ * matmul off the main thread; resolves with `out`. Inputs must not change
+ * (nor `out` be read) until it settles.
+ */
 export async function matmulAsync(a: Tensor, b: Tensor | PackedMatrix, options?: MatmulOptions): Promise<Tensor> {
-  const call = prepareMatmul(a, b, options, 'matmulAsync');
-  if (call.packed) {
-    await native.gemmWithPackedAsync(call.a, call.b, call.out.data as Float32Array, call.bias, call.params);
-  } else {
-    await native.gemmAsync(call.a, call.b as Float32Array, call.out.data as Float32Array, call.bias, call.params);
-  }
+  const staging = new Staging('matmulAsync');
+  const call = prepareMatmul(a, b, options, 'matmulAsync', staging);
+  await staging.run(() =>
+    call.packed
+      ? native.gemmWithPackedAsync(call.a, call.b, call.target, call.bias, call.params)
+      : native.gemmAsync(call.a, call.b as Float32Array, call.target, call.bias, call.params),
+  );
   return call.out;
 }
 
@@ -298,7 +329,10 @@ export async function matmulAsync(a: Tensor, b: Tensor | PackedMatrix, options?:
 
 interface SoftmaxCall {
   x: Float32Array;
+  /** What the caller gets back. */
   out: Tensor;
+  /** What the kernel writes: out, or its stand-in (async). */
+  target: Float32Array;
   mask: Float32Array | Uint8Array | null;
   params: Float64Array;
 }
@@ -309,9 +343,9 @@ export function maskKind(t: Tensor | null | undefined): 0 | 1 | 2 {
   return t.dtype === 'float32' ? 1 : 2;
 }
 
-/** The given out (checked against x's shape, unit last stride) or a new tensor. */
-function softmaxOutput(opts: Partial<SoftmaxOptions>, X: Tensor): Tensor {
-  if (opts.out === undefined) return Tensor.empty(X.shape);
+/** The given out (checked against x's shape, unit last stride, distinct elements, apart from x unless it is x) or a new tensor. */
+function softmaxOutput(opts: Partial<SoftmaxOptions>, X: Tensor, fn: string, prep: Prep): Tensor {
+  if (opts.out === undefined) return prep.empty(X.shape);
   const out = checkTensor('out', opts.out, 'float32');
   if (!sameShape(out.shape, X.shape)) {
     throw new RangeError(expected(`Tensor of shape ${shapeString(X.shape)}`, 'out', out));
@@ -320,47 +354,56 @@ function softmaxOutput(opts: Partial<SoftmaxOptions>, X: Tensor): Tensor {
   if (out.shape[last] > 1 && out.strides[last] !== 1) {
     throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', out));
   }
+  checkWritable(fn, 'out', out);
+  const at = (t: Tensor) => t.data.byteOffset + t.offset * 4;
+  const inPlace = out.data.buffer === X.data.buffer && at(out) === at(X) && out.strides.every((s, d) => s === X.strides[d] || X.shape[d] <= 1);
+  if (!inPlace && sharesMemory(out, X)) throw new RangeError(`${fn}: out must be x itself or not share memory with it`);
   return out;
 }
 
 /** The mask as a view of x's shape (stride 0 on broadcast axes), its last axis contiguous. */
-function softmaxMask(mask: unknown, X: Tensor, fn: string): Tensor {
+function softmaxMask(mask: unknown, X: Tensor, fn: string, prep: Prep): Tensor {
   let M = checkTensor('mask', mask);
   const rank = X.rank;
   if (M.rank > rank || M.shape.some((dim, i) => dim !== 1 && dim !== X.shape[i + rank - M.rank])) {
     throw new RangeError(`${fn}: mask of shape ${shapeString(M.shape)} does not broadcast to x's shape ${shapeString(X.shape)}`);
   }
-  if (M.shape.length > 0 && M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = M.contiguous();
+  M = prep.input(M, 'mask');
+  if (M.shape.length > 0 && M.shape[M.rank - 1] > 1 && M.strides[M.rank - 1] !== 1) M = prep.contiguous(M);
   return M.expand(X.shape);
 }
 
-function prepareSoftmax(x: unknown, options: unknown, fn: string): SoftmaxCall {
-  let X = checkTensor('x', x, 'float32');
+function prepareSoftmax(x: unknown, options: unknown, fn: string, prep: Prep): SoftmaxCall {
+  const X0 = checkTensor('x', x, 'float32');
   const opts = checkOptions<SoftmaxOptions>(fn, options, SOFTMAX_OPTIONS);
   const scale = opts.scale === undefined ? 1 : checkFinite('scale', opts.scale);
   const causal = opts.causal === undefined ? false : checkBoolean('causal', opts.causal);
-  if (X.rank < 1) throw new RangeError(expected('Tensor with at least 1 dimension', 'x', X));
-  if (causal && X.rank < 2) {
-    throw new RangeError(expected('Tensor with at least 2 dimensions (causal masks the last two)', 'x', X));
+  if (X0.rank < 1) throw new RangeError(expected('Tensor with at least 1 dimension', 'x', X0));
+  if (causal && X0.rank < 2) {
+    throw new RangeError(expected('Tensor with at least 2 dimensions (causal masks the last two)', 'x', X0));
   }
-  const out = softmaxOutput(opts, X);
+  const out = softmaxOutput(opts, X0, fn, prep);
+  const M0 = opts.mask === undefined ? null : checkTensor('mask', opts.mask);
+  if (M0 && sharesMemory(out, M0)) throw new RangeError(`${fn}: out must not share memory with mask`);
+  const target = prep.output(out, 'out');
+  let X = prep.input(X0, 'x');
   const last = X.rank - 1;
-  if (X.shape[last] > 1 && X.strides[last] !== 1) X = X.contiguous();
-  const M = opts.mask === undefined ? null : softmaxMask(opts.mask, X, fn);
-  const params = softmaxParams({
+  if (X.shape[last] > 1 && X.strides[last] !== 1) X = prep.contiguous(X);
+  const M = M0 === null ? null : softmaxMask(M0, X, fn, prep);
+  const params = prep.block(softmaxParams({
     rank: X.rank,
     scale,
     causal: causal ? 1 : 0,
     maskKind: maskKind(M),
     xOffset: X.offset,
-    outOffset: out.offset,
+    outOffset: target.offset,
     maskOffset: M ? M.offset : 0,
     shape: X.shape,
     xStrides: X.strides,
-    outStrides: out.strides,
+    outStrides: target.strides,
     maskStrides: M ? M.strides : [],
-  });
-  return { x: X.data as Float32Array, out, mask: M ? M.data : null, params };
+  }));
+  return { x: X.data as Float32Array, out, target: target.data as Float32Array, mask: M ? M.data : null, params };
 }
 
 /**
@@ -368,15 +411,16 @@ function prepareSoftmax(x: unknown, options: unknown, fn: string): SoftmaxCall {
  * is masked (or -Infinity) is all zeros; a NaN in a row makes the row NaN.
  */
 export function softmax(x: Tensor, options?: SoftmaxOptions): Tensor {
-  const call = prepareSoftmax(x, options, 'softmax');
-  native.softmax(call.x, call.out.data as Float32Array, call.mask, call.params);
+  const call = prepareSoftmax(x, options, 'softmax', NOW);
+  native.softmax(call.x, call.target, call.mask, call.params);
   return call.out;
 }
 
 /** softmax off the main thread; resolves with `out`. */
 export async function softmaxAsync(x: Tensor, options?: SoftmaxOptions): Promise<Tensor> {
-  const call = prepareSoftmax(x, options, 'softmaxAsync');
-  await native.softmaxAsync(call.x, call.out.data as Float32Array, call.mask, call.params);
+  const staging = new Staging('softmaxAsync');
+  const call = prepareSoftmax(x, options, 'softmaxAsync', staging);
+  await staging.run(() => native.softmaxAsync(call.x, call.target, call.mask, call.params));
   return call.out;
 }
 

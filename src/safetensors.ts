@@ -6,7 +6,9 @@ import { Tensor, MAX_RANK } from './tensor';
 import { describe, expected } from './validate';
 
 export interface SafetensorsFile {
+  /** By name, in a null-prototype object: any name is a key, '__proto__' included. */
   tensors: Record<string, Tensor>;
+  /** By key, in a null-prototype object. */
   metadata: Record<string, string>;
 }
 
@@ -66,7 +68,7 @@ function readHeader(bytes: Uint8Array, fail: Fail): { header: Record<string, unk
 
 function readMetadata(info: unknown, fail: Fail): Record<string, string> {
   if (info === null || typeof info !== 'object' || Array.isArray(info)) fail('__metadata__ is not an object');
-  const metadata: Record<string, string> = {};
+  const metadata: Record<string, string> = Object.create(null);
   for (const [k, v] of Object.entries(info as Record<string, unknown>)) {
     if (typeof v !== 'string') fail(`__metadata__.${k} is ${describe(v)}, expected a string`);
     metadata[k] = v as string;
@@ -78,7 +80,7 @@ function readMetadata(info: unknown, fail: Fail): Record<string, string> {
 function readEntry(name: string, info: unknown, dataLen: number, fail: Fail): Entry {
   const t = info as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
   if (t === null || typeof t !== 'object') fail(`entry '${name}' is not an object`);
-  if (typeof t.dtype !== 'string' || !(t.dtype in DTYPE_BYTES)) {
+  if (typeof t.dtype !== 'string' || !Object.prototype.hasOwnProperty.call(DTYPE_BYTES, t.dtype)) {
     fail(`tensor '${name}' has dtype ${JSON.stringify(t.dtype)}; supported: ${Object.keys(DTYPE_BYTES).join(', ')}`);
   }
   const shape = t.shape;
@@ -149,14 +151,15 @@ export function loadSafetensors(pathOrBytes: string | Uint8Array): SafetensorsFi
   };
   const { header, dataStart } = readHeader(bytes, fail);
   const dataLen = bytes.length - dataStart;
-  let metadata: Record<string, string> = {};
+  let metadata: Record<string, string> = Object.create(null);
   const entries: Entry[] = [];
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') metadata = readMetadata(info, fail);
     else entries.push(readEntry(name, info, dataLen, fail));
   }
   checkCoverage(entries, dataLen, fail);
-  const tensors: Record<string, Tensor> = {};
+  // A null-prototype object: a tensor named '__proto__' is a key like any other.
+  const tensors: Record<string, Tensor> = Object.create(null);
   for (const e of entries) tensors[e.name] = tensorOf(bytes, dataStart, e);
   return { tensors, metadata };
 }
@@ -179,13 +182,13 @@ export function saveSafetensors(
   const tensors = (path === undefined ? a : b) as Record<string, Tensor>;
   const metadata = (path === undefined ? b : c) as Record<string, string> | undefined;
   if (tensors === null || typeof tensors !== 'object') throw new TypeError(expected('object of Tensors', 'tensors', tensors));
-  const header: Record<string, unknown> = {};
+  const header: Record<string, unknown> = Object.create(null);
   if (metadata !== undefined) {
     if (metadata === null || typeof metadata !== 'object') throw new TypeError(expected('object of strings', 'metadata', metadata));
     for (const [k, v] of Object.entries(metadata)) {
       if (typeof v !== 'string') throw new TypeError(expected('string', `metadata.${k}`, v));
     }
-    header.__metadata__ = { ...metadata };
+    header.__metadata__ = Object.assign(Object.create(null), metadata);
   }
   const parts: Uint8Array[] = [];
   let offset = 0;

@@ -49,13 +49,70 @@ function contiguousStrides(shape: readonly number[]): number[] {
 }
 
 /** Elements from the first to one past the last (0 when empty). */
-function extentOf(shape: readonly number[], strides: readonly number[]): number {
+export function extentOf(shape: readonly number[], strides: readonly number[]): number {
   let e = 1;
   for (let d = 0; d < shape.length; ++d) {
     if (shape[d] === 0) return 0;
     e += (shape[d] - 1) * strides[d];
   }
   return e;
+}
+
+// ------------------------------------------------------------ storage
+//
+// Memory the addon owns (an external ArrayBuffer over a reference-counted
+// native block) is what async kernels work in: a job holds the block for as
+// long as it runs, whatever JavaScript does to the ArrayBuffer meanwhile, and
+// freed blocks are recycled instead of faulting in fresh pages. But Node frees
+// external memory only when the event loop turns (it runs their finalizers
+// from the loop), so a synchronous loop that made a fresh owned result on
+// every call would pile up memory until it returned. Hence three kinds:
+//  - 'owned': always the addon's (the results and copies of async forms,
+//    which let the loop turn);
+//  - 'auto': the addon's, unless OWNED_BYTES_PER_TURN have been handed out
+//    since the loop last turned (tensors made by Tensor.zeros, randn, clone
+//    and the like: usually long-lived, often used by async forms);
+//  - 'plain': an ordinary typed array, freed by V8's garbage collector alone
+//    (the results and temporaries of sync forms).
+// Below OWNED_MIN_BYTES every tensor is plain (cheaper to make; async calls
+// copy such small arrays as they start).
+export type Memory = 'owned' | 'auto' | 'plain';
+
+const OWNED_MIN_BYTES = 64 * 1024;
+const OWNED_BYTES_PER_TURN = 256 * 1024 * 1024;
+let ownedThisTurn = 0;
+const ownedBuffers = new WeakSet<ArrayBufferLike>();
+const resetTurn = (): void => {
+  ownedThisTurn = 0;
+};
+
+/** Whether a tensor's storage is the addon's memory (safe for async kernels as it is). */
+export function isOwnedStorage(data: TensorData): boolean {
+  return ownedBuffers.has(data.buffer);
+}
+
+/** Storage for n elements of `memory`'s kind (see above), zeroed when `zero`. */
+export function allocateStorage(dtype: DType, n: number, zero: boolean, shape: readonly number[], memory: Memory): TensorData {
+  const ctor = dtype === 'float32' ? Float32Array : Uint8Array;
+  const bytes = n * ctor.BYTES_PER_ELEMENT;
+  try {
+    const withinTurn = ownedThisTurn === 0 || ownedThisTurn + bytes <= OWNED_BYTES_PER_TURN;
+    if (bytes >= OWNED_MIN_BYTES && (memory === 'owned' || (memory === 'auto' && withinTurn))) {
+      if (ownedThisTurn === 0) setImmediate(resetTurn).unref();
+      ownedThisTurn += bytes;
+      const ab = native.allocate(bytes, zero);
+      if (ab !== undefined) {
+        ownedBuffers.add(ab);
+        return new ctor(ab);
+      }
+    }
+    if (zero || n === 0) return new ctor(n);
+    // Not zeroed: reuses freed memory instead of faulting in fresh pages.
+    const buf = Buffer.allocUnsafeSlow(bytes);
+    return new ctor(buf.buffer, buf.byteOffset, n);
+  } catch (err) {
+    throw new RangeError(`Cannot allocate a tensor of shape ${shapeString(shape)} (${n} elements): ${(err as Error).message}`);
+  }
 }
 
 function normAxis(name: string, axis: unknown, rank: number): number {
@@ -125,11 +182,8 @@ export class Tensor {
   // ------------------------------------------------------------ constructors
 
   static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
-    const dims = checkShape('shape', shape);
-    const n = checkedProduct('shape', dims);
-    if (dtype === 'float32') return new Tensor(allocate(Float32Array, n, dims), dims);
-    if (dtype === 'uint8') return new Tensor(allocate(Uint8Array, n, dims), dims);
-    throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
+    if (dtype !== 'float32' && dtype !== 'uint8') throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
+    return newTensor(shape, dtype, true);
   }
 
   /**
@@ -138,22 +192,14 @@ export class Tensor {
    * reuses freed memory instead of faulting in fresh pages.
    */
   static empty(shape: readonly number[]): Tensor {
-    const dims = checkShape('shape', shape);
-    const n = checkedProduct('shape', dims);
-    if (n === 0) return new Tensor(new Float32Array(0), dims);
-    let buf: Buffer;
-    try {
-      buf = Buffer.allocUnsafeSlow(n * 4);
-    } catch (err) {
-      throw new RangeError(`Cannot allocate a tensor of shape ${shapeString(dims)} (${n} elements): ${(err as Error).message}`);
-    }
-    return new Tensor(new Float32Array(buf.buffer, buf.byteOffset, n), dims);
+    return newTensor(shape, 'float32', false);
   }
 
   /** A tensor of `value` everywhere (any number, e.g. -Infinity for a mask). */
   static full(shape: readonly number[], value: number, dtype: DType = 'float32'): Tensor {
     if (typeof value !== 'number') throw new TypeError(expected('number', 'value', value));
-    const t = Tensor.zeros(shape, dtype);
+    if (dtype !== 'float32' && dtype !== 'uint8') throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
+    const t = newTensor(shape, dtype, false);
     t.data.fill(value);
     return t;
   }
@@ -193,9 +239,10 @@ export class Tensor {
       v.forEach((x, i) => walk(x, depth + 1, `${where}[${i}]`));
     };
     walk(values, 0, '');
-    if (dtype === 'uint8') return new Tensor(Uint8Array.from(flat), shape);
-    if (dtype !== 'float32') throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
-    return new Tensor(Float32Array.from(flat), shape);
+    if (dtype !== 'float32' && dtype !== 'uint8') throw new TypeError(expected("'float32' or 'uint8'", 'dtype', dtype));
+    const t = newTensor(shape, dtype, false);
+    t.data.set(flat);
+    return t;
   }
 
   // ------------------------------------------------------------ properties
@@ -230,17 +277,19 @@ export class Tensor {
 
   /** A contiguous copy. */
   clone(): Tensor {
-    const out = Tensor.zeros(this.shape, this.dtype);
+    const out = newTensor(this.shape, this.dtype, false);
     copyElements(this, out);
     return out;
   }
 
   /**
-   * Copies `src` into this tensor (which may be a view), broadcasting `src` to
+   * Copies `src` into this tensor (which may be a view, but not one whose
+   * elements share memory, such as an expanded one), broadcasting `src` to
    * this shape. Returns this tensor.
    */
   assign(src: Tensor): this {
     checkTensor('src', src, this.dtype);
+    checkWritable('assign', 'this tensor', this);
     copyElements(sameShape(src.shape, this.shape) ? src : src.expand(this.shape), this);
     return this;
   }
@@ -429,17 +478,54 @@ export class Tensor {
   }
 }
 
+/**
+ * True when no two elements of a view share a memory location: with the axes
+ * of length > 1 sorted by stride, each stride steps past everything the
+ * smaller axes span (the addon applies the same rule).
+ */
+export function hasDistinctElements(t: Tensor): boolean {
+  if (t.shape.includes(0)) return true;
+  const axes = t.shape.map((_, d) => d).filter((d) => t.shape[d] > 1);
+  axes.sort((a, b) => t.strides[a] - t.strides[b]);
+  let span = 1;
+  for (const d of axes) {
+    if (t.strides[d] < span) return false;
+    span += t.strides[d] * (t.shape[d] - 1);
+  }
+  return true;
+}
+
+/** PyTorch's words for a written-to view whose elements alias, after the function and argument. */
+export function checkWritable(fn: string, name: string, t: Tensor): void {
+  if (!hasDistinctElements(t)) {
+    throw new RangeError(
+      `${fn}: ${name} (shape ${shapeString(t.shape)}, strides ${shapeString(t.strides)}): unsupported operation: more than one ` +
+        'element of the written-to tensor refers to a single memory location. Please clone() the tensor before performing the operation.',
+    );
+  }
+}
+
+/** Whether two tensors' element ranges share bytes of one buffer. */
+export function sharesMemory(a: Tensor, b: Tensor): boolean {
+  return a.data.buffer === b.data.buffer && a.size > 0 && b.size > 0 && rangesOverlap(a, b);
+}
+
 /** dst = src element by element (same shape and dtype); dst's elements must be distinct. */
-function copyElements(src: Tensor, dst: Tensor): void {
+export function copyElements(src: Tensor, dst: Tensor): void {
   if (src.size === 0) return;
   if (src.data.buffer === dst.data.buffer && rangesOverlap(src, dst)) {
     // Overlapping views of one buffer: go through a private copy.
-    const tmp = Tensor.zeros(src.shape, src.dtype);
+    const tmp = newTensor(src.shape, src.dtype, false, 'plain');
     copyElements(src, tmp);
     copyElements(tmp, dst);
     return;
   }
-  const params = copyStridedParams({
+  native.copyStrided(src.data, dst.data, copyParams(src, dst));
+}
+
+/** The copyStrided parameter block for dst = src (same shape). */
+export function copyParams(src: Tensor, dst: Tensor): Float64Array {
+  return copyStridedParams({
     rank: src.rank,
     srcOffset: src.offset,
     dstOffset: dst.offset,
@@ -447,7 +533,6 @@ function copyElements(src: Tensor, dst: Tensor): void {
     srcStrides: src.strides,
     dstStrides: dst.strides,
   });
-  native.copyStrided(src.data, dst.data, params);
 }
 
 /**
@@ -470,7 +555,7 @@ function randomTensor(
   const a = opts[aName] === undefined ? aDefault : checkFinite(aName, opts[aName]);
   const b = opts[bName] === undefined ? bDefault : checkFinite(bName, opts[bName]);
   check(a, b);
-  const t = Tensor.zeros(shape);
+  const t = newTensor(shape, 'float32', false);
   const params = fillParams({ distribution, seed, meanOrLow: a, stdOrHigh: b, dstOffset: t.offset, count: t.size });
   native.fill(t.data as Float32Array, params);
   return t;
@@ -485,18 +570,11 @@ function rangesOverlap(a: Tensor, b: Tensor): boolean {
   return a0 < b1 && b0 < a1;
 }
 
-function allocate<T extends Float32ArrayConstructor | Uint8ArrayConstructor>(
-  ctor: T,
-  n: number,
-  shape: readonly number[],
-): InstanceType<T> {
-  try {
-    return new ctor(n) as InstanceType<T>;
-  } catch (err) {
-    throw new RangeError(
-      `Cannot allocate a tensor of shape ${shapeString(shape)} (${n} elements): ${(err as Error).message}`,
-    );
-  }
+/** A new contiguous tensor of `shape` (checked) in `memory` of that kind, zeroed when `zero`. */
+export function newTensor(shape: readonly number[], dtype: DType, zero: boolean, memory: Memory = 'auto'): Tensor {
+  const dims = checkShape('shape', shape);
+  const n = checkedProduct('shape', dims);
+  return new Tensor(allocateStorage(dtype, n, zero, dims, memory), dims);
 }
 
 /** Throws unless `value` is a Tensor of `dtype` (any dtype when omitted). */

@@ -79,8 +79,9 @@ export function shapeString(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
 
-/** Product of dimensions, checked against the largest exact integer. */
+/** Product of dimensions, checked against the largest exact integer (0 when any is 0, however large the others). */
 export function checkedProduct(name: string, shape: readonly number[]): number {
+  if (shape.includes(0)) return 0;
   let n = 1;
   for (const d of shape) {
     n *= d;

@@ -3,7 +3,8 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, test } from 'vitest';
 import { Tensor, matmul, softmax } from '../src';
 import { expectBitwiseEqual } from './support/reference';
-import { distPath } from './support/child';
+import { distPath, runChild } from './support/child';
+import { onWidestIsa } from './support/isa';
 
 // Each worker loads the compiled package, computes, and posts the results.
 const workerCode = `
@@ -86,6 +87,59 @@ describe('worker_threads', () => {
     const x = Tensor.randn([64, 64], { seed: 1 });
     expectBitwiseEqual(matmul(x, x), matmul(x, x), 'after terminate');
   });
+
+  test.skipIf(!onWidestIsa)('terminating workers with sync and async kernels in flight, 30 times, never aborts the process', () => {
+    // Each worker queues async kernels of every kind (over the library's
+    // memory and over its own arrays, large enough to be copied in chunks;
+    // some fail on the thread pool, out of memory, and settle while the worker
+    // is torn down), then runs sync kernels, some of which throw from the
+    // addon, until it is terminated at a varying moment.
+    const worker = `
+      const ak = require(${JSON.stringify(distPath)});
+      const { parentPort, workerData: round } = require('node:worker_threads');
+      const T = ak.Tensor;
+      const a = T.randn([500, 500], { seed: round });
+      const x = T.randn([1, 4, 200, 64], { seed: round + 1 });
+      const mine = new T(new Float32Array(600 * 512).fill(0.5), [1, 600, 512]);
+      const mha = new ak.MultiHeadAttention({ embedDim: 512, numHeads: 8, seed: round });
+      const broadcast = T.zeros([1, 4]).expand([2 ** 40, 4]);
+      const huge = T.zeros([1, 4]).expand([2 ** 48, 4]);
+      const ignore = () => {};
+      for (let i = 0; i < 4; ++i) {
+        ak.matmulAsync(a, a).catch(ignore);
+        ak.softmaxAsync(a, { causal: true }).catch(ignore);
+        ak.attentionAsync(x, x, x, { needWeights: i % 2 === 0 }).catch(ignore);
+        ak.attentionAsync(T.randn([2, 4]), broadcast, broadcast).catch(ignore);
+        mha.forwardAsync(mine).catch(ignore);
+      }
+      const raw = require(${JSON.stringify(path.join(distPath, 'native.js'))}).native;
+      const q = T.randn([8, 4]);
+      parentPort.postMessage('started');
+      for (let i = 0; ; ++i) {
+        if (i % 64 === 0) ak.matmul(a, a);
+        try { ak.attention(q, huge, huge); } catch (e) {}
+        try { raw.gemm(1, 2, 3); } catch (e) {}
+      }
+    `;
+    const r = runChild(`
+      const { Worker } = require('node:worker_threads');
+      (async () => {
+        for (let round = 0; round < 30; ++round) {
+          const w = new Worker(${JSON.stringify(worker)}, { eval: true, workerData: round });
+          await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+          await new Promise((resolve) => setTimeout(resolve, round % 7));
+          await w.terminate();
+        }
+        // The process, the pool and the addon still work.
+        const a = ak.Tensor.randn([64, 64], { seed: 1 });
+        const r = await ak.matmulAsync(a, a);
+        console.log('done', r.shape.join('x'));
+      })();
+    `);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe('done 64x64');
+  }, 300_000);
 
   test('the package path used by workers is the compiled one', () => {
     expect(path.basename(distPath)).toBe('dist');

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "../kernels/bounds.h"
+
 namespace attn {
 namespace addon {
 
@@ -39,12 +41,28 @@ bool is_u8(const Napi::Value& v) {
   return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
 }
 
+namespace {
+
+// An empty typed array whose ArrayBuffer was detached gets an error that says so.
+void check_attached(const Napi::CallbackInfo& info, napi_value v, std::size_t length, const char* what) {
+  if (length != 0) return;
+  napi_value ab;
+  bool detached = false;
+  if (napi_get_typedarray_info(info.Env(), v, nullptr, nullptr, nullptr, &ab, nullptr) == napi_ok &&
+      napi_is_detached_arraybuffer(info.Env(), ab, &detached) == napi_ok && detached) {
+    throw_range(info.Env(), std::string(what) + ": its ArrayBuffer is detached (transferred to another owner)");
+  }
+}
+
+}  // namespace
+
 F32Arg get_f32(const Napi::CallbackInfo& info, std::size_t i, const char* what) {
   Napi::Value v = info[i];
   if (!is_f32(v)) {
     throw_type(info.Env(), std::string("Expected Float32Array for ") + what + " but received " + describe(v));
   }
   auto arr = v.As<Napi::Float32Array>();
+  check_attached(info, v, arr.ElementLength(), what);
   return F32Arg{arr.Data(), arr.ElementLength()};
 }
 
@@ -54,6 +72,7 @@ U8Arg get_u8(const Napi::CallbackInfo& info, std::size_t i, const char* what) {
     throw_type(info.Env(), std::string("Expected Uint8Array for ") + what + " but received " + describe(v));
   }
   auto arr = v.As<Napi::Uint8Array>();
+  check_attached(info, v, arr.ElementLength(), what);
   return U8Arg{arr.Data(), arr.ElementLength()};
 }
 
@@ -80,13 +99,37 @@ long get_int(Napi::Env env, double v, long lo, long hi, const char* what) {
 }
 
 void check_fits(Napi::Env env, const char* what, long offset, long extent, std::size_t length) {
-  // offset and extent are each below 2^53, so the sum cannot overflow.
-  if (extent > 0 && static_cast<unsigned long long>(offset) + static_cast<unsigned long long>(extent) >
-                        static_cast<unsigned long long>(length)) {
+  long end;
+  if (extent > 0 && (!checked_add(offset, extent, &end) || static_cast<unsigned long long>(end) >
+                                                               static_cast<unsigned long long>(length))) {
     throw_range(env, std::string(what) + " is too short: the view needs " + std::to_string(extent) +
                          " elements from offset " + std::to_string(offset) + " but its array has " +
                          std::to_string(length));
   }
+}
+
+long view_extent(Napi::Env env, const char* what, int rank, const long* shape, const long* strides) {
+  long e;
+  if (!strided_extent(rank, shape, strides, &e) || e > kMaxIndex) {
+    throw_range(env, std::string(what) + ": its shape and strides span more than 2^53 elements");
+  }
+  return e;
+}
+
+long element_count(Napi::Env env, const char* what, int rank, const long* shape) {
+  long n;
+  if (!checked_count(rank, shape, &n) || n > kMaxIndex) {
+    throw_range(env, std::string(what) + ": its shape has more than 2^53 elements");
+  }
+  return n;
+}
+
+const char* const kOverlapMessage =
+    "unsupported operation: more than one element of the written-to tensor refers to a single memory location. "
+    "Please clone() the tensor before performing the operation.";
+
+void check_distinct(Napi::Env env, const char* what, int rank, const long* shape, const long* strides) {
+  if (!distinct_elements(rank, shape, strides)) throw_range(env, std::string(what) + ": " + kOverlapMessage);
 }
 
 bool overlaps(const void* a, std::size_t an, const void* b, std::size_t bn) {

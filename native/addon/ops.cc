@@ -1,19 +1,27 @@
 // The operations the TypeScript layer calls. Each one parses its arguments
-// into a plain struct (checking every bound again: this layer must never
-// touch memory outside the arrays it was given), then runs the kernel now
-// (sync) or on a worker thread (async) while references keep the inputs alive.
+// into a plain struct (checking every bound again, with overflow-checked
+// arithmetic: this layer must never touch memory outside the arrays it was
+// given), registers the arrays the kernel reads and writes, then runs the
+// kernel now (sync) or on a worker thread (async; see job.h for how its
+// memory stays valid).
 // Integers and scalars come in one Float64Array per call, read by slot name
 // through ParamReader (layouts: native/params.json).
 #include "ops.h"
 
-#include <cmath>
 #include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "../kernels/attention.h"
+#include "../kernels/bounds.h"
 #include "../kernels/gemm.h"
 #include "../kernels/softmax.h"
 #include "../kernels/tensor_ops.h"
@@ -21,96 +29,17 @@
 #include "../runtime/dispatch.h"
 #include "../runtime/thread_pool.h"
 #include "args.h"
+#include "job.h"
+#include "memory.h"
 #include "param_reader.h"
 
 namespace attn {
 namespace addon {
 namespace {
 
-constexpr long kMaxIndex = (1L << 53) - 1;  // every count and stride fits a double exactly
 static_assert(params::kMaxRank == kMaxRank, "native/params.json's maxRank is the kernels' kMaxRank");
 
-// ------------------------------------------------------------ async plumbing
-class JobWorker : public Napi::AsyncWorker {
- public:
-  JobWorker(Napi::Env env, std::function<void()> job, const std::vector<Napi::Value>& keep)
-      : Napi::AsyncWorker(env, "attention-kernels"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        job_(std::move(job)) {
-    refs_.reserve(keep.size());
-    for (const Napi::Value& v : keep) {
-      if (v.IsObject()) refs_.push_back(Napi::Persistent(v));  // typed arrays; null masks need none
-    }
-  }
-
-  Napi::Promise promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      job_();
-    } catch (const std::bad_alloc&) {
-      SetError("out of memory while running the kernel");
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  // Settling can fail only when the environment is being torn down (a worker
-  // terminated while the kernel ran): nobody is left to observe the Promise,
-  // so the failure is dropped rather than escaping as a C++ exception.
-  void OnOK() override {
-    try {
-      deferred_.Resolve(Env().Undefined());
-    } catch (const Napi::Error&) {
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    try {
-      deferred_.Reject(e.Value());
-    } catch (const Napi::Error&) {
-    }
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::function<void()> job_;
-  std::vector<Napi::Reference<Napi::Value>> refs_;  // inputs stay alive until we settle
-};
-
-// Runs `job` now, or queues it and returns a Promise. Arguments 0..nkeep-1 of
-// the call are kept alive for the job's lifetime.
-Napi::Value run(const Napi::CallbackInfo& info, bool async, std::size_t nkeep, std::function<void()> job) {
-  if (!async) {
-    try {
-      job();
-    } catch (const std::bad_alloc&) {
-      throw_range(info.Env(), "out of memory while running the kernel");
-    }
-    return info.Env().Undefined();
-  }
-  std::vector<Napi::Value> keep;
-  for (std::size_t i = 0; i < nkeep && i < info.Length(); ++i) keep.push_back(info[i]);
-  auto* worker = new JobWorker(info.Env(), std::move(job), keep);
-  Napi::Promise p = worker->promise();
-  worker->Queue();  // deletes itself after OnOK / OnError
-  return p;
-}
-
-// Elements spanned by a strided view (0 if any dimension is 0).
-long strided_extent(Napi::Env env, int rank, const long* shape, const long* strides, const char* what) {
-  double span = 1;
-  for (int d = 0; d < rank; ++d) {
-    if (shape[d] == 0) return 0;
-    span += static_cast<double>(shape[d] - 1) * static_cast<double>(strides[d]);
-  }
-  if (span > static_cast<double>(kMaxIndex)) {
-    throw_range(env, std::string(what) + " spans more than 2^53 elements");
-  }
-  long e = 1;
-  for (int d = 0; d < rank; ++d) e += (shape[d] - 1) * strides[d];
-  return e;
-}
-
+// ------------------------------------------------------------ shared checks
 // A mask of `kind` (1 float32, 2 uint8) at argument i that must hold `extent`
 // elements from `off`; returns its first element.
 const void* mask_data(const Napi::CallbackInfo& info, std::size_t i, long kind, long off, long extent,
@@ -125,30 +54,42 @@ const void* mask_data(const Napi::CallbackInfo& info, std::size_t i, long kind, 
   return m.data + off;
 }
 
+// Registers a mask read by the kernel (its pointer is typed by kind).
+void read_mask(KernelCall& call, std::size_t arg, long kind, const void*& mask, long extent) {
+  if (kind == 1) {
+    const float* m = static_cast<const float*>(mask);
+    call.read(arg, m, extent);
+    mask = m;
+  } else if (kind == 2) {
+    const std::uint8_t* m = static_cast<const std::uint8_t*>(mask);
+    call.read(arg, m, extent);
+    mask = m;
+  }
+}
+
+const char* name_of(bool async, const char* sync_name, const char* async_name) { return async ? async_name : sync_name; }
+
 // ------------------------------------------------------------ gemm
-// What gemm and gemmWithPacked check alike: the spans of the operands stay
-// below 2^53; A, out and the optional bias (argument 3, at bias_offset) fit
-// their arrays; out's batch items are disjoint and out shares memory with
-// neither A nor the bias. Sets g.a, g.c and g.bias; g's shape and strides
-// must be set. `inputs` names the operands out must stay apart from.
-void bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& a, long off_a, const F32Arg& c,
+// What gemm and gemmWithPacked check alike: A, out and the optional bias
+// (argument 3, at bias_offset) fit their arrays; out's elements are distinct;
+// out shares memory with neither A nor the bias. Sets g.a, g.c and g.bias;
+// g's shape and strides must be set. `inputs` names the operands out must
+// stay apart from. Returns the extents of A and out.
+struct AOut {
+  long ea, ec;
+};
+AOut bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& a, long off_a, const F32Arg& c,
                      long off_c, double bias_offset, const char* inputs) {
   Napi::Env env = info.Env();
   if (g.lda < (g.trans_a ? g.m : g.k)) throw_range(env, "lda is smaller than the rows it must hold");
   if (g.ldc < g.n) throw_range(env, "ldc is smaller than n");
-  // Overflow-safe: every factor is below 2^53; check the spans in double first.
-  const double span = (static_cast<double>(g.batch) + 1) *
-                      (static_cast<double>(g.m) + static_cast<double>(g.n) + static_cast<double>(g.k) + 1) *
-                      (static_cast<double>(g.lda) + static_cast<double>(g.ldb) + static_cast<double>(g.ldc) +
-                       static_cast<double>(g.stride_a) + static_cast<double>(g.stride_b) +
-                       static_cast<double>(g.stride_c) + 1);
-  if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
-  const long ea = gemm_extent_a(g), ec = gemm_extent_c(g);
+  long ea, ec;
+  if (!gemm_extent_a(g, &ea) || ea > kMaxIndex) throw_range(env, "a: its shape and strides span more than 2^53 elements");
+  if (!gemm_extent_c(g, &ec) || ec > kMaxIndex) throw_range(env, "out: its shape and strides span more than 2^53 elements");
   check_fits(env, "a", off_a, ea, a.length);
   check_fits(env, "out", off_c, ec, c.length);
-  if (g.batch > 1 && g.m > 0 && g.n > 0 && g.stride_c < (g.m - 1) * g.ldc + g.n) {
-    throw_range(env, "out batch items overlap (strideC is smaller than one m x n item)");
-  }
+  const long out_shape[3] = {g.batch, g.m, g.n}, out_strides[3] = {g.stride_c, g.ldc, 1};
+  check_distinct(env, "out", 3, out_shape, out_strides);
   g.a = a.data + off_a;
   g.c = c.data + off_c;
   const std::size_t out_bytes = static_cast<std::size_t>(ec) * sizeof(float);
@@ -164,6 +105,15 @@ void bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& 
       throw_range(env, "out must not share memory with bias");
     }
   }
+  return AOut{ea, ec};
+}
+
+// Registers A, the bias and out of a bound gemm with the call.
+void register_a_out_bias(KernelCall& call, GemmArgs& g, const AOut& e) {
+  call.read(0, g.a, e.ea);
+  if (g.bias) call.read(3, g.bias, g.n);
+  const long shape[3] = {g.batch, g.m, g.n}, strides[3] = {g.stride_c, g.ldc, 1};
+  call.write(2, g.c, e.ec, Layout::strided(3, shape, strides), "out", g.beta != 0.0f);
 }
 
 // The slots gemm and gemmWithPacked share (named alike in both blocks): m,
@@ -202,25 +152,62 @@ Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
   const long off_b = p.integer(P::kBOffset, 0, kMaxIndex, "offset of b");
 
   if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldb is smaller than the rows it must hold");
-  bind_a_out_bias(info, g, a, off_a, c, off_c, p.number(P::kBiasOffset), "a or b");
-  const long eb = gemm_extent_b(g);
+  const AOut e = bind_a_out_bias(info, g, a, off_a, c, off_c, p.number(P::kBiasOffset), "a or b");
+  long eb;
+  if (!gemm_extent_b(g, &eb) || eb > kMaxIndex) throw_range(env, "b: its shape and strides span more than 2^53 elements");
   check_fits(env, "b", off_b, eb, b.length);
   g.b = b.data + off_b;
-  if (overlaps(g.c, static_cast<std::size_t>(gemm_extent_c(g)) * sizeof(float), g.b,
-               static_cast<std::size_t>(eb) * sizeof(float))) {
+  if (overlaps(g.c, static_cast<std::size_t>(e.ec) * sizeof(float), g.b, static_cast<std::size_t>(eb) * sizeof(float))) {
     throw_range(env, "out must not share memory with a or b");
   }
+  KernelCall call(info, async, name_of(async, "gemm", "gemmAsync"));
+  call.read(1, g.b, eb);
+  register_a_out_bias(call, g, e);
   const KernelTable* kt = &kernels();
-  return run(info, async, 4, [kt, g] { sgemm(*kt, g); });
+  return call.run([kt, g] { sgemm(*kt, g); });
 }
 
 // ------------------------------------------------------------ packed matrices
-// A packed matrix travels to JS as a type-tagged External; its finalizer
-// frees it and the packed bytes are reported to V8 as external memory.
+// A packed matrix travels to JS as a type-tagged External holding a shared
+// pointer, so an async job can keep the matrix alive past the External; the
+// packed bytes are reported to V8 as external memory.
 const napi_type_tag kPackedMatrixTag = {0x8a6f1c2e5b3d4a71ULL, 0x93e0c4b7d2f16a58ULL};
 
-// packMatrix(b, params) -> handle
-Napi::Value pack_matrix_impl(const Napi::CallbackInfo& info) {
+// The handle for a packed matrix, or null when it cannot be made (the
+// environment is going away, say). Plain Node-API: also used while settling.
+napi_value packed_handle(napi_env env, std::shared_ptr<PackedMatrix> pm) {
+  const std::int64_t bytes = static_cast<std::int64_t>(pm->floats * sizeof(float));
+  auto* holder = new (std::nothrow) std::shared_ptr<PackedMatrix>(std::move(pm));
+  if (!holder) return nullptr;
+  auto finalize = [](napi_env e, void* data, void* hint) {
+    auto* h = static_cast<std::shared_ptr<PackedMatrix>*>(data);
+    std::int64_t unused;
+    napi_adjust_external_memory(e, -static_cast<std::int64_t>(reinterpret_cast<std::intptr_t>(hint)), &unused);
+    delete h;
+  };
+  napi_value handle;
+  if (napi_create_external(env, holder, finalize, reinterpret_cast<void*>(static_cast<std::intptr_t>(bytes)),
+                           &handle) != napi_ok) {
+    delete holder;
+    return nullptr;
+  }
+  std::int64_t unused;
+  napi_adjust_external_memory(env, bytes, &unused);
+  if (napi_type_tag_object(env, handle, &kPackedMatrixTag) != napi_ok) return nullptr;
+  return handle;
+}
+
+// The packed matrix behind argument i.
+std::shared_ptr<PackedMatrix> packed_arg(const Napi::CallbackInfo& info, std::size_t i, const char* what) {
+  Napi::Value h = info[i];
+  if (!h.IsExternal() || !h.As<Napi::Object>().CheckTypeTag(&kPackedMatrixTag)) {
+    throw_type(info.Env(), std::string("Expected a packed matrix for ") + what + " but received " + describe(h));
+  }
+  return *h.As<Napi::External<std::shared_ptr<PackedMatrix>>>().Data();
+}
+
+// packMatrix(b, params) -> handle; packMatrixAsync(b, params) -> Promise<handle>
+Napi::Value pack_matrix_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::PackMatrix;
   Napi::Env env = info.Env();
   F32Arg b = get_f32(info, 0, "b");
@@ -232,29 +219,28 @@ Napi::Value pack_matrix_impl(const Napi::CallbackInfo& info) {
   g.trans_b = p.flag(P::kTransB, "transB");
   const long off = p.integer(P::kBOffset, 0, kMaxIndex, "offset of b");
   if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldb is smaller than the rows it must hold");
-  if (static_cast<double>(g.k) * static_cast<double>(g.n) > 4.0e15) throw_range(env, "b is too large");
-  check_fits(env, "b", off, gemm_extent_b(g), b.length);
-  PackedMatrix* pb = pack_matrix(kernels(), b.data + off, g.ldb, g.trans_b, g.k, g.n);
-  const std::int64_t bytes = static_cast<std::int64_t>(pb->floats * sizeof(float));
-  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
-  auto handle = Napi::External<PackedMatrix>::New(env, pb, [bytes](Napi::Env e, PackedMatrix* q) {
-    Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
-    delete q;
-  });
-  handle.TypeTag(&kPackedMatrixTag);
-  return handle;
+  long eb;
+  if (!gemm_extent_b(g, &eb) || eb > kMaxIndex) throw_range(env, "b: its shape and strides span more than 2^53 elements");
+  check_fits(env, "b", off, eb, b.length);
+  const float* src = b.data + off;
+  const KernelTable* kt = &kernels();
+  if (!async) {
+    napi_value handle = packed_handle(env, pack_matrix(*kt, src, g.ldb, g.trans_b, g.k, g.n));
+    if (!handle) throw Napi::Error::New(env, "packMatrix: cannot create the handle");
+    return Napi::Value(env, handle);
+  }
+  KernelCall call(info, true, "packMatrixAsync");
+  call.read(0, src, eb);
+  auto result = std::make_shared<std::shared_ptr<PackedMatrix>>();
+  call.result([result](napi_env e) -> napi_value { return *result ? packed_handle(e, std::move(*result)) : nullptr; });
+  return call.run([kt, src, g, result] { *result = pack_matrix(*kt, src, g.ldb, g.trans_b, g.k, g.n); });
 }
 
 // gemmWithPacked(a, packed, out, bias | null | undefined, params)
 Napi::Value gemm_with_packed_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::GemmWithPacked;
-  Napi::Env env = info.Env();
   F32Arg a = get_f32(info, 0, "a");
-  Napi::Value h = info[1];
-  if (!h.IsExternal() || !h.As<Napi::Object>().CheckTypeTag(&kPackedMatrixTag)) {
-    throw_type(env, "Expected a packed matrix for b but received " + describe(h));
-  }
-  const PackedMatrix* pb = h.As<Napi::External<PackedMatrix>>().Data();
+  std::shared_ptr<PackedMatrix> pb = packed_arg(info, 1, "b");
   F32Arg c = get_f32(info, 2, "out");
   ParamReader<P> p(info, 4);
   GemmArgs g;
@@ -262,8 +248,12 @@ Napi::Value gemm_with_packed_impl(const Napi::CallbackInfo& info, bool async) {
   g.k = pb->k;
   long off_a, off_c;
   read_a_and_out(p, g, off_a, off_c);
-  bind_a_out_bias(info, g, a, off_a, c, off_c, p.number(P::kBiasOffset), "a");
-  return run(info, async, 4, [g, pb] { sgemm_with_packed(g, *pb); });
+  const AOut e = bind_a_out_bias(info, g, a, off_a, c, off_c, p.number(P::kBiasOffset), "a");
+  KernelCall call(info, async, name_of(async, "gemmWithPacked", "gemmWithPackedAsync"));
+  register_a_out_bias(call, g, e);
+  const PackedMatrix* raw = pb.get();
+  call.hold(pb);
+  return call.run([g, raw] { sgemm_with_packed(g, *raw); });
 }
 
 // ------------------------------------------------------------ softmax
@@ -297,8 +287,10 @@ Napi::Value softmax_impl(const Napi::CallbackInfo& info, bool async) {
   if (mask_kind != 0 && s.shape[last] > 1 && s.m_strides[last] > 1) {
     throw_range(env, "softmax needs the last axis of the mask to be contiguous or broadcast");
   }
-  const long ex = strided_extent(env, s.rank, s.shape, s.x_strides, "x");
-  const long ey = strided_extent(env, s.rank, s.shape, s.y_strides, "out");
+  element_count(env, "x", s.rank, s.shape);
+  check_distinct(env, "out", s.rank, s.shape, s.y_strides);
+  const long ex = view_extent(env, "x", s.rank, s.shape, s.x_strides);
+  const long ey = view_extent(env, "out", s.rank, s.shape, s.y_strides);
   check_fits(env, "x", off_x, ex, x.length);
   check_fits(env, "out", off_y, ey, y.length);
   s.x = x.data + off_x;
@@ -309,23 +301,26 @@ Napi::Value softmax_impl(const Napi::CallbackInfo& info, bool async) {
   if (!same && overlaps(s.x, static_cast<std::size_t>(ex) * 4, s.y, static_cast<std::size_t>(ey) * 4)) {
     throw_range(env, "out must be x itself or not share memory with it");
   }
+  long em = 0;
+  const void* mask = nullptr;
   if (mask_kind != 0) {
-    const long em = strided_extent(env, s.rank, s.shape, s.m_strides, "mask");
-    const void* m = mask_data(info, 2, mask_kind, off_m, em, "mask");
-    if (mask_kind == 1) {
-      s.fmask = static_cast<const float*>(m);
-    } else {
-      s.umask = static_cast<const std::uint8_t*>(m);
-    }
+    em = view_extent(env, "mask", s.rank, s.shape, s.m_strides);
+    mask = mask_data(info, 2, mask_kind, off_m, em, "mask");
   }
+  KernelCall call(info, async, name_of(async, "softmax", "softmaxAsync"));
+  call.read(0, s.x, ex);
+  read_mask(call, 2, mask_kind, mask, em);
+  call.write(1, s.y, ey, Layout::strided(s.rank, s.shape, s.y_strides), "out");
+  if (mask_kind == 1) s.fmask = static_cast<const float*>(mask);
+  if (mask_kind == 2) s.umask = static_cast<const std::uint8_t*>(mask);
   const KernelTable* kt = &kernels();
-  return run(info, async, 3, [kt, s] { softmax(*kt, s); });
+  return call.run([kt, s] { softmax(*kt, s); });
 }
 
 // ------------------------------------------------------------ copy
-// copyStrided(src, dst, params): dst's elements must be distinct (no zero or
-// overlapping strides) and must not share memory with src.
-Napi::Value copy_strided_impl(const Napi::CallbackInfo& info) {
+// copyStrided(src, dst, params): dst's elements must be distinct and must not
+// share memory with src.
+Napi::Value copy_strided_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::CopyStrided;
   Napi::Env env = info.Env();
   const bool u8 = is_u8(info[0]);
@@ -334,58 +329,56 @@ Napi::Value copy_strided_impl(const Napi::CallbackInfo& info) {
   const long off_s = p.integer(P::kSrcOffset, 0, kMaxIndex, "offset of src");
   const long off_d = p.integer(P::kDstOffset, 0, kMaxIndex, "offset of dst");
   long shape[kMaxRank], ss[kMaxRank], ds[kMaxRank];
-  double count = 1;
   for (int d = 0; d < rank; ++d) {
     shape[d] = p.integer(P::kShape, d, 0, kMaxIndex, "shape");
     ss[d] = p.integer(P::kSrcStrides, d, 0, kMaxIndex, "src strides");
     ds[d] = p.integer(P::kDstStrides, d, 0, kMaxIndex, "dst strides");
-    count *= static_cast<double>(shape[d]);
   }
-  if (count > static_cast<double>(kMaxIndex)) throw_range(env, "copy of more than 2^53 elements");
-  // Distinct destination elements: sorted by stride, each axis must step past
-  // everything the smaller axes span.
-  {
-    long order[kMaxRank];
-    int n = 0;
-    for (int d = 0; d < rank; ++d)
-      if (shape[d] > 1) order[n++] = d;
-    for (int i = 1; i < n; ++i)
-      for (int j = i; j > 0 && ds[order[j]] < ds[order[j - 1]]; --j) std::swap(order[j], order[j - 1]);
-    long span = 1;
-    for (int i = 0; i < n; ++i) {
-      if (ds[order[i]] < span) throw_range(env, "dst strides make elements overlap");
-      span = ds[order[i]] * (shape[order[i]] - 1) + span;
-    }
-  }
-  const long es = strided_extent(env, rank, shape, ss, "src");
-  const long ed = strided_extent(env, rank, shape, ds, "dst");
+  element_count(env, "src", rank, shape);
+  check_distinct(env, "dst", rank, shape, ds);
+  const long es = view_extent(env, "src", rank, shape, ss);
+  const long ed = view_extent(env, "dst", rank, shape, ds);
   std::size_t len_s, len_d;
   void *src, *dst;
   if (u8) {
     U8Arg s = get_u8(info, 0, "src"), d = get_u8(info, 1, "dst");
-    src = s.data + off_s;
-    dst = d.data + off_d;
+    src = s.data;
+    dst = d.data;
     len_s = s.length;
     len_d = d.length;
   } else {
     F32Arg s = get_f32(info, 0, "src"), d = get_f32(info, 1, "dst");
-    src = s.data + off_s;
-    dst = d.data + off_d;
+    src = s.data;
+    dst = d.data;
     len_s = s.length;
     len_d = d.length;
   }
   check_fits(env, "src", off_s, es, len_s);
   check_fits(env, "dst", off_d, ed, len_d);
   const std::size_t esize = u8 ? 1 : 4;
+  if (es > 0) src = static_cast<char*>(src) + off_s * static_cast<long>(esize);
+  if (ed > 0) dst = static_cast<char*>(dst) + off_d * static_cast<long>(esize);
   if (overlaps(src, static_cast<std::size_t>(es) * esize, dst, static_cast<std::size_t>(ed) * esize)) {
     throw_range(env, "dst must not share memory with src");
   }
+  KernelCall call(info, async, name_of(async, "copyStrided", "copyStridedAsync"));
+  const Layout view = Layout::strided(rank, shape, ds);
+  std::array<long, kMaxRank> sh{}, sst{}, dst_st{};
+  std::copy(shape, shape + rank, sh.begin());
+  std::copy(ss, ss + rank, sst.begin());
+  std::copy(ds, ds + rank, dst_st.begin());
   if (u8) {
-    copy_strided_u8(rank, shape, static_cast<const std::uint8_t*>(src), ss, static_cast<std::uint8_t*>(dst), ds);
-  } else {
-    copy_strided_f32(rank, shape, static_cast<const float*>(src), ss, static_cast<float*>(dst), ds);
+    const std::uint8_t* s = static_cast<const std::uint8_t*>(src);
+    std::uint8_t* d = static_cast<std::uint8_t*>(dst);
+    call.read(0, s, es);
+    call.write(1, d, ed, view, "dst");
+    return call.run([rank, sh, sst, dst_st, s, d] { copy_strided_u8(rank, sh.data(), s, sst.data(), d, dst_st.data()); });
   }
-  return env.Undefined();
+  const float* s = static_cast<const float*>(src);
+  float* d = static_cast<float*>(dst);
+  call.read(0, s, es);
+  call.write(1, d, ed, view, "dst");
+  return call.run([rank, sh, sst, dst_st, s, d] { copy_strided_f32(rank, sh.data(), s, sst.data(), d, dst_st.data()); });
 }
 
 // ------------------------------------------------------------ random fills
@@ -403,6 +396,7 @@ Napi::Value fill_impl(const Napi::CallbackInfo& info) {
   const long n = p.integer(P::kCount, 0, kMaxIndex, "count");
   if (!std::isfinite(a) || !std::isfinite(b)) throw_range(env, "fill bounds must be finite");
   check_fits(env, "dst", off, n, d.length);
+  if (n == 0) return env.Undefined();
   if (kind == 0) {
     fill_normal(d.data + off, n, static_cast<std::uint64_t>(seed), a, b);
   } else {
@@ -413,11 +407,11 @@ Napi::Value fill_impl(const Napi::CallbackInfo& info) {
 
 // ------------------------------------------------------------ attention
 // One [batch, head, position, feature] operand with a unit feature stride:
-// where it starts, how many elements it spans and their bytes.
+// where it starts and how many elements it spans.
 struct View4 {
   const float* ptr = nullptr;
   long extent = 0;
-  std::size_t bytes = 0;
+  std::size_t bytes() const { return static_cast<std::size_t>(extent) * sizeof(float); }
 };
 
 // Reads the operand at argument `arg` of `shape`, its three outer strides
@@ -431,9 +425,9 @@ View4 read_view4(const Napi::CallbackInfo& info, ParamReader<Block>& p, std::siz
   for (int d = 0; d < 3; ++d) strides[d] = p.integer(strides_slot, d, 0, kMaxIndex, what);
   const long off = p.integer(offset_slot, 0, kMaxIndex, what);
   const long st[4] = {strides[0], strides[1], strides[2], 1};
-  const long e = strided_extent(env, 4, shape, st, what);
+  const long e = view_extent(env, what, 4, shape, st);
   check_fits(env, what, off, e, t.length);
-  return View4{t.data + off, e, static_cast<std::size_t>(e) * sizeof(float)};
+  return View4{e > 0 ? t.data + off : t.data, e};
 }
 
 // The batch, heads, queries and keys slots, named alike in the attention and
@@ -446,10 +440,23 @@ void read_positions(ParamReader<P>& p, Args& a) {
   a.sk = p.integer(P::kKeys, 0, kMaxIndex, "key length");
 }
 
+// batch · heads · queries · keys · per-pair work must stay below 2^53: bounds
+// every product the kernels form (scratch sizes, offsets) and refuses calls
+// that could not finish anyway (keys broadcast from one row, say).
+void check_work(Napi::Env env, const char* fn, long batch, long heads, long sq, long sk, long per_pair) {
+  const long dims[5] = {batch, heads, sq, sk, per_pair > 1 ? per_pair : 1};
+  long n;
+  if (!checked_count(5, dims, &n) || n > kMaxIndex) {
+    throw_range(env, std::string(fn) + ": batch, heads, queries, keys and features multiply to more than 2^53; "
+                                       "the call is too large to compute");
+  }
+}
+
 // attention(q, k, v, out, mask | null, keyPadding | null, weights | null, scores | null, params)
 Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::Attention;
   Napi::Env env = info.Env();
+  const char* fn = name_of(async, "attention", "attentionAsync");
   ParamReader<P> p(info, 8);
   AttentionArgs a;
   read_positions(p, a);
@@ -457,55 +464,57 @@ Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
   a.dv = p.integer(P::kDv, 0, kMaxIndex, "value dimension");
   const bool has_scores = p.flag(P::kHasScores, "scores flag");
   const bool has_weights = p.flag(P::kHasWeights, "weights flag");
+  long dk_plus_dv;
+  if (!checked_add(a.dk, a.dv, &dk_plus_dv)) throw_range(env, "dk + dv is too large");
+  check_work(env, fn, a.batch, a.heads, a.sq, a.sk, dk_plus_dv);
 
   View4 q, k;
   if (!has_scores) {
     q = read_view4(info, p, 0, P::kQStrides, P::kQOffset, {a.batch, a.heads, a.sq, a.dk}, a.q_strides, "q");
     k = read_view4(info, p, 1, P::kKStrides, P::kKOffset, {a.batch, a.heads, a.sk, a.dk}, a.k_strides, "k");
   }
-  const View4 v = read_view4(info, p, 2, P::kVStrides, P::kVOffset, {a.batch, a.heads, a.sk, a.dv}, a.v_strides, "v");
-  const View4 o =
-      read_view4(info, p, 3, P::kOutStrides, P::kOutOffset, {a.batch, a.heads, a.sq, a.dv}, a.out_strides, "out");
-  if (a.sq > 1 && a.dv > 0 && a.out_strides[2] < a.dv) throw_range(env, "out rows overlap");
-  a.q = q.ptr;
-  a.k = k.ptr;
-  a.v = v.ptr;
-  a.out = const_cast<float*>(o.ptr);
+  View4 v = read_view4(info, p, 2, P::kVStrides, P::kVOffset, {a.batch, a.heads, a.sk, a.dv}, a.v_strides, "v");
+  const long out_shape[4] = {a.batch, a.heads, a.sq, a.dv};
+  View4 o = read_view4(info, p, 3, P::kOutStrides, P::kOutOffset, out_shape, a.out_strides, "out");
+  const long out_strides[4] = {a.out_strides[0], a.out_strides[1], a.out_strides[2], 1};
+  check_distinct(env, "out", 4, out_shape, out_strides);
   const double scale = p.number(P::kScale);
   if (!std::isfinite(scale)) throw_range(env, "scale must be finite");
   a.scale = static_cast<float>(scale);
   a.causal = p.flag(P::kCausal, "causal");
+  a.causal_always = p.integer(P::kCausalAlways, 0, kMaxIndex, "causalAlways");
 
   const long mkind = p.integer(P::kMaskKind, 0, 2, "mask kind");
-  std::size_t mask_bytes = 0;
+  long mask_extent = 0;
   if (mkind != 0) {
     for (int d = 0; d < 4; ++d) a.mask_strides[d] = p.integer(P::kMaskStrides, d, 0, kMaxIndex, "mask strides");
     if (a.sk > 1 && a.mask_strides[3] > 1) throw_range(env, "the mask's key axis must be contiguous or broadcast");
     const long shape[4] = {a.batch, a.heads, a.sq, a.sk};
-    const long e = strided_extent(env, 4, shape, a.mask_strides, "mask");
+    mask_extent = view_extent(env, "mask", 4, shape, a.mask_strides);
     a.mask_kind = static_cast<MaskKind>(mkind);
-    a.mask = mask_data(info, 4, mkind, p.integer(P::kMaskOffset, 0, kMaxIndex, "mask offset"), e, "mask");
-    mask_bytes = static_cast<std::size_t>(e) * (mkind == 1 ? 4 : 1);
+    a.mask = mask_data(info, 4, mkind, p.integer(P::kMaskOffset, 0, kMaxIndex, "mask offset"), mask_extent, "mask");
   }
+  const std::size_t mask_bytes = static_cast<std::size_t>(mask_extent) * (mkind == 1 ? 4 : 1);
   const long kkind = p.integer(P::kKeyPaddingKind, 0, 2, "key padding mask kind");
+  long kpm_extent = 0;
   if (kkind != 0) {
     a.kpm_stride_b = p.integer(P::kKeyPaddingBatchStride, 0, kMaxIndex, "key padding mask stride");
-    const long e = a.batch > 0 && a.sk > 0 ? (a.batch - 1) * a.kpm_stride_b + a.sk : 0;
+    const long shape[2] = {a.batch, a.sk}, strides[2] = {a.kpm_stride_b, 1};
+    kpm_extent = view_extent(env, "keyPaddingMask", 2, shape, strides);
     a.kpm_kind = static_cast<MaskKind>(kkind);
-    a.kpm = mask_data(info, 5, kkind, p.integer(P::kKeyPaddingOffset, 0, kMaxIndex, "key padding mask offset"), e,
-                      "keyPaddingMask");
+    a.kpm = mask_data(info, 5, kkind, p.integer(P::kKeyPaddingOffset, 0, kMaxIndex, "key padding mask offset"),
+                      kpm_extent, "keyPaddingMask");
   }
-  const double full = static_cast<double>(a.batch) * a.heads * a.sq * a.sk;
-  if (full > static_cast<double>(kMaxIndex)) throw_range(env, "attention weights would exceed 2^53 elements");
-  const long wcount = static_cast<long>(full);
+  const long full[4] = {a.batch, a.heads, a.sq, a.sk};
+  const long wcount = element_count(env, "weights", 4, full);
   if (has_weights) {
     F32Arg w = get_f32(info, 6, "weights");
     const long off = p.integer(P::kWeightsOffset, 0, kMaxIndex, "weights offset");
     check_fits(env, "weights", off, wcount, w.length);
-    a.weights = w.data + off;
+    a.weights = w.data + (wcount > 0 ? off : 0);
     const std::size_t wb = static_cast<std::size_t>(wcount) * 4;
-    if (overlaps(a.weights, wb, o.ptr, o.bytes) || overlaps(a.weights, wb, v.ptr, v.bytes) ||
-        overlaps(a.weights, wb, q.ptr, q.bytes) || overlaps(a.weights, wb, k.ptr, k.bytes) ||
+    if (overlaps(a.weights, wb, o.ptr, o.bytes()) || overlaps(a.weights, wb, v.ptr, v.bytes()) ||
+        overlaps(a.weights, wb, q.ptr, q.bytes()) || overlaps(a.weights, wb, k.ptr, k.bytes()) ||
         overlaps(a.weights, wb, a.mask, mask_bytes)) {
       throw_range(env, "weights must not share memory with the other operands");
     }
@@ -514,30 +523,48 @@ Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
     F32Arg s = get_f32(info, 7, "scores");
     const long off = p.integer(P::kScoresOffset, 0, kMaxIndex, "scores offset");
     check_fits(env, "scores", off, wcount, s.length);
-    a.scores = s.data + off;
-    if (overlaps(a.scores, static_cast<std::size_t>(wcount) * 4, o.ptr, o.bytes)) {
+    a.scores = s.data + (wcount > 0 ? off : 0);
+    if (overlaps(a.scores, static_cast<std::size_t>(wcount) * 4, o.ptr, o.bytes())) {
       throw_range(env, "out must not share memory with scores");
     }
   }
-  if (overlaps(o.ptr, o.bytes, q.ptr, q.bytes) || overlaps(o.ptr, o.bytes, k.ptr, k.bytes) ||
-      overlaps(o.ptr, o.bytes, v.ptr, v.bytes) || overlaps(o.ptr, o.bytes, a.mask, mask_bytes)) {
+  if (overlaps(o.ptr, o.bytes(), q.ptr, q.bytes()) || overlaps(o.ptr, o.bytes(), k.ptr, k.bytes()) ||
+      overlaps(o.ptr, o.bytes(), v.ptr, v.bytes()) || overlaps(o.ptr, o.bytes(), a.mask, mask_bytes)) {
     throw_range(env, "out must not share memory with q, k, v or the mask");
   }
+  KernelCall call(info, async, fn);
+  a.q = q.ptr;
+  a.k = k.ptr;
+  a.v = v.ptr;
+  a.out = const_cast<float*>(o.ptr);
+  if (!has_scores) {
+    call.read(0, a.q, q.extent);
+    call.read(1, a.k, k.extent);
+  }
+  call.read(2, a.v, v.extent);
+  read_mask(call, 4, mkind, a.mask, mask_extent);
+  read_mask(call, 5, kkind, a.kpm, kpm_extent);
+  if (has_scores) call.read(7, a.scores, wcount);
+  call.write(3, a.out, o.extent, Layout::strided(4, out_shape, out_strides), "out");
+  if (has_weights) call.write(6, a.weights, wcount, Layout::contiguous(wcount), "weights");
   const KernelTable* kt = &kernels();
   // Fused (flash) whenever the weights are not wanted and the scores are a dot
-  // product; the explicit path builds the [queries, keys] weights.
-  if (a.weights || a.scores) return run(info, async, 8, [kt, a] { attention_explicit(*kt, a); });
-  return run(info, async, 8, [kt, a] { attention_fused(*kt, a); });
+  // product; the explicit path builds the [queries, keys] weights, or starts
+  // from given scores.
+  if (has_weights || has_scores) return call.run([kt, a] { attention_explicit(*kt, a); });
+  return call.run([kt, a] { attention_fused(*kt, a); });
 }
 
 // additiveScores(pq, pk, w, bias | null | undefined, scores, params)
 Napi::Value additive_scores_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::AdditiveScores;
   Napi::Env env = info.Env();
+  const char* fn = name_of(async, "additiveScores", "additiveScoresAsync");
   ParamReader<P> p(info, 5);
   AdditiveArgs a;
   read_positions(p, a);
   a.hidden = p.integer(P::kHidden, 0, kMaxIndex, "hidden size");
+  check_work(env, fn, a.batch, a.heads, a.sq, a.sk, a.hidden);
   const View4 pq = read_view4(info, p, 0, P::kPqStrides, P::kPqOffset, {a.batch, a.heads, a.sq, a.hidden},
                               a.pq_strides, "projected queries");
   const View4 pk = read_view4(info, p, 1, P::kPkStrides, P::kPkOffset, {a.batch, a.heads, a.sk, a.hidden},
@@ -548,30 +575,36 @@ Napi::Value additive_scores_impl(const Napi::CallbackInfo& info, bool async) {
   F32Arg w = get_f32(info, 2, "w");
   const long woff = p.integer(P::kWOffset, 0, kMaxIndex, "w offset");
   check_fits(env, "w", woff, a.hidden, w.length);
-  a.w = w.data + woff;
+  a.w = w.data + (a.hidden > 0 ? woff : 0);
   if (!is_absent(info[3])) {
     F32Arg b = get_f32(info, 3, "bias");
     const long boff = p.integer(P::kBiasOffset, 0, kMaxIndex, "bias offset");
     check_fits(env, "bias", boff, a.hidden, b.length);
-    a.bias = b.data + boff;
+    a.bias = b.data + (a.hidden > 0 ? boff : 0);
   }
   F32Arg s = get_f32(info, 4, "scores");
   const long soff = p.integer(P::kScoresOffset, 0, kMaxIndex, "scores offset");
-  const double n = static_cast<double>(a.batch) * a.heads * a.sq * a.sk;
-  if (n > static_cast<double>(kMaxIndex)) throw_range(env, "scores would exceed 2^53 elements");
-  check_fits(env, "scores", soff, static_cast<long>(n), s.length);
-  a.scores = s.data + soff;
+  const long full[4] = {a.batch, a.heads, a.sq, a.sk};
+  const long n = element_count(env, "scores", 4, full);
+  check_fits(env, "scores", soff, n, s.length);
+  a.scores = s.data + (n > 0 ? soff : 0);
   const std::size_t sb = static_cast<std::size_t>(n) * sizeof(float);
-  if (overlaps(a.scores, sb, pq.ptr, pq.bytes) || overlaps(a.scores, sb, pk.ptr, pk.bytes) ||
+  if (overlaps(a.scores, sb, pq.ptr, pq.bytes()) || overlaps(a.scores, sb, pk.ptr, pk.bytes()) ||
       overlaps(a.scores, sb, a.w, hidden_bytes) || overlaps(a.scores, sb, a.bias, a.bias ? hidden_bytes : 0)) {
     throw_range(env, "scores must not share memory with the inputs");
   }
+  KernelCall call(info, async, fn);
+  call.read(0, a.pq, pq.extent);
+  call.read(1, a.pk, pk.extent);
+  call.read(2, a.w, a.hidden);
+  if (a.bias) call.read(3, a.bias, a.hidden);
+  call.write(4, a.scores, n, Layout::contiguous(n), "scores");
   const KernelTable* kt = &kernels();
-  return run(info, async, 5, [kt, a] { additive_scores(*kt, a); });
+  return call.run([kt, a] { additive_scores(*kt, a); });
 }
 
 // l2Normalize(src, dst, params): dst contiguous.
-Napi::Value l2_normalize_impl(const Napi::CallbackInfo& info) {
+Napi::Value l2_normalize_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::L2Normalize;
   Napi::Env env = info.Env();
   F32Arg src = get_f32(info, 0, "src");
@@ -580,25 +613,28 @@ Napi::Value l2_normalize_impl(const Napi::CallbackInfo& info) {
   const int rank = static_cast<int>(p.integer(P::kRank, 1, kMaxRank, "rank"));
   const long off_s = p.integer(P::kSrcOffset, 0, kMaxIndex, "offset of src");
   const long off_d = p.integer(P::kDstOffset, 0, kMaxIndex, "offset of dst");
-  long shape[kMaxRank], strides[kMaxRank];
-  double count = 1;
+  std::array<long, kMaxRank> shape{}, strides{};
   for (int d = 0; d < rank; ++d) {
     shape[d] = p.integer(P::kShape, d, 0, kMaxIndex, "shape");
     strides[d] = p.integer(P::kSrcStrides, d, 0, kMaxIndex, "strides");
-    count *= static_cast<double>(shape[d]);
   }
-  if (count > static_cast<double>(kMaxIndex)) throw_range(env, "normalize of more than 2^53 elements");
+  const long count = element_count(env, "src", rank, shape.data());
   if (shape[rank - 1] > 1 && strides[rank - 1] != 1) throw_range(env, "the last axis of src must be contiguous");
   const double eps = p.number(P::kEps);
   if (!(eps > 0) || !std::isfinite(eps)) throw_range(env, "eps must be positive and finite");
-  const long es = strided_extent(env, rank, shape, strides, "src");
+  const long es = view_extent(env, "src", rank, shape.data(), strides.data());
   check_fits(env, "src", off_s, es, src.length);
-  check_fits(env, "dst", off_d, static_cast<long>(count), dst.length);
-  if (overlaps(src.data + off_s, static_cast<std::size_t>(es) * 4, dst.data + off_d, static_cast<std::size_t>(count) * 4)) {
+  check_fits(env, "dst", off_d, count, dst.length);
+  const float* s = src.data + (es > 0 ? off_s : 0);
+  float* d = dst.data + (count > 0 ? off_d : 0);
+  if (overlaps(s, static_cast<std::size_t>(es) * 4, d, static_cast<std::size_t>(count) * 4)) {
     throw_range(env, "dst must not share memory with src");
   }
-  l2_normalize(rank, shape, src.data + off_s, strides, dst.data + off_d, static_cast<float>(eps));
-  return env.Undefined();
+  KernelCall call(info, async, name_of(async, "l2Normalize", "l2NormalizeAsync"));
+  call.read(0, s, es);
+  call.write(1, d, count, Layout::contiguous(count), "dst");
+  const float e = static_cast<float>(eps);
+  return call.run([rank, shape, strides, s, d, e] { l2_normalize(rank, shape.data(), s, strides.data(), d, e); });
 }
 
 // toFloat32(bytes: Uint8Array, dtype: 0 F16 | 1 BF16 | 2 F64, dst: Float32Array)
@@ -610,13 +646,44 @@ Napi::Value to_float32_impl(const Napi::CallbackInfo& info) {
   const long kind = get_int(env, info[1].As<Napi::Number>().DoubleValue(), 0, 2, "dtype code");
   F32Arg dst = get_f32(info, 2, "dst");
   const std::size_t size = kind == 2 ? 8 : 2;
-  if (src.length != dst.length * size) {
+  if (dst.length > static_cast<std::size_t>(kMaxIndex) || src.length != dst.length * size) {
     throw_range(env, "Expected " + std::to_string(dst.length * size) + " bytes for " +
                          std::to_string(dst.length) + " values but received " + std::to_string(src.length));
   }
   if (overlaps(src.data, src.length, dst.data, dst.length * 4)) throw_range(env, "dst must not share memory with bytes");
-  convert_to_f32(static_cast<int>(kind), src.data, static_cast<long>(dst.length), dst.data);
+  if (dst.length > 0) convert_to_f32(static_cast<int>(kind), src.data, static_cast<long>(dst.length), dst.data);
   return env.Undefined();
+}
+
+// ------------------------------------------------------------ memory
+// allocate(bytes, zero) -> ArrayBuffer over addon-owned memory, or undefined
+// when this runtime refuses external ArrayBuffers.
+Napi::Value allocate_impl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw_type(env, "Expected byte count for bytes but received " + describe(info[0]));
+  const long bytes = get_int(env, info[0].As<Napi::Number>().DoubleValue(), 1, kMaxIndex, "bytes");
+  if (!info[1].IsBoolean()) throw_type(env, "Expected boolean for zero but received " + describe(info[1]));
+  Napi::Value ab = allocate_array_buffer(env, static_cast<std::size_t>(bytes), info[1].As<Napi::Boolean>().Value());
+  return ab.IsEmpty() ? env.Undefined() : ab;
+}
+
+// isOwned(typedArray) -> whether its memory is the addon's.
+Napi::Value is_owned_impl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) throw_type(env, "Expected typed array for array but received " + describe(info[0]));
+  return Napi::Boolean::New(env, owned_block(env, info[0]) != nullptr);
+}
+
+// memoryStats() -> the block cache's counters.
+Napi::Value memory_stats_impl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const BlockStats s = block_stats();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cachedBytes", static_cast<double>(s.cached_bytes));
+  o.Set("liveBytes", static_cast<double>(s.live_bytes));
+  o.Set("reused", static_cast<double>(s.reused));
+  o.Set("allocated", static_cast<double>(s.allocated));
+  return o;
 }
 
 // ------------------------------------------------------------ runtime
@@ -709,28 +776,53 @@ Napi::Value param_slots_read_impl(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Runs a binding. The TypeErrors and RangeErrors it throws go to JavaScript
+// as they are; any other C++ exception becomes a JavaScript error instead of
+// escaping into Node: out of memory a RangeError, anything else an Error
+// naming the call.
+Napi::Value guarded(const char* name, const Napi::CallbackInfo& info, Napi::Value (*f)(const Napi::CallbackInfo&)) {
+  try {
+    return f(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(info.Env(), std::string(name) + ": out of memory");
+  } catch (const std::length_error&) {
+    throw Napi::RangeError::New(info.Env(), std::string(name) + ": out of memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string(name) + ": " + e.what());
+  }
+}
+
 }  // namespace
 
 void register_ops(Napi::Env env, Napi::Object exports) {
-  auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) {
-    exports.Set(name, Napi::Function::New(env, f, name));
+  using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
+  auto fn = [&](const char* name, Fn f) {
+    exports.Set(name, Napi::Function::New(env, [name, f](const Napi::CallbackInfo& i) { return guarded(name, i, f); }, name));
   };
   //  name                   implementation
   fn("gemm",                 [](const Napi::CallbackInfo& i) { return gemm_impl(i, false); });
   fn("gemmAsync",            [](const Napi::CallbackInfo& i) { return gemm_impl(i, true); });
-  fn("packMatrix",           pack_matrix_impl);
+  fn("packMatrix",           [](const Napi::CallbackInfo& i) { return pack_matrix_impl(i, false); });
+  fn("packMatrixAsync",      [](const Napi::CallbackInfo& i) { return pack_matrix_impl(i, true); });
   fn("gemmWithPacked",       [](const Napi::CallbackInfo& i) { return gemm_with_packed_impl(i, false); });
   fn("gemmWithPackedAsync",  [](const Napi::CallbackInfo& i) { return gemm_with_packed_impl(i, true); });
   fn("softmax",              [](const Napi::CallbackInfo& i) { return softmax_impl(i, false); });
   fn("softmaxAsync",         [](const Napi::CallbackInfo& i) { return softmax_impl(i, true); });
-  fn("copyStrided",          copy_strided_impl);
+  fn("copyStrided",          [](const Napi::CallbackInfo& i) { return copy_strided_impl(i, false); });
+  fn("copyStridedAsync",     [](const Napi::CallbackInfo& i) { return copy_strided_impl(i, true); });
   fn("attention",            [](const Napi::CallbackInfo& i) { return attention_impl(i, false); });
   fn("attentionAsync",       [](const Napi::CallbackInfo& i) { return attention_impl(i, true); });
   fn("additiveScores",       [](const Napi::CallbackInfo& i) { return additive_scores_impl(i, false); });
   fn("additiveScoresAsync",  [](const Napi::CallbackInfo& i) { return additive_scores_impl(i, true); });
-  fn("l2Normalize",          l2_normalize_impl);
+  fn("l2Normalize",          [](const Napi::CallbackInfo& i) { return l2_normalize_impl(i, false); });
+  fn("l2NormalizeAsync",     [](const Napi::CallbackInfo& i) { return l2_normalize_impl(i, true); });
   fn("toFloat32",            to_float32_impl);
   fn("fill",                 fill_impl);
+  fn("allocate",             allocate_impl);
+  fn("isOwned",              is_owned_impl);
+  fn("memoryStats",          memory_stats_impl);
   fn("cpuInfo",              cpu_info_impl);
   fn("setNumThreads",        set_num_threads_impl);
   fn("getNumThreads",        get_num_threads_impl);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../runtime/thread_pool.h"
+#include "bounds.h"
 #include "gemm.h"
 #include "scratch.h"
 #include "softmax.h"
@@ -21,7 +22,9 @@ thread_local Scratch tl_scores;
 thread_local Scratch tl_row;
 
 // Keys query i may see: [0, visible_keys(a, i)).
-inline long visible_keys(const AttentionArgs& a, long i) { return a.causal ? causal_keys(i, a.sq, a.sk) : a.sk; }
+inline long visible_keys(const AttentionArgs& a, long i) {
+  return a.causal ? causal_keys(i, a.sq, a.sk, a.causal_always) : a.sk;
+}
 
 // Applies one row of a mask to the scores row[0:n]: a float32 mask is added
 // times fscale, a uint8 mask gives -inf where it is nonzero. Entry j of the
@@ -319,7 +322,9 @@ void fused_decode(const KernelTable& kt, const AttentionArgs& a, const std::vect
   const long chunks = std::max(1L, (a.sk + kDecodeChunk - 1) / kDecodeChunk);
   const long sq = a.sq, dv = a.dv;
   const long part = sq * (dv + 2);  // per task: m[sq], l[sq], o[sq][dv]
-  std::vector<float> partials(static_cast<std::size_t>(heads * chunks * part));
+  long count;
+  if (!checked_mul(heads, chunks, &count) || !checked_mul(count, part, &count)) throw std::bad_alloc();
+  HeapFloats partials(static_cast<std::size_t>(count));
 
   parallel_for(heads * chunks, [&](long t) {
     const long bh = t / chunks, c = t % chunks;
@@ -399,6 +404,10 @@ void attention_fused(const KernelTable& kt, const AttentionArgs& a) {
 void additive_scores(const KernelTable& kt, const AdditiveArgs& a) {
   const long rows = a.batch * a.heads * a.sq;
   if (rows == 0 || a.sk == 0) return;
+  if (a.hidden == 0) {  // an empty sum (and pq, pk hold nothing to read)
+    std::fill(a.scores, a.scores + rows * a.sk, 0.0f);
+    return;
+  }
   parallel_ranges(rows, task_count(rows, rows * a.sk * a.hidden, 1L << 16), [&](long r0, long r1) {
     float* qb = tl_row.get(static_cast<std::size_t>(a.hidden > 0 ? a.hidden : 1));
     for (long r = r0; r < r1; ++r) {

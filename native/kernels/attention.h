@@ -22,8 +22,10 @@ struct AttentionArgs {
   float* out = nullptr;
   long out_strides[3] = {0, 0, 0};
   float scale = 1.0f;
-  // Query i sees keys j <= i + sk - sq.
+  // Query i sees keys j <= i + sk - sq, and the first causal_always keys
+  // whatever its position (see causal_keys).
   bool causal = false;
+  long causal_always = 0;
   // General mask over [batch, head, query, key] (0 strides broadcast; the key
   // stride is 0 or 1): float32 added to the scaled scores, uint8 nonzero = masked.
   MaskKind mask_kind = MaskKind::kNone;
@@ -58,7 +60,8 @@ void attention_explicit(const KernelTable& kt, const AttentionArgs& a);
 void attention_fused(const KernelTable& kt, const AttentionArgs& a);
 
 // Additive (Bahdanau) attention scores over [batch, head]:
-// scores[b, h, i, j] = sum_c w[c] tanh(pq[b, h, i, c] + pk[b, h, j, c] + bias[c]).
+// scores[b, h, i, j] = sum_c w[c] tanh(pq[b, h, i, c] + pk[b, h, j, c] + bias[c]);
+// every score is written (zeros when hidden is 0).
 struct AdditiveArgs {
   long batch = 0, heads = 0, sq = 0, sk = 0, hidden = 0;
   const float* pq = nullptr;  // projected queries, strides over [batch, head, position]

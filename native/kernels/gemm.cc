@@ -7,9 +7,11 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 
 #include "../runtime/cpu.h"
 #include "../runtime/thread_pool.h"
+#include "bounds.h"
 #include "scratch.h"
 
 namespace attn {
@@ -336,19 +338,22 @@ std::size_t PackedMatrix::offset(long jc, long pc) const {
   return off;
 }
 
-PackedMatrix* pack_matrix(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k, long n) {
-  auto* pm = new PackedMatrix();
+std::unique_ptr<PackedMatrix> pack_matrix(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k,
+                                          long n) {
+  auto pm = std::make_unique<PackedMatrix>();
   pm->kt = &kt;
   pm->k = k;
   pm->n = n;
   pm->blk = gemm_blocking(kt);
+  // An empty matrix packs to nothing (one float keeps the pointer valid).
   const long width = ceil_div(n, kt.nr) * kt.nr;
-  pm->floats = static_cast<std::size_t>(k > 0 ? k : 1) * static_cast<std::size_t>(width > 0 ? width : 1);
-  pm->data = static_cast<float*>(std::aligned_alloc(64, (pm->floats * sizeof(float) + 63) / 64 * 64));
-  if (!pm->data) {
-    delete pm;
+  long floats = 1;
+  if (k > 0 && n > 0 && (!checked_mul(k, width, &floats) || floats > (1L << 60) / static_cast<long>(sizeof(float)))) {
     throw std::bad_alloc();
   }
+  pm->floats = static_cast<std::size_t>(floats);
+  pm->data = static_cast<float*>(std::aligned_alloc(64, (pm->floats * sizeof(float) + 63) / 64 * 64));
+  if (!pm->data) throw std::bad_alloc();
   const View v{b, trans_b ? 1 : ldb, trans_b ? ldb : 1};
   for (long jc = 0; jc < n; jc += pm->blk.nc) {
     const long ncur = min_l(pm->blk.nc, n - jc);
@@ -373,20 +378,21 @@ void sgemm_with_packed(const GemmArgs& in, const PackedMatrix& pm) {
 void sgemm_serial(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, false); }
 
 namespace {
-long extent(long rows, long cols, long rs, long cs, long stride, long batch) {
-  if (rows <= 0 || cols <= 0 || batch <= 0) return 0;
-  return (batch - 1) * stride + (rows - 1) * rs + (cols - 1) * cs + 1;
+bool extent(long rows, long cols, long rs, long cs, long stride, long batch, long* e) {
+  const long shape[3] = {batch, rows, cols};
+  const long strides[3] = {stride, rs, cs};
+  return strided_extent(3, shape, strides, e);
 }
 }  // namespace
 
-long gemm_extent_a(const GemmArgs& g) {
-  return g.trans_a ? extent(g.m, g.k, 1, g.lda, g.stride_a, g.batch)
-                   : extent(g.m, g.k, g.lda, 1, g.stride_a, g.batch);
+bool gemm_extent_a(const GemmArgs& g, long* e) {
+  return g.trans_a ? extent(g.m, g.k, 1, g.lda, g.stride_a, g.batch, e)
+                   : extent(g.m, g.k, g.lda, 1, g.stride_a, g.batch, e);
 }
-long gemm_extent_b(const GemmArgs& g) {
-  return g.trans_b ? extent(g.k, g.n, 1, g.ldb, g.stride_b, g.batch)
-                   : extent(g.k, g.n, g.ldb, 1, g.stride_b, g.batch);
+bool gemm_extent_b(const GemmArgs& g, long* e) {
+  return g.trans_b ? extent(g.k, g.n, 1, g.ldb, g.stride_b, g.batch, e)
+                   : extent(g.k, g.n, g.ldb, 1, g.stride_b, g.batch, e);
 }
-long gemm_extent_c(const GemmArgs& g) { return extent(g.m, g.n, g.ldc, 1, g.stride_c, g.batch); }
+bool gemm_extent_c(const GemmArgs& g, long* e) { return extent(g.m, g.n, g.ldc, 1, g.stride_c, g.batch, e); }
 
 }  // namespace attn

@@ -2,6 +2,9 @@
 // op = identity or transpose, leading dimensions and strided batches.
 #pragma once
 
+#include <cstddef>
+#include <memory>
+
 #include "kernel_table.h"
 
 namespace attn {
@@ -60,16 +63,18 @@ struct PackedMatrix {
 };
 
 // Packs op(B) (k x n): element (p, j) is b[p * ldb + j], or b[j * ldb + p] when trans_b.
-PackedMatrix* pack_matrix(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k, long n);
+std::unique_ptr<PackedMatrix> pack_matrix(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k,
+                                          long n);
 
 // C = alpha * op(A) * B + beta * C (+ bias) with B packed by pack_matrix (g.b,
 // g.ldb, g.trans_b and g.stride_b are ignored; B is shared by the batch).
 void sgemm_with_packed(const GemmArgs& g, const PackedMatrix& pm);
 
 // Number of floats from the operand's first element to one past its last,
-// over all batch items (0 when the operand is empty). For bounds checks.
-long gemm_extent_a(const GemmArgs& g);
-long gemm_extent_b(const GemmArgs& g);
-long gemm_extent_c(const GemmArgs& g);
+// over all batch items (0 when the operand is empty), into *e. For bounds
+// checks: false when the count overflows a long.
+bool gemm_extent_a(const GemmArgs& g, long* e);
+bool gemm_extent_b(const GemmArgs& g, long* e);
+bool gemm_extent_c(const GemmArgs& g, long* e);
 
 }  // namespace attn

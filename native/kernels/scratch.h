@@ -18,6 +18,7 @@ class Scratch {
   // At least `floats` floats; contents are unspecified.
   float* get(std::size_t floats) {
     if (floats > cap_) {
+      if (floats > (std::size_t{1} << 60) / sizeof(float)) throw std::bad_alloc();
       std::free(data_);
       data_ = nullptr;
       cap_ = 0;
@@ -32,6 +33,26 @@ class Scratch {
  private:
   float* data_ = nullptr;
   std::size_t cap_ = 0;
+};
+
+// A heap array of n floats for one call, from the C allocator: a refused
+// (or impossibly large) allocation is std::bad_alloc, also under
+// AddressSanitizer, which aborts instead where operator new is refused.
+class HeapFloats {
+ public:
+  explicit HeapFloats(std::size_t n) {
+    if (n > (std::size_t{1} << 60) / sizeof(float)) throw std::bad_alloc();
+    data_ = static_cast<float*>(std::malloc((n > 0 ? n : 1) * sizeof(float)));
+    if (!data_) throw std::bad_alloc();
+  }
+  ~HeapFloats() { std::free(data_); }
+  HeapFloats(const HeapFloats&) = delete;
+  HeapFloats& operator=(const HeapFloats&) = delete;
+
+  float* data() { return data_; }
+
+ private:
+  float* data_;
 };
 
 }  // namespace attn

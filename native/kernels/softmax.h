@@ -28,10 +28,12 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel = true);
 
 // Causal masking, as softmax and attention apply it: of sk keys, query i of sq
 // sees keys [0, causal_keys(i, sq, sk)), that is j <= i + sk - sq (the last
-// query sees every key).
-inline long causal_keys(long i, long sq, long sk) {
+// query sees every key). The first `always` keys are seen by every query
+// (keys added in front of the sequence, such as MultiHeadAttention's bias_k
+// and zero key); the limit for the others is unchanged.
+inline long causal_keys(long i, long sq, long sk, long always = 0) {
   const long n = i + sk - sq + 1;
-  return n < 0 ? 0 : (n > sk ? sk : n);
+  return n < always ? (always < sk ? always : sk) : (n > sk ? sk : n);
 }
 
 }  // namespace attn

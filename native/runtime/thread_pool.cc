@@ -19,6 +19,18 @@ namespace {
 
 thread_local bool tl_in_job = false;
 
+// Marks this thread as inside a job for its lifetime, exceptions included.
+class InJob {
+ public:
+  InJob() : outer_(tl_in_job) { tl_in_job = true; }
+  ~InJob() { tl_in_job = outer_; }
+  InJob(const InJob&) = delete;
+  InJob& operator=(const InJob&) = delete;
+
+ private:
+  bool outer_;
+};
+
 // How long an idle worker keeps polling before it sleeps: short enough not to
 // steal a shared core for long, long enough to catch back-to-back kernels.
 constexpr auto kSpin = std::chrono::microseconds(60);
@@ -76,14 +88,18 @@ void ThreadPool::resize(int n) {
 }
 
 void ThreadPool::drain(Job* job) {
-  const bool outer = tl_in_job;
-  tl_in_job = true;
+  InJob in_job;
   for (;;) {
     long t = job->next.fetch_add(1, std::memory_order_relaxed);
     if (t >= job->ntasks) break;
-    job->fn(job->ctx, t);
+    try {
+      job->fn(job->ctx, t);
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(job->error_mu);
+      if (!job->error) job->error = std::current_exception();
+      job->next.store(job->ntasks, std::memory_order_relaxed);  // no more tasks start
+    }
   }
-  tl_in_job = outer;
 }
 
 void ThreadPool::worker_loop() {
@@ -117,10 +133,8 @@ void ThreadPool::run(long ntasks, TaskFn fn, void* ctx) {
   if (ntasks <= 0) return;
   std::unique_lock<std::mutex> run(run_mu_, std::defer_lock);
   if (ntasks == 1 || tl_in_job || size() == 1 || !run.try_lock()) {
-    const bool outer = tl_in_job;
-    tl_in_job = true;
+    InJob in_job;
     for (long t = 0; t < ntasks; ++t) fn(ctx, t);
-    tl_in_job = outer;
     return;
   }
   Job job;
@@ -147,6 +161,7 @@ void ThreadPool::run(long ntasks, TaskFn fn, void* ctx) {
       std::this_thread::yield();
     }
   }
+  if (job.error) std::rethrow_exception(job.error);
 }
 
 }  // namespace attn

@@ -2,11 +2,15 @@
 // job. A call made from inside a job, or while another thread's job holds the
 // pool, runs serially on the caller: never nested, never deadlocked, and
 // (because kernels split work the same way whatever runs it) never different.
+// A task that throws stops the job: no further tasks start, and the first
+// exception is rethrown to the caller of run() once every thread has left the
+// job.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -24,7 +28,8 @@ class ThreadPool {
   int size() const { return size_.load(std::memory_order_relaxed); }
   // Waits for the running job, then replaces the workers. n is clamped to [1, 1024].
   void resize(int n);
-  // Runs fn(ctx, t) for every t in [0, ntasks) and returns when all are done.
+  // Runs fn(ctx, t) for every t in [0, ntasks) and returns when all are done,
+  // or rethrows the first exception a task threw (after the others stopped).
   void run(long ntasks, TaskFn fn, void* ctx);
 
   template <class F>
@@ -44,6 +49,8 @@ class ThreadPool {
     long ntasks;
     std::atomic<long> next{0};
     std::atomic<int> refs{0};
+    std::mutex error_mu;
+    std::exception_ptr error;  // the first exception a task threw
   };
 
   explicit ThreadPool(int n);

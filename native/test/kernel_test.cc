@@ -3,16 +3,20 @@
 // for aarch64 (run under qemu-user) by .ci/run.
 //
 // Usage: kernel_test [--quick]     exit status 0 when every check passes.
+#include <atomic>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "../kernels/attention.h"
+#include "../kernels/bounds.h"
 #include "../kernels/gemm.h"
 #include "../kernels/softmax.h"
 #include "../kernels/tensor_ops.h"
@@ -843,6 +847,82 @@ void test_tensor_ops() {
 
 }  // namespace
 
+// A task that throws stops its job and the exception reaches the caller, from
+// whichever thread ran the task; the pool keeps working.
+void test_pool_exceptions() {
+  ThreadPool& pool = ThreadPool::global();
+  const int before = pool.size();
+  pool.resize(3);
+  for (long thrower : {0L, 1L, 37L, 999L}) {
+    std::atomic<long> ran{0};
+    std::string caught;
+    try {
+      parallel_for(1000, [&](long t) {
+        ran.fetch_add(1, std::memory_order_relaxed);
+        if (t == thrower) throw std::runtime_error("task " + std::to_string(t));
+      });
+    } catch (const std::runtime_error& e) {
+      caught = e.what();
+    }
+    check(caught == "task " + std::to_string(thrower), "pool: the exception of task " + std::to_string(thrower) +
+                                                            " reaches the caller (got '" + caught + "')");
+    check(ran.load() >= 1 && ran.load() <= 1000, "pool: the job stopped");
+  }
+  bool oom = false;
+  try {
+    parallel_for(8, [&](long t) {
+      if (t == 5) throw std::bad_alloc();
+    });
+  } catch (const std::bad_alloc&) {
+    oom = true;
+  }
+  check(oom, "pool: std::bad_alloc from a task reaches the caller");
+  std::atomic<long> sum{0};
+  parallel_for(100, [&](long t) { sum.fetch_add(t, std::memory_order_relaxed); });
+  check(sum.load() == 4950, "pool: works after exceptions");
+  pool.resize(before);
+}
+
+// The checked extents and counts: exact where they fit, refused where they overflow.
+void test_bounds() {
+  long e = -1;
+  const long shape[3] = {3, 4, 5}, strides[3] = {20, 5, 1};
+  check(strided_extent(3, shape, strides, &e) && e == 60, "bounds: contiguous extent");
+  const long empty[3] = {3, 0, 5};
+  check(strided_extent(3, empty, strides, &e) && e == 0, "bounds: an empty view spans nothing");
+  const long huge[2] = {1L << 40, 1L << 30}, hs[2] = {1L << 30, 1L << 20};
+  check(!strided_extent(2, huge, hs, &e), "bounds: an extent past a long is refused");
+  long n = -1;
+  const long zero_last[3] = {1L << 62, 1L << 62, 0};
+  check(checked_count(3, zero_last, &n) && n == 0, "bounds: a count with a zero size is 0, whatever the others");
+  const long fits[2] = {1L << 40, 1L << 20};
+  check(checked_count(2, fits, &n) && n == 1L << 60, "bounds: a count");
+  const long big3[3] = {1L << 30, 1L << 30, 1L << 30};
+  check(!checked_count(3, big3, &n), "bounds: a count past a long is refused");
+  check(distinct_elements(3, shape, strides), "bounds: contiguous elements are distinct");
+  const long bcast[3] = {0, 5, 1};
+  check(!distinct_elements(3, shape, bcast), "bounds: a stride of 0 over a size > 1 aliases");
+  const long overlap[3] = {20, 4, 1};
+  check(!distinct_elements(3, shape, overlap), "bounds: rows closer than their length alias");
+  const long perm[3] = {1, 15, 3};
+  check(distinct_elements(3, shape, perm), "bounds: a permuted layout is distinct");
+  const long ones[3] = {1, 1, 7}, any[3] = {0, 0, 1};
+  check(distinct_elements(3, ones, any), "bounds: strides of size-1 axes do not matter");
+  const long wrap[2] = {1L << 62, 3}, ws[2] = {1L << 62, 1};
+  check(!distinct_elements(2, wrap, ws), "bounds: a span past a long is refused, not wrapped");
+  GemmArgs g;
+  g.m = 1L << 40;
+  g.k = 1L << 40;
+  g.lda = 1L << 40;
+  g.batch = 1;
+  check(!gemm_extent_a(g, &e), "bounds: gemm_extent_a overflowing is refused");
+  g.m = 0;
+  check(gemm_extent_a(g, &e) && e == 0, "bounds: an empty gemm operand spans nothing");
+  check(causal_keys(0, 6, 3, 2) == 2 && causal_keys(5, 6, 3, 2) == 3 && causal_keys(3, 6, 3, 0) == 1 &&
+            causal_keys(0, 6, 3, 0) == 0 && causal_keys(0, 2, 5, 9) == 5,
+        "causal_keys: the first keys always seen, the limit of the others unchanged");
+}
+
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--quick") == 0) g_quick = true;
@@ -875,6 +955,8 @@ int main(int argc, char** argv) {
               std::to_string(flops));
   }
   test_tensor_ops();
+  test_pool_exceptions();
+  test_bounds();
   check(tables >= 2 || std::strcmp(ci.arch, "unknown") == 0, "at least one vector path ran");
   std::printf("%d passed, %d failed\n", g_pass, g_fail);
   return g_fail == 0 ? 0 : 1;

@@ -1,0 +1,104 @@
+// How a kernel call runs: now, on the calling thread (the sync forms), or on
+// libuv's thread pool behind a Promise (the async forms).
+//
+// An async job must never touch memory that JavaScript may free, move or
+// shrink while it runs (a typed array's buffer can be transferred, detached or
+// resized at any time; Node-API cannot pin it). So every array an async call
+// reads or writes is registered before the job is queued:
+//  - memory the addon owns (the storage of the library's tensors) is held by
+//    reference count until the job ends;
+//  - any other memory is copied into a private owned block first, and the
+//    kernel's pointer redirected there; an output is copied back, element by
+//    element, when the job has finished, after checking that its typed array
+//    still holds those elements (else the Promise rejects with a RangeError).
+// The sync form registers nothing: no JavaScript runs while it computes.
+//
+// The job settles through the Node-API C functions, checking every status:
+// when its environment is being torn down (a worker terminated with the job in
+// flight) settling fails quietly, and the job still releases everything it held.
+// Exceptions from the kernel (std::bad_alloc included, from any pool thread)
+// reject the Promise: RangeError for out of memory, Error otherwise.
+//
+// Usage in a binding, after every argument is checked:
+//
+//   KernelCall call(info, async, "gemmAsync");
+//   call.read(0, g.a, extent_a);                          // pointers into info[0]'s array
+//   call.write(2, g.c, extent_c, Layout::strided(...), "out", g.beta != 0);
+//   return call.run([kt, g] { sgemm(*kt, g); });          // capture the pointers after registering
+#pragma once
+
+#include <napi.h>
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "../kernels/strided.h"
+
+namespace attn {
+namespace addon {
+
+struct Job;
+
+// The elements of an output, as offsets in elements from its first element.
+struct Layout {
+  int rank = 1;
+  long shape[kMaxRank] = {0};
+  long strides[kMaxRank] = {0};
+
+  static Layout contiguous(long n);
+  static Layout strided(int rank, const long* shape, const long* strides);
+};
+
+class KernelCall {
+ public:
+  // `fn` names the call in errors.
+  KernelCall(const Napi::CallbackInfo& info, bool async, const char* fn);
+  ~KernelCall();
+  KernelCall(const KernelCall&) = delete;
+  KernelCall& operator=(const KernelCall&) = delete;
+
+  // The kernel reads `extent` elements from p, which points into the typed
+  // array at argument `arg` (bounds already checked). Async: p may be
+  // redirected to a private copy.
+  template <class T>
+  void read(std::size_t arg, T*& p, long extent) {
+    void* q = const_cast<void*>(static_cast<const void*>(p));
+    stage(arg, q, extent, sizeof(T), nullptr, nullptr, true);
+    p = static_cast<T*>(q);
+  }
+
+  // The kernel writes the elements `view` describes (within `extent` elements
+  // from p, in the typed array at argument `arg`), and reads them first when
+  // `reads`. `what` names the argument in errors.
+  template <class T>
+  void write(std::size_t arg, T*& p, long extent, const Layout& view, const char* what, bool reads = false) {
+    void* q = static_cast<void*>(p);
+    stage(arg, q, extent, sizeof(T), &view, what, reads);
+    p = static_cast<T*>(q);
+  }
+
+  // Keeps `object` alive until the job ends (a packed matrix, say).
+  void hold(std::shared_ptr<const void> object);
+
+  // Async: the Promise resolves with make(env) (called on the main thread
+  // after the kernel; null rejects it) instead of undefined. make must not throw.
+  void result(std::function<napi_value(napi_env)> make);
+
+  // Runs `kernel` now and returns undefined (sync), or queues it and returns a
+  // Promise (async). `kernel` must capture the registered pointers by value.
+  Napi::Value run(std::function<void()> kernel);
+
+  bool async() const { return job_ != nullptr; }
+
+ private:
+  void stage(std::size_t arg, void*& p, long extent, std::size_t elem, const Layout* view, const char* what,
+             bool copy_in);
+
+  const Napi::CallbackInfo& info_;
+  std::unique_ptr<Job> job_;  // async only
+};
+
+}  // namespace addon
+}  // namespace attn
