@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "../runtime/cpu.h"
+#include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 #include "scratch.h"
 
@@ -313,7 +314,10 @@ GemmBlocking gemm_blocking(const KernelTable& kt) {
   return GemmBlocking{mc, kc, nc};
 }
 
-void sgemm(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, true); }
+void sgemm(const KernelTable& kt, const GemmArgs& g) {
+  const FlushDenormals fp;
+  run_gemm(kt, g, true);
+}
 
 void pack_panels(const KernelTable& kt, const float* src, long ls, long ks, long lanes, long kc, int w,
                  float* dst) {
@@ -366,11 +370,15 @@ PackedMatrix* pack_matrix(const KernelTable& kt, const float* b, long ldb, bool 
 
 void sgemm_with_packed(const GemmArgs& in, const PackedMatrix& pm) {
   if (in.batch <= 0) return;
+  const FlushDenormals fp;
   const GemmArgs g = merge_batch(in, true);
   for (long t = 0; t < g.batch; ++t) gemm_one(*pm.kt, problem_of(g, t, &pm), true, &pm);
 }
 
-void sgemm_serial(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, false); }
+void sgemm_serial(const KernelTable& kt, const GemmArgs& g) {
+  const FlushDenormals fp;
+  run_gemm(kt, g, false);
+}
 
 namespace {
 long extent(long rows, long cols, long rs, long cs, long stride, long batch) {
