@@ -127,6 +127,32 @@ const ms = (t) => (t * 1e3).toFixed(3);
 const x2 = (v) => `${v.toFixed(2)}x`;
 const yesNo = (v) => (v ? 'yes' : 'no');
 
+/** Columns shared by the tables: [header, cell of a row]. */
+const COL = {
+  threads: ['threads', (r) => r.threads],
+  data: ['data', (r) => r.data],
+  oursMs: ['ours ms', (r) => r.oursMs.toFixed(3)],
+  gflops: ['GFLOP/s', (r) => r.oursGflops.toFixed(1)],
+  peak: ['% of peak', (r) => r.percentOfPeak.toFixed(1)],
+  ortMs: ['ort ms', (r) => r.ortMs.toFixed(3)],
+  ortPeak: ['ort % of peak', (r) => r.ortPercentOfPeak.toFixed(1)],
+  speedup: ['speedup', (r) => x2(r.speedup)],
+  target: ['target', (r) => (r.target === undefined ? '' : yesNo(r.target))],
+  peaky: ['peaky/ordinary', (r) => (r.peakyOverOrdinary ? x2(r.peakyOverOrdinary) : '')],
+  scaling: ['2T/1T', (r) => (r.scalingVsOneThread ? x2(r.scalingVsOneThread) : '')],
+  outMs: ['out ms', (r) => r.oursOutMs.toFixed(3)],
+  faults: ['faults/call', (r) => r.faultsPerCall.toFixed(0)],
+  diff: ['max |Δ|', (r) => r.maxAbsDiff.toExponential(1)],
+};
+
+/** Prints rows as a table of the given columns. */
+function printRows(rows, columns) {
+  table(
+    columns.map((c) => c[0]),
+    rows.map((r) => columns.map((c) => c[1](r))),
+  );
+}
+
 /** Fills r.scalingVsOneThread on 2-thread rows from the matching 1-thread row (same values of `keys`). */
 function scaling(rows, keys) {
   for (const r of rows.filter((q) => q.threads === 2)) {
@@ -201,25 +227,12 @@ async function benchGemm(report, peak) {
   scaling(rows, ['n']);
   report.sgemm = rows;
   console.log('\nsgemm: C = A·B, square float32; matmul(a, b) returning a new tensor (out: into a preallocated one)');
-  table(
-    ['n', 'threads', 'ours ms', 'GFLOP/s', '% of peak', 'ort ms', 'ort % of peak', 'speedup', 'target', '2T/1T', 'out ms', 'out % of peak', 'faults/call', 'max |Δ|'],
-    rows.map((r) => [
-      r.n,
-      r.threads,
-      r.oursMs.toFixed(3),
-      r.oursGflops.toFixed(1),
-      r.percentOfPeak.toFixed(1),
-      r.ortMs.toFixed(3),
-      r.ortPercentOfPeak.toFixed(1),
-      x2(r.speedup),
-      r.target === undefined ? '' : yesNo(r.target),
-      r.scalingVsOneThread ? x2(r.scalingVsOneThread) : '',
-      r.oursOutMs.toFixed(3),
-      r.oursOutPercentOfPeak.toFixed(1),
-      r.faultsPerCall.toFixed(0),
-      r.maxAbsDiff.toExponential(1),
-    ]),
-  );
+  printRows(rows, [
+    ['n', (r) => r.n],
+    COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.ortPeak, COL.speedup, COL.target, COL.scaling, COL.outMs,
+    ['out % of peak', (r) => r.oursOutPercentOfPeak.toFixed(1)],
+    COL.faults, COL.diff,
+  ]);
 }
 
 async function benchSoftmax(report) {
@@ -287,23 +300,12 @@ async function benchSoftmax(report) {
   scaling(rows, ['shape', 'data']);
   report.softmax = rows;
   console.log('\nsoftmax along the last axis, float32; softmax(x) returning a new tensor; logits of std 1 (ordinary) and 30 (peaky)');
-  table(
-    ['shape', 'data', 'threads', 'ours ms', 'Gelem/s', 'ort ms', 'speedup', 'peaky/ordinary', '2T/1T', 'out ms', 'faults/call', 'max |Δ|'],
-    rows.map((r) => [
-      r.shape.join('x'),
-      r.data,
-      r.threads,
-      r.oursMs.toFixed(3),
-      r.oursGelemPerS.toFixed(2),
-      r.ortMs.toFixed(3),
-      x2(r.speedup),
-      r.peakyOverOrdinary ? x2(r.peakyOverOrdinary) : '',
-      r.scalingVsOneThread ? x2(r.scalingVsOneThread) : '',
-      r.oursOutMs.toFixed(3),
-      r.faultsPerCall.toFixed(0),
-      r.maxAbsDiff.toExponential(1),
-    ]),
-  );
+  printRows(rows, [
+    ['shape', (r) => r.shape.join('x')],
+    COL.data, COL.threads, COL.oursMs,
+    ['Gelem/s', (r) => r.oursGelemPerS.toFixed(2)],
+    COL.ortMs, COL.speedup, COL.peaky, COL.scaling, COL.outMs, COL.faults, COL.diff,
+  ]);
 }
 
 // ---------------------------------------------------------------- attention (the fused kernel alone)
@@ -374,23 +376,7 @@ async function benchAttention(report, peak) {
   scaling(rows, ['data']);
   report.attention = rows;
   console.log(`\nfused attention softmax(QKᵀ/√d)·V, [${B}, ${H}, ${S}, ${d}], heads as views of [B, S, H·d]; attention() returning a new tensor; q and k of std 1 (ordinary) and 4 (peaky); ort: com.microsoft MultiHeadAttention`);
-  table(
-    ['data', 'threads', 'ours ms', 'GFLOP/s', '% of peak', 'ort ms', 'speedup', 'peaky/ordinary', '2T/1T', 'out ms', 'faults/call', 'max |Δ|'],
-    rows.map((r) => [
-      r.data,
-      r.threads,
-      r.oursMs.toFixed(3),
-      r.oursGflops.toFixed(1),
-      r.percentOfPeak.toFixed(1),
-      r.ortMs.toFixed(3),
-      x2(r.speedup),
-      r.peakyOverOrdinary ? x2(r.peakyOverOrdinary) : '',
-      r.scalingVsOneThread ? x2(r.scalingVsOneThread) : '',
-      r.oursOutMs.toFixed(3),
-      r.faultsPerCall.toFixed(0),
-      r.maxAbsDiff.toExponential(1),
-    ]),
-  );
+  printRows(rows, [COL.data, COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.speedup, COL.peaky, COL.scaling, COL.outMs, COL.faults, COL.diff]);
 }
 
 // ---------------------------------------------------------------- multi-head attention
@@ -537,29 +523,14 @@ async function benchMha(report, peak) {
   report.multiheadAttention = { rows, decode };
 
   console.log('\nmulti-head attention block (QKV projection, attention, output projection); forward() as users call it; inputs of std 1 (ordinary) and 6 (peaky)');
-  table(
-    ['d_model', 'heads', 'batch', 'seq', 'causal', 'data', 'threads', 'ours ms', 'GFLOP/s', '% of peak', 'ort ms', 'ort % of peak', 'speedup', 'target', 'peaky/ordinary', '2T/1T', 'faults/call', 'max |Δ|'],
-    rows.map((r) => [
-      r.embedDim,
-      r.heads,
-      r.batch,
-      r.seq,
-      yesNo(r.causal),
-      r.data,
-      r.threads,
-      r.oursMs.toFixed(3),
-      r.oursGflops.toFixed(1),
-      r.percentOfPeak.toFixed(1),
-      r.ortMs.toFixed(3),
-      r.ortPercentOfPeak.toFixed(1),
-      x2(r.speedup),
-      r.target === undefined ? '' : yesNo(r.target),
-      r.peakyOverOrdinary ? x2(r.peakyOverOrdinary) : '',
-      r.scalingVsOneThread ? x2(r.scalingVsOneThread) : '',
-      r.faultsPerCall.toFixed(0),
-      r.maxAbsDiff.toExponential(1),
-    ]),
-  );
+  printRows(rows, [
+    ['d_model', (r) => r.embedDim],
+    ['heads', (r) => r.heads],
+    ['batch', (r) => r.batch],
+    ['seq', (r) => r.seq],
+    ['causal', (r) => yesNo(r.causal)],
+    COL.data, COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.ortPeak, COL.speedup, COL.target, COL.peaky, COL.scaling, COL.faults, COL.diff,
+  ]);
   console.log(`\none decoding step: 1 query over ${past} cached keys, d_model ${E}, ${HEADS} heads`);
   table(
     ['cached', 'threads', 'ours ms', 'ort ms', 'speedup', 'max |Δ|'],
@@ -643,6 +614,11 @@ async function main() {
     smoke: SMOKE,
     machine: {
       cpu: info.model || os.cpus()[0]?.model,
+      vendor: info.vendor,
+      family: info.family,
+      cpuid: info.cpuid,
+      tuning: info.tuning,
+      gemmBlocking: info.gemmBlocking,
       isa: info.isa,
       logicalCpus: info.logicalCpus,
       caches: info.caches,
@@ -653,6 +629,12 @@ async function main() {
   const peak = measurePeak();
   report.fmaPeakGflopsPerCore = peak;
   console.log(`attention-kernels benchmark: ${report.machine.cpu}, ${info.isa} path, node ${process.version}, onnxruntime-node ${ortVersion}`);
+  const id = info.cpuid;
+  console.log(
+    `CPU: ${info.vendor} family ${id.family} model ${id.model} stepping ${id.stepping} -> tuned as ${info.family} (${info.tuning.basis}); ` +
+      `caches L1d ${info.caches.l1d >> 10} KiB, L2 ${info.caches.l2 >> 10} KiB, L3 ${(info.caches.l3 / 2 ** 20).toFixed(1)} MiB; ` +
+      `GEMM tile ${info.gemmBlocking.mr}x${info.gemmBlocking.nr}, mc ${info.gemmBlocking.mc} kc ${info.gemmBlocking.kc} nc ${info.gemmBlocking.nc}; ${info.logicalCpus} CPUs`,
+  );
   console.log(`FMA peak (${info.isa}, measured): ${peak.toFixed(1)} GFLOP/s per core`);
   if (want('gemm')) await benchGemm(report, peak);
   if (want('softmax')) await benchSoftmax(report);

@@ -12,6 +12,7 @@
 #include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 #include "scratch.h"
+#include "tuning.h"
 
 namespace attn {
 namespace {
@@ -73,14 +74,13 @@ void for_tasks(bool parallel, long tasks, F&& f) {
   }
 }
 
-// Work below this many flops stays on the calling thread; each extra thread
-// must get at least this much.
-constexpr double kMinParallelFlops = 1 << 22;
-
+// Work below tuning().min_parallel_flops stays on the calling thread; each
+// extra thread must get at least half of it.
 int threads_for(double flops, bool parallel) {
-  if (!parallel || flops < kMinParallelFlops) return 1;
+  const double min_flops = tuning().min_parallel_flops;
+  if (!parallel || flops < min_flops) return 1;
   int pool = ThreadPool::global().size();
-  long want = static_cast<long>(flops / (kMinParallelFlops / 2));
+  long want = static_cast<long>(flops / (min_flops / 2));
   return static_cast<int>(max_l(1, min_l(pool, want)));
 }
 
@@ -129,6 +129,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
   if (nt > 1) choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
   const long tasks = tm * tn;
   const bool parallel = tasks > 1;
+  const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
 
   const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
   const long kc_max = min_l(blk.kc, p.k);
@@ -171,7 +172,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
             const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
             for (long ir = 0; ir < mcur; ir += mr) {
               const int mrows = static_cast<int>(min_l(mr, mcur - ir));
-              kt.gemm_micro(kc, apack + ir * kc, bp, cp + ir * p.ldc, p.ldc, p.alpha, beta, mrows,
+              micro(kc, apack + ir * kc, bp, cp + ir * p.ldc, p.ldc, p.alpha, beta, mrows,
                             ncols, bias);
             }
           }
@@ -266,8 +267,9 @@ void run_gemm(const KernelTable& kt, const GemmArgs& in, bool parallel) {
   const int pool = parallel ? ThreadPool::global().size() : 1;
   // One item per task when the items divide evenly among the threads, are
   // many, or are too small to split; otherwise threads work inside each item.
-  const bool by_item = g.batch > 1 && pool > 1 && item_flops * g.batch >= kMinParallelFlops &&
-                       (item_flops < 2.0 * kMinParallelFlops || g.batch % pool == 0 ||
+  const double min_flops = tuning().min_parallel_flops;
+  const bool by_item = g.batch > 1 && pool > 1 && item_flops * g.batch >= min_flops &&
+                       (item_flops < 2.0 * min_flops || g.batch % pool == 0 ||
                         g.batch >= 4L * pool);
   if (by_item) {
     parallel_for(g.batch, [&](long t) { gemm_one(kt, problem_of(g, t), false); });
@@ -295,17 +297,18 @@ long parse_blocking_env(const char* name, int which) {
 
 GemmBlocking gemm_blocking(const KernelTable& kt) {
   const CacheSizes& cs = cpu_info().cache_used;
+  const Tuning& tu = tuning();
   const long mr = kt.mr, nr = kt.nr;
-  // KC: long, so C is read and written few times. The packed B micro-panel
-  // (kc x nr) takes an eighth of L2 and streams from there with the A
-  // micro-panel; measured on Zen 5, this beats keeping B in L1 with a short KC.
-  long kc = static_cast<long>(cs.l2 / 8) / (nr * 4);
-  kc = max_l(128, min_l(1024, round_down(kc, 8)));
-  // MC: the packed A block (mc x kc) takes about a third of L2.
-  long mc = static_cast<long>(cs.l2 / 3) / (kc * 4);
+  // KC: long, so C is read and written few times; the packed B micro-panel
+  // (kc x nr) streams from L2 with the A micro-panel (on Zen 5 and Cascade
+  // Lake this beats keeping B in L1 with a short KC).
+  long kc = static_cast<long>(static_cast<double>(cs.l2) * tu.kc_l2) / (nr * 4);
+  kc = max_l(tu.kc_min, min_l(tu.kc_max, round_down(kc, 8)));
+  // MC: the packed A block (mc x kc).
+  long mc = static_cast<long>(static_cast<double>(cs.l2) * tu.mc_l2) / (kc * 4);
   mc = max_l(mr, round_down(min_l(mc, 1024), mr));
-  // NC: the packed B panel (kc x nc) takes a quarter of L3.
-  long nc = static_cast<long>(cs.l3 / 4) / (kc * 4);
+  // NC: the packed B panel (kc x nc).
+  long nc = static_cast<long>(static_cast<double>(cs.l3) * tu.nc_l3) / (kc * 4);
   nc = max_l(4 * nr, round_down(min_l(nc, 8192), nr));
   // Tuning override: ATTN_GEMM_BLOCKING=mc,kc,nc (each rounded to the tile).
   if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 0)) mc = max_l(mr, round_down(v, mr));
