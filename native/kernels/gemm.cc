@@ -28,6 +28,9 @@ struct View {
   long rs, cs;
 };
 
+// The tuning override ATTN_GEMM_BLOCKING=mc,kc,nc is set: take it as it is.
+bool blocking_overridden() { return std::getenv("ATTN_GEMM_BLOCKING") != nullptr; }
+
 thread_local Scratch tl_pack_a;
 thread_local Scratch tl_pack_b;
 
@@ -133,6 +136,11 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
 
   const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
   const long kc_max = min_l(blk.kc, p.k);
+  // A shallower product than kc leaves room in L2: more rows per A block
+  // keep its share (each B micro-panel is then fetched from L3 fewer times).
+  const long mc = kc_max < blk.kc && !blocking_overridden()
+                      ? max_l(blk.mc, min_l(1024, round_down(blk.mc * blk.kc / kc_max, mr)))
+                      : blk.mc;
   float* bpack = pre ? nullptr : tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
 
   for (long jc = 0; jc < p.n; jc += blk.nc) {
@@ -161,9 +169,9 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
         const long r0 = split_point(p.m, tm, ti, mr), r1 = split_point(p.m, tm, ti + 1, mr);
         const long c0 = split_point(ncur, tn, tj, nr), c1 = split_point(ncur, tn, tj + 1, nr);
         if (r1 <= r0 || c1 <= c0) return;
-        float* apack = tl_pack_a.get(static_cast<std::size_t>(blk.mc * kc));
-        for (long ic = r0; ic < r1; ic += blk.mc) {
-          const long mcur = min_l(blk.mc, r1 - ic);
+        float* apack = tl_pack_a.get(static_cast<std::size_t>(mc * kc));
+        for (long ic = r0; ic < r1; ic += mc) {
+          const long mcur = min_l(mc, r1 - ic);
           pack_a(kt, p.a, ic, mcur, pc, kc, apack);
           for (long jr = c0; jr < c1; jr += nr) {
             const int ncols = static_cast<int>(min_l(nr, c1 - jr));
