@@ -87,6 +87,18 @@ int threads_for(double flops, bool parallel) {
   return static_cast<int>(max_l(1, min_l(pool, want)));
 }
 
+// A product's work for the thread split: its flops, or for a skinny one (a
+// few rows against a weight matrix) the bytes it must stream, each worth
+// about as much time as kFlopsPerByte flops (FMA peak over L3 bandwidth, per
+// core): a second core streams the other half of B.
+constexpr double kFlopsPerByte = 8.0;
+inline double gemm_work(const Problem& p) {
+  const double flops = 2.0 * static_cast<double>(p.m) * static_cast<double>(p.n) * static_cast<double>(p.k);
+  const double bytes = 4.0 * (static_cast<double>(p.k) * static_cast<double>(p.n) +
+                              static_cast<double>(p.m) * static_cast<double>(p.k));
+  return flops > kFlopsPerByte * bytes ? flops : kFlopsPerByte * bytes;
+}
+
 // Splits [0, len) into `parts` ranges whose inner boundaries are multiples of
 // `align`, as evenly as that allows.
 inline long split_point(long len, long parts, long idx, long align) {
@@ -232,7 +244,7 @@ void gemm_one(const KernelTable& kt, const Problem& p, bool parallel, const Pack
     scale_c(p);
     return;
   }
-  const int nt = threads_for(2.0 * p.m * p.n * p.k, parallel);
+  const int nt = threads_for(gemm_work(p), parallel);
   bool dot = false;
   if (!pre && use_small(kt, p, &dot)) {
     gemm_small(kt, p, dot, nt);
