@@ -674,6 +674,7 @@ Napi::Value cpu_info_impl(const Napi::CallbackInfo& info) {
   gb.Set("mc", static_cast<double>(blk.mc));
   gb.Set("kc", static_cast<double>(blk.kc));
   gb.Set("nc", static_cast<double>(blk.nc));
+  gb.Set("ncL2", static_cast<double>(blk.nc_l2));
   o.Set("gemmBlocking", gb);
   const Tuning& tu = tuning();
   Napi::Object tn = Napi::Object::New(env);

@@ -138,13 +138,14 @@ void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_
 // The Goto/BLIS loop nest on nt threads; B from `pre` when given, else
 // packed here block by block.
 void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix* pre = nullptr) {
-  const GemmBlocking blk = pre ? pre->blk : gemm_blocking(kt);
+  const GemmBlocking blk = pre ? pre->blk : gemm_blocking_for_depth(kt, p.k);
   const int mr = kt.mr, nr = kt.nr;
   long tm = 1, tn = 1;
   if (nt > 1) choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
   const long tasks = tm * tn;
   const bool parallel = tasks > 1;
   const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
+  const long nc_l2 = blk.nc_l2;
 
   const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
   const long kc_max = min_l(blk.kc, p.k);
@@ -182,19 +183,26 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
         const long c0 = split_point(ncur, tn, tj, nr), c1 = split_point(ncur, tn, tj + 1, nr);
         if (r1 <= r0 || c1 <= c0) return;
         float* apack = tl_pack_a.get(static_cast<std::size_t>(mc * kc));
+        // One tile: rows [ic + ir, +mr) x columns [jr, +nr) of this block.
+        auto tile = [&](long ic, long mcur, long ir, long jr) {
+          const int ncols = static_cast<int>(min_l(nr, c1 - jr));
+          const int mrows = static_cast<int>(min_l(mr, mcur - ir));
+          const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
+          micro(kc, apack + ir * kc, bpack + jr * kc, p.c + (ic + ir) * p.ldc + jc + jr, p.ldc, p.alpha, beta,
+                mrows, ncols, bias);
+        };
         for (long ic = r0; ic < r1; ic += mc) {
           const long mcur = min_l(mc, r1 - ic);
           pack_a(kt, p.a, ic, mcur, pc, kc, apack);
-          for (long jr = c0; jr < c1; jr += nr) {
-            const int ncols = static_cast<int>(min_l(nr, c1 - jr));
-            const float* bp = bpack + jr * kc;
-            float* cp = p.c + ic * p.ldc + jc + jr;
-            const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
-            for (long ir = 0; ir < mcur; ir += mr) {
-              const int mrows = static_cast<int>(min_l(mr, mcur - ir));
-              micro(kc, apack + ir * kc, bp, cp + ir * p.ldc, p.ldc, p.alpha, beta, mrows,
-                            ncols, bias);
-            }
+          if (nc_l2 > 0) {
+            // A micro-panel in L1 across a run of B micro-panels from L2.
+            for (long j2 = c0; j2 < c1; j2 += nc_l2)
+              for (long ir = 0; ir < mcur; ir += mr)
+                for (long jr = j2; jr < min_l(c1, j2 + nc_l2); jr += nr) tile(ic, mcur, ir, jr);
+          } else {
+            // B micro-panel reused across the A block's micro-panels.
+            for (long jr = c0; jr < c1; jr += nr)
+              for (long ir = 0; ir < mcur; ir += mr) tile(ic, mcur, ir, jr);
           }
         }
       });
@@ -298,15 +306,22 @@ void run_gemm(const KernelTable& kt, const GemmArgs& in, bool parallel) {
   for (long t = 0; t < g.batch; ++t) gemm_one(kt, problem_of(g, t), parallel);
 }
 
+// Value `which` of "mc,kc,nc[,ncl2]" in the environment variable `name`, or
+// -1 when the variable, one of the first three values or the asked-for
+// fourth is missing.
 long parse_blocking_env(const char* name, int which) {
   const char* env = std::getenv(name);
-  if (!env) return 0;
-  long v[3] = {0, 0, 0};
+  if (!env) return -1;
+  long v[4] = {-1, -1, -1, -1};
   char* s = const_cast<char*>(env);
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 4; ++i) {
     char* end = nullptr;
-    v[i] = std::strtol(s, &end, 10);
-    if (end == s) return 0;
+    const long x = std::strtol(s, &end, 10);
+    if (end == s) {
+      if (i < 3) return -1;
+      break;
+    }
+    v[i] = x;
     s = end;
     if (*s == ',') ++s;
   }
@@ -330,11 +345,32 @@ GemmBlocking gemm_blocking(const KernelTable& kt) {
   // NC: the packed B panel (kc x nc).
   long nc = static_cast<long>(static_cast<double>(cs.l3) * tu.nc_l3) / (kc * 4);
   nc = max_l(4 * nr, round_down(min_l(nc, 8192), nr));
-  // Tuning override: ATTN_GEMM_BLOCKING=mc,kc,nc (each rounded to the tile).
-  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 0)) mc = max_l(mr, round_down(v, mr));
-  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 1)) kc = max_l(8, v);
-  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 2)) nc = max_l(nr, round_down(v, nr));
-  return GemmBlocking{mc, kc, nc};
+  // The A-in-L1 order: kc no deeper than an A micro-panel (mr x kc) in the
+  // tuning's share of L1, B runs of kc x nc_l2 in its share of L2.
+  long nc_l2 = 0;
+  if (tu.a_panel_l1 > 0) {
+    const long kc_l1 = round_down(static_cast<long>(static_cast<double>(cs.l1d) * tu.a_panel_l1) / (mr * 4), 8);
+    kc = max_l(64, min_l(kc, kc_l1));
+    nc_l2 = max_l(nr, round_down(static_cast<long>(static_cast<double>(cs.l2) * tu.b_run_l2) / (kc * 4), nr));
+    mc = max_l(mr, round_down(min_l(static_cast<long>(static_cast<double>(cs.l2) * tu.mc_l2) / (kc * 4), 1024), mr));
+  }
+  // Tuning override: ATTN_GEMM_BLOCKING=mc,kc,nc[,ncl2] (each rounded to the
+  // tile; ncl2 0 for the B-reusing order).
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 0); v > 0) mc = max_l(mr, round_down(v, mr));
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 1); v > 0) kc = max_l(8, v);
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 2); v > 0) nc = max_l(nr, round_down(v, nr));
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 3); v >= 0) nc_l2 = v == 0 ? 0 : max_l(nr, round_down(v, nr));
+  return GemmBlocking{mc, kc, nc, nc_l2};
+}
+
+GemmBlocking gemm_blocking_for_depth(const KernelTable& kt, long k) {
+  GemmBlocking blk = gemm_blocking(kt);
+  if (blk.nc_l2 > 0 && k > blk.kc && !blocking_overridden()) {
+    // Equal blocks: 768 = 2 x 384 rather than 512 + 256.
+    const long blocks = ceil_div(k, blk.kc);
+    blk.kc = min_l(blk.kc, (ceil_div(k, blocks) + 7) / 8 * 8);
+  }
+  return blk;
 }
 
 void sgemm(const KernelTable& kt, const GemmArgs& g) {
@@ -368,7 +404,7 @@ PackedMatrix* pack_matrix(const KernelTable& kt, const float* b, long ldb, bool 
   pm->kt = &kt;
   pm->k = k;
   pm->n = n;
-  pm->blk = gemm_blocking(kt);
+  pm->blk = gemm_blocking_for_depth(kt, k);
   const long width = ceil_div(n, kt.nr) * kt.nr;
   pm->floats = static_cast<std::size_t>(k > 0 ? k : 1) * static_cast<std::size_t>(width > 0 ? width : 1);
   pm->data = static_cast<float*>(std::aligned_alloc(64, (pm->floats * sizeof(float) + 63) / 64 * 64));

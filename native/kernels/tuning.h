@@ -15,6 +15,11 @@ struct Tuning {
   // panel (kc x nc) nc_l3 of L3.
   double kc_l2, mc_l2, nc_l3;
   long kc_min, kc_max;
+  // > 0: the loop order that keeps an A micro-panel (mr x kc) in this share
+  // of L1 (kc is cut to fit) while runs of B micro-panels, kc x nc_l2 floats
+  // in b_run_l2 of L2, stream past it. 0: B micro-panels are reused across
+  // the A block instead (both panels then stream from L2).
+  double a_panel_l1, b_run_l2;
   // The micro-kernel prefetches its A and B panels into L1 a few steps ahead:
   // for cores whose own L1 prefetcher does not keep two streams from L2 fed.
   bool prefetch_panels;

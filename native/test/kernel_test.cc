@@ -998,6 +998,18 @@ int main(int argc, char** argv) {
     test_softmax_driver(*kt);
     test_gemm(*kt);
     test_threads(*kt);
+    {
+      // The other loop order and blocking (ATTN_GEMM_BLOCKING=mc,kc,nc,ncl2).
+      const char* saved = std::getenv("ATTN_GEMM_BLOCKING");
+      const std::string keep = saved ? saved : "";
+      for (const char* blocking : {"84,1024,2272,0", "98,200,1000,96"}) {
+        setenv("ATTN_GEMM_BLOCKING", blocking, 1);
+        std::printf("  blocking %s\n", blocking);
+        test_gemm(*kt);
+        test_threads(*kt);
+      }
+      if (saved) setenv("ATTN_GEMM_BLOCKING", keep.c_str(), 1); else unsetenv("ATTN_GEMM_BLOCKING");
+    }
     test_micro_variants(*kt);
     test_tanh(*kt);
     test_attention(*kt);
