@@ -2,15 +2,18 @@
 'use strict';
 // Side-by-side benchmark: this package and onnxruntime-node in one process,
 // the same inputs, the same thread counts, medians over interleaved repeats.
-// Each side is timed at its best: ours writes into a preallocated `out`;
-// onnxruntime's figure is the faster of its allocating run and its run with a
-// preallocated output. Our time when it allocates a new result is reported
-// too ("new-result ms"): on this kind of VM, first-touch page faults of a
-// fresh multi-megabyte array can cost as much as the kernel.
+// The main columns time the calls as users make them: matmul(), softmax(),
+// attention() and MultiHeadAttention#forward() returning a new tensor. Our
+// time writing into a preallocated `out` is the secondary column, with the
+// page faults each new-result call costs (fresh multi-megabyte arrays are
+// first touched inside the call). onnxruntime's figure is the faster of its
+// allocating run and its run with a preallocated output. Peaky rows (softmax
+// logits of std 30, attention q and k of std 4, block inputs of std 6) run
+// beside the ordinary ones: their speed must not depend on the data.
 //
-//   npm run bench                 full run (a few minutes)
+//   npm run bench                 full run (several minutes)
 //   npm run bench -- --smoke      tiny sizes, few repeats (CI: checks it runs and agrees)
-//   npm run bench -- --only gemm  sections: gemm, softmax, attention (comma-separated)
+//   npm run bench -- --only gemm  sections: gemm, softmax, attention, mha (comma-separated)
 //   npm run bench -- --json out.json
 //   npm run bench -- --chart-from bench/out/report.json   redraw the chart only
 //
@@ -52,16 +55,20 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Times each named async function in turn, in blocks, so all see the same
- * machine noise; returns per-call medians in seconds (and the repeat count).
+ * machine noise; returns per-call medians in seconds, the minor page faults
+ * per call of each (process-wide, so only meaningful with nothing else
+ * running), and the repeat count.
  */
 async function compare(fns, { minTime = SMOKE ? 0.02 : 1.0, minReps = SMOKE ? 2 : 15, blocks = SMOKE ? 1 : 5 } = {}) {
   const names = Object.keys(fns);
   for (const name of names) await fns[name]();
   const samples = Object.fromEntries(names.map((n) => [n, []]));
+  const faults = Object.fromEntries(names.map((n) => [n, 0]));
   for (let b = 0; b < blocks; ++b) {
     for (const name of names) {
       await sleep(5); // let the other side's spinning threads settle
       const start = now();
+      const f0 = process.resourceUsage().minorPageFault;
       let reps = 0;
       while (reps < Math.ceil(minReps / blocks) || now() - start < minTime / blocks) {
         const t0 = now();
@@ -69,11 +76,20 @@ async function compare(fns, { minTime = SMOKE ? 0.02 : 1.0, minReps = SMOKE ? 2 
         samples[name].push(now() - t0);
         reps++;
       }
+      faults[name] += process.resourceUsage().minorPageFault - f0;
     }
   }
-  const out = { reps: samples[names[0]].length };
-  for (const name of names) out[name] = median(samples[name]);
+  const out = { reps: samples[names[0]].length, faults: {} };
+  for (const name of names) {
+    out[name] = median(samples[name]);
+    out.faults[name] = faults[name] / samples[name].length;
+  }
   return out;
+}
+
+/** Our figure against onnxruntime's best: ≥ 1.15x it, or ≥ 85% of the FMA peak of the threads used. */
+function meetsTarget(speedup, percentOfPeak) {
+  return speedup >= 1.15 || (percentOfPeak !== undefined && percentOfPeak >= 85);
 }
 
 async function session(model, threads) {
@@ -107,6 +123,52 @@ function measurePeak() {
 }
 
 // ---------------------------------------------------------------- sections
+const ms = (t) => (t * 1e3).toFixed(3);
+const x2 = (v) => `${v.toFixed(2)}x`;
+const yesNo = (v) => (v ? 'yes' : 'no');
+
+/** Columns shared by the tables: [header, cell of a row]. */
+const COL = {
+  threads: ['threads', (r) => r.threads],
+  data: ['data', (r) => r.data],
+  oursMs: ['ours ms', (r) => r.oursMs.toFixed(3)],
+  gflops: ['GFLOP/s', (r) => r.oursGflops.toFixed(1)],
+  peak: ['% of peak', (r) => r.percentOfPeak.toFixed(1)],
+  ortMs: ['ort ms', (r) => r.ortMs.toFixed(3)],
+  ortPeak: ['ort % of peak', (r) => r.ortPercentOfPeak.toFixed(1)],
+  speedup: ['speedup', (r) => x2(r.speedup)],
+  target: ['target', (r) => (r.target === undefined ? '' : yesNo(r.target))],
+  peaky: ['peaky/ordinary', (r) => (r.peakyOverOrdinary ? x2(r.peakyOverOrdinary) : '')],
+  scaling: ['2T/1T', (r) => (r.scalingVsOneThread ? x2(r.scalingVsOneThread) : '')],
+  outMs: ['out ms', (r) => r.oursOutMs.toFixed(3)],
+  faults: ['faults/call', (r) => r.faultsPerCall.toFixed(0)],
+  diff: ['max |Δ|', (r) => r.maxAbsDiff.toExponential(1)],
+};
+
+/** Prints rows as a table of the given columns. */
+function printRows(rows, columns) {
+  table(
+    columns.map((c) => c[0]),
+    rows.map((r) => columns.map((c) => c[1](r))),
+  );
+}
+
+/** Fills r.scalingVsOneThread on 2-thread rows from the matching 1-thread row (same values of `keys`). */
+function scaling(rows, keys) {
+  for (const r of rows.filter((q) => q.threads === 2)) {
+    const one = rows.find((q) => q.threads === 1 && keys.every((k) => String(q[k]) === String(r[k])));
+    if (one) r.scalingVsOneThread = one.oursMs / r.oursMs;
+  }
+}
+
+/** Fills r.peakyOverOrdinary on peaky rows from the ordinary row with the same `keys`. */
+function peakyRatio(rows, keys) {
+  for (const r of rows.filter((q) => q.data === 'peaky')) {
+    const base = rows.find((q) => q.data === 'ordinary' && keys.every((k) => String(q[k]) === String(r[k])));
+    if (base) r.peakyOverOrdinary = r.oursMs / base.oursMs;
+  }
+}
+
 async function benchGemm(report, peak) {
   const sizes = SMOKE ? [64, 96] : [256, 512, 1024, 2048];
   const rows = [];
@@ -130,57 +192,47 @@ async function benchGemm(report, peak) {
       const fetch = { c: new ort.Tensor('float32', new Float32Array(n * n), [n, n]) };
       const diff = maxAbsDiff(ak.matmul(a, b).data, (await s.run(feeds)).c.data);
       const t = await compare({
-        ours: async () => ak.matmul(a, b, { out }),
-        oursNew: async () => ak.matmul(a, b),
+        ours: async () => ak.matmul(a, b),
+        oursOut: async () => ak.matmul(a, b, { out }),
         ort: async () => s.run(feeds),
         ortPre: async () => s.run(feeds, fetch),
       });
       const ortBest = Math.min(t.ort, t.ortPre);
       const flops = 2 * n ** 3;
-      const row = {
+      const percentOfPeak = (100 * flops) / t.ours / 1e9 / (peak * threads);
+      rows.push({
         n,
         threads,
         oursMs: t.ours * 1e3,
         oursGflops: flops / t.ours / 1e9,
-        percentOfPeak: (100 * flops) / t.ours / 1e9 / (peak * threads),
-        oursNewResultMs: t.oursNew * 1e3,
+        percentOfPeak,
+        oursOutMs: t.oursOut * 1e3,
+        oursOutPercentOfPeak: (100 * flops) / t.oursOut / 1e9 / (peak * threads),
+        faultsPerCall: t.faults.ours,
         ortMs: ortBest * 1e3,
         ortGflops: flops / ortBest / 1e9,
+        ortPercentOfPeak: (100 * flops) / ortBest / 1e9 / (peak * threads),
         ortAllocatingMs: t.ort * 1e3,
         ortPreallocatedMs: t.ortPre * 1e3,
         speedup: ortBest / t.ours,
-        speedupNewResult: ortBest / t.oursNew,
+        speedupOut: ortBest / t.oursOut,
+        target: threads === 1 && n >= 512 ? meetsTarget(ortBest / t.ours, percentOfPeak) : undefined,
         maxAbsDiff: diff,
         repeats: t.reps,
-      };
-      rows.push(row);
+      });
       await s.release();
     }
   }
   ak.setNumThreads(os.availableParallelism());
-  for (const n of sizes) {
-    const one = rows.find((r) => r.n === n && r.threads === 1);
-    const two = rows.find((r) => r.n === n && r.threads === 2);
-    two.scalingVsOneThread = one.oursMs / two.oursMs;
-  }
+  scaling(rows, ['n']);
   report.sgemm = rows;
-  console.log('\nsgemm: C = A·B, square float32 (medians; speedup = onnxruntime time / our time)');
-  table(
-    ['n', 'threads', 'ours ms', 'GFLOP/s', '% of peak', 'ort ms', 'ort GFLOP/s', 'speedup', '2T/1T', 'new-result ms', 'max |Δ|'],
-    rows.map((r) => [
-      r.n,
-      r.threads,
-      r.oursMs.toFixed(3),
-      r.oursGflops.toFixed(1),
-      r.percentOfPeak.toFixed(1),
-      r.ortMs.toFixed(3),
-      r.ortGflops.toFixed(1),
-      `${r.speedup.toFixed(2)}x`,
-      r.scalingVsOneThread ? `${r.scalingVsOneThread.toFixed(2)}x` : '',
-      r.oursNewResultMs.toFixed(3),
-      r.maxAbsDiff.toExponential(1),
-    ]),
-  );
+  console.log('\nsgemm: C = A·B, square float32; matmul(a, b) returning a new tensor (out: into a preallocated one)');
+  printRows(rows, [
+    ['n', (r) => r.n],
+    COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.ortPeak, COL.speedup, COL.target, COL.scaling, COL.outMs,
+    ['out % of peak', (r) => r.oursOutPercentOfPeak.toFixed(1)],
+    COL.faults, COL.diff,
+  ]);
 }
 
 async function benchSoftmax(report) {
@@ -192,42 +244,127 @@ async function benchSoftmax(report) {
     : [
         [4096, 512],
         [1024, 4096],
+        [64, 4096],
       ];
   const rows = [];
   for (const threads of [1, 2]) {
     for (const shape of shapes) {
+      for (const [data, std] of [
+        ['ordinary', 1],
+        ['peaky', 30],
+      ]) {
+        ak.setNumThreads(threads);
+        const x = ak.Tensor.randn(shape, { seed: 3, std });
+        const model = buildModel({
+          opsets: [{ version: 17 }],
+          nodes: [{ opType: 'Softmax', inputs: ['x'], outputs: ['y'], attrs: { axis: -1 } }],
+          inputs: [{ name: 'x', dims: shape }],
+          outputs: [{ name: 'y', dims: shape }],
+        });
+        const s = await session(model, threads);
+        const feeds = { x: ortTensor(x) };
+        const out = ak.Tensor.zeros(shape);
+        const fetch = { y: new ort.Tensor('float32', new Float32Array(x.size), shape) };
+        const diff = maxAbsDiff(ak.softmax(x).data, (await s.run(feeds)).y.data);
+        const t = await compare({
+          ours: async () => ak.softmax(x),
+          oursOut: async () => ak.softmax(x, { out }),
+          ort: async () => s.run(feeds),
+          ortPre: async () => s.run(feeds, fetch),
+        });
+        const ortBest = Math.min(t.ort, t.ortPre);
+        const elems = shape[0] * shape[1];
+        rows.push({
+          shape,
+          data,
+          logitStd: std,
+          threads,
+          oursMs: t.ours * 1e3,
+          oursGelemPerS: elems / t.ours / 1e9,
+          oursOutMs: t.oursOut * 1e3,
+          faultsPerCall: t.faults.ours,
+          ortMs: ortBest * 1e3,
+          ortAllocatingMs: t.ort * 1e3,
+          ortPreallocatedMs: t.ortPre * 1e3,
+          speedup: ortBest / t.ours,
+          speedupOut: ortBest / t.oursOut,
+          maxAbsDiff: diff,
+          repeats: t.reps,
+        });
+        await s.release();
+      }
+    }
+  }
+  ak.setNumThreads(os.availableParallelism());
+  peakyRatio(rows, ['shape', 'threads']);
+  scaling(rows, ['shape', 'data']);
+  report.softmax = rows;
+  console.log('\nsoftmax along the last axis, float32; softmax(x) returning a new tensor; logits of std 1 (ordinary) and 30 (peaky)');
+  printRows(rows, [
+    ['shape', (r) => r.shape.join('x')],
+    COL.data, COL.threads, COL.oursMs,
+    ['Gelem/s', (r) => r.oursGelemPerS.toFixed(2)],
+    COL.ortMs, COL.speedup, COL.peaky, COL.scaling, COL.outMs, COL.faults, COL.diff,
+  ]);
+}
+
+// ---------------------------------------------------------------- attention (the fused kernel alone)
+/** onnxruntime's com.microsoft MultiHeadAttention on [B, S, H d] inputs: attention alone, no projections. */
+function attentionModel(B, S, H, d) {
+  const D = H * d;
+  return buildModel({
+    opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
+    nodes: [{ opType: 'MultiHeadAttention', domain: 'com.microsoft', inputs: ['q', 'k', 'v'], outputs: ['o'], attrs: { num_heads: H } }],
+    inputs: ['q', 'k', 'v'].map((name) => ({ name, dims: [B, S, D] })),
+    outputs: [{ name: 'o', dims: [B, S, D] }],
+  });
+}
+
+async function benchAttention(report, peak) {
+  const [B, H, S, d] = SMOKE ? [1, 2, 40, 16] : [4, 8, 512, 64];
+  const D = H * d;
+  const rows = [];
+  for (const threads of [1, 2]) {
+    for (const [data, std] of [
+      ['ordinary', 1],
+      ['peaky', 4],
+    ]) {
       ak.setNumThreads(threads);
-      const x = ak.Tensor.randn(shape, { seed: 3, std: 4 });
-      const model = buildModel({
-        opsets: [{ version: 17 }],
-        nodes: [{ opType: 'Softmax', inputs: ['x'], outputs: ['y'], attrs: { axis: -1 } }],
-        inputs: [{ name: 'x', dims: shape }],
-        outputs: [{ name: 'y', dims: shape }],
-      });
-      const s = await session(model, threads);
-      const feeds = { x: ortTensor(x) };
-      const out = ak.Tensor.zeros(shape);
-      const fetch = { y: new ort.Tensor('float32', new Float32Array(x.size), shape) };
-      const diff = maxAbsDiff(ak.softmax(x).data, (await s.run(feeds)).y.data);
+      // q, k, v as [B, S, H d] (a projection's layout), split into heads as views.
+      const q = ak.Tensor.randn([B, S, D], { seed: 11, std });
+      const k = ak.Tensor.randn([B, S, D], { seed: 12, std });
+      const v = ak.Tensor.randn([B, S, D], { seed: 13 });
+      const split = (t) => t.unflatten(2, [H, d]).permute([0, 2, 1, 3]);
+      const [qh, kh, vh] = [split(q), split(k), split(v)];
+      const outBSD = ak.Tensor.zeros([B, S, D]);
+      const out = split(outBSD);
+      const s = await session(attentionModel(B, S, H, d), threads);
+      const feeds = { q: ortTensor(q), k: ortTensor(k), v: ortTensor(v) };
+      const fetch = { o: new ort.Tensor('float32', new Float32Array(B * S * D), [B, S, D]) };
+      ak.attention(qh, kh, vh, { out });
+      const diff = maxAbsDiff(outBSD.data, (await s.run(feeds)).o.data);
       const t = await compare({
-        ours: async () => ak.softmax(x, { out }),
-        oursNew: async () => ak.softmax(x),
+        ours: async () => ak.attention(qh, kh, vh),
+        oursOut: async () => ak.attention(qh, kh, vh, { out }),
         ort: async () => s.run(feeds),
         ortPre: async () => s.run(feeds, fetch),
       });
       const ortBest = Math.min(t.ort, t.ortPre);
-      const elems = shape[0] * shape[1];
+      const flops = 4 * B * H * S * S * d;
       rows.push({
-        shape,
+        shape: [B, H, S, d],
+        data,
+        qkStd: std,
         threads,
         oursMs: t.ours * 1e3,
-        oursGelemPerS: elems / t.ours / 1e9,
-        oursNewResultMs: t.oursNew * 1e3,
+        oursGflops: flops / t.ours / 1e9,
+        percentOfPeak: (100 * flops) / t.ours / 1e9 / (peak * threads),
+        oursOutMs: t.oursOut * 1e3,
+        faultsPerCall: t.faults.ours,
         ortMs: ortBest * 1e3,
         ortAllocatingMs: t.ort * 1e3,
         ortPreallocatedMs: t.ortPre * 1e3,
         speedup: ortBest / t.ours,
-        speedupNewResult: ortBest / t.oursNew,
         maxAbsDiff: diff,
         repeats: t.reps,
       });
@@ -235,47 +372,36 @@ async function benchSoftmax(report) {
     }
   }
   ak.setNumThreads(os.availableParallelism());
-  report.softmax = rows;
-  console.log('\nsoftmax along the last axis, float32');
-  table(
-    ['shape', 'threads', 'ours ms', 'Gelem/s', 'ort ms', 'speedup', 'new-result ms', 'max |Δ|'],
-    rows.map((r) => [
-      r.shape.join('x'),
-      r.threads,
-      r.oursMs.toFixed(3),
-      r.oursGelemPerS.toFixed(2),
-      r.ortMs.toFixed(3),
-      `${r.speedup.toFixed(2)}x`,
-      r.oursNewResultMs.toFixed(3),
-      r.maxAbsDiff.toExponential(1),
-    ]),
-  );
+  peakyRatio(rows, ['threads']);
+  scaling(rows, ['data']);
+  report.attention = rows;
+  console.log(`\nfused attention softmax(QKᵀ/√d)·V, [${B}, ${H}, ${S}, ${d}], heads as views of [B, S, H·d]; attention() returning a new tensor; q and k of std 1 (ordinary) and 4 (peaky); ort: com.microsoft MultiHeadAttention`);
+  printRows(rows, [COL.data, COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.speedup, COL.peaky, COL.scaling, COL.outMs, COL.faults, COL.diff]);
 }
 
 // ---------------------------------------------------------------- multi-head attention
-const E = 512;
-const HEADS = 8;
-
 function mhaModel(mha, B, S, causal, past = 0) {
+  const E = mha.embedDim;
+  const heads = mha.numHeads;
   const wqkv = mha.inProjWeight.transpose().contiguous(); // ORT's Attention takes [E, 3E]
   const wo = mha.outProjWeight.transpose().contiguous();
   const inputs = [{ name: 'x', dims: [B, S, E] }];
   const attnInputs = ['x', 'wqkv', 'bqkv'];
   const attnOutputs = ['att'];
   if (past > 0) {
-    inputs.push({ name: 'past', dims: [2, B, HEADS, past, E / HEADS] });
+    inputs.push({ name: 'past', dims: [2, B, heads, past, E / heads] });
     attnInputs.push('', 'past');
     attnOutputs.push('present');
   }
   return buildModel({
     opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
     nodes: [
-      { opType: 'Attention', domain: 'com.microsoft', inputs: attnInputs, outputs: attnOutputs, attrs: { num_heads: HEADS, unidirectional: causal ? 1 : 0 } },
+      { opType: 'Attention', domain: 'com.microsoft', inputs: attnInputs, outputs: attnOutputs, attrs: { num_heads: heads, unidirectional: causal ? 1 : 0 } },
       { opType: 'MatMul', inputs: ['att', 'wo'], outputs: ['proj'] },
       { opType: 'Add', inputs: ['proj', 'bo'], outputs: ['y'] },
     ],
     inputs,
-    outputs: [{ name: 'y', dims: [B, S, E] }, ...(past > 0 ? [{ name: 'present', dims: [2, B, HEADS, past + S, E / HEADS] }] : [])],
+    outputs: [{ name: 'y', dims: [B, S, E] }, ...(past > 0 ? [{ name: 'present', dims: [2, B, heads, past + S, E / heads] }] : [])],
     initializers: [
       { name: 'wqkv', dims: [E, 3 * E], data: wqkv.data },
       { name: 'bqkv', dims: [3 * E], data: mha.inProjBias.data },
@@ -285,36 +411,83 @@ function mhaModel(mha, B, S, causal, past = 0) {
   });
 }
 
-async function benchAttention(report) {
-  const mha = new ak.MultiHeadAttention({ embedDim: E, numHeads: HEADS, seed: 1 });
+function makeMha(E, heads) {
+  const mha = new ak.MultiHeadAttention({ embedDim: E, numHeads: heads, seed: 1 });
   mha.inProjBias.assign(ak.Tensor.randn([3 * E], { seed: 5, std: 0.1 }));
   mha.outProjBias.assign(ak.Tensor.randn([E], { seed: 6, std: 0.1 }));
-  const shapes = SMOKE ? [[1, 16], [2, 40]] : [[1, 16], [8, 128], [4, 512], [1, 2048]];
+  return mha;
+}
+
+/** The rows of the block: [E, heads, batch, seq, causal, data, a target row]. */
+function mhaCases() {
+  if (SMOKE) {
+    return [
+      [512, 8, 1, 16, false, 'ordinary', true],
+      [512, 8, 2, 40, true, 'ordinary', false],
+      [512, 8, 2, 40, false, 'peaky', false],
+      [768, 12, 1, 32, false, 'ordinary', true],
+    ];
+  }
+  const cases = [];
+  const d512 = [[1, 1], [1, 16], [8, 128], [4, 512], [1, 2048]];
+  for (const [B, S] of d512) cases.push([512, 8, B, S, false, 'ordinary', S > 1]);
+  for (const [B, S] of d512) if (S > 1) cases.push([512, 8, B, S, false, 'peaky', false]);
+  for (const [B, S] of d512) if (S > 1) cases.push([512, 8, B, S, true, 'ordinary', false]);
+  for (const [B, S] of [[1, 32], [4, 128], [2, 384]]) cases.push([768, 12, B, S, false, 'ordinary', true]);
+  return cases;
+}
+
+async function benchMha(report, peak) {
+  const models = new Map();
   const rows = [];
   for (const threads of [1, 2]) {
-    for (const causal of [false, true]) {
-      for (const [B, S] of shapes) {
-        ak.setNumThreads(threads);
-        const x = ak.Tensor.randn([B, S, E], { seed: 2 });
-        const s = await session(mhaModel(mha, B, S, causal), threads);
-        const feeds = { x: ortTensor(x) };
-        const diff = maxAbsDiff(mha.forward(x, x, x, { causal }).output.data, (await s.run(feeds)).y.data);
-        const t = await compare({
-          ours: async () => mha.forward(x, x, x, { causal }),
-          ort: async () => s.run(feeds),
-        });
-        const flops = 2 * B * S * E * 4 * E + 4 * B * S * S * E * (causal ? 0.5 : 1);
-        rows.push({ batch: B, seq: S, causal, threads, oursMs: t.ours * 1e3, ortMs: t.ort * 1e3, speedup: t.ort / t.ours, oursTokensPerS: (B * S) / t.ours, ortTokensPerS: (B * S) / t.ort, oursGflops: flops / t.ours / 1e9, maxAbsDiff: diff, repeats: t.reps });
-        await s.release();
-      }
+    for (const [E, heads, B, S, causal, data, targetRow] of mhaCases()) {
+      ak.setNumThreads(threads);
+      if (!models.has(E)) models.set(E, makeMha(E, heads));
+      const mha = models.get(E);
+      const x = ak.Tensor.randn([B, S, E], { seed: 2, std: data === 'peaky' ? 6 : 1 });
+      const s = await session(mhaModel(mha, B, S, causal), threads);
+      const feeds = { x: ortTensor(x) };
+      const diff = maxAbsDiff(mha.forward(x, x, x, { causal }).output.data, (await s.run(feeds)).y.data);
+      const t = await compare({
+        ours: async () => mha.forward(x, x, x, { causal }),
+        ort: async () => s.run(feeds),
+      });
+      const flops = 2 * B * S * E * 4 * E + 4 * B * S * S * E * (causal ? 0.5 : 1);
+      const percentOfPeak = (100 * flops) / t.ours / 1e9 / (peak * threads);
+      rows.push({
+        embedDim: E,
+        heads,
+        batch: B,
+        seq: S,
+        causal,
+        data,
+        inputStd: data === 'peaky' ? 6 : 1,
+        threads,
+        oursMs: t.ours * 1e3,
+        ortMs: t.ort * 1e3,
+        speedup: t.ort / t.ours,
+        oursTokensPerS: (B * S) / t.ours,
+        ortTokensPerS: (B * S) / t.ort,
+        oursGflops: flops / t.ours / 1e9,
+        percentOfPeak,
+        ortPercentOfPeak: (100 * flops) / t.ort / 1e9 / (peak * threads),
+        faultsPerCall: t.faults.ours,
+        target: targetRow ? meetsTarget(t.ort / t.ours, percentOfPeak) : undefined,
+        maxAbsDiff: diff,
+        repeats: t.reps,
+      });
+      await s.release();
     }
   }
-  for (const r of rows.filter((r) => r.threads === 2)) {
-    const one = rows.find((o) => o.threads === 1 && o.batch === r.batch && o.seq === r.seq && o.causal === r.causal);
-    r.scalingVsOneThread = one.oursMs / r.oursMs;
-  }
+  ak.setNumThreads(os.availableParallelism());
+  scaling(rows, ['embedDim', 'batch', 'seq', 'causal', 'data']);
+  peakyRatio(rows, ['embedDim', 'batch', 'seq', 'causal', 'threads']);
 
   // One decoding step: one new query over a cache of `past` keys.
+  const E = 512;
+  const HEADS = 8;
+  const mha = models.get(E) ?? makeMha(E, HEADS);
   const past = SMOKE ? 64 : 4096;
   const decode = [];
   for (const threads of [1, 2]) {
@@ -347,30 +520,23 @@ async function benchAttention(report) {
     await s.release();
   }
   ak.setNumThreads(os.availableParallelism());
-  report.multiheadAttention = { embedDim: E, numHeads: HEADS, rows, decode };
+  report.multiheadAttention = { rows, decode };
 
-  console.log(`\nmulti-head attention block (QKV projection, attention, output projection), d_model ${E}, ${HEADS} heads`);
-  table(
-    ['batch', 'seq', 'causal', 'threads', 'ours ms', 'ort ms', 'speedup', '2T/1T', 'ours GFLOP/s', 'max |Δ|'],
-    rows.map((r) => [
-      r.batch,
-      r.seq,
-      r.causal ? 'yes' : 'no',
-      r.threads,
-      r.oursMs.toFixed(3),
-      r.ortMs.toFixed(3),
-      `${r.speedup.toFixed(2)}x`,
-      r.scalingVsOneThread ? `${r.scalingVsOneThread.toFixed(2)}x` : '',
-      r.oursGflops.toFixed(1),
-      r.maxAbsDiff.toExponential(1),
-    ]),
-  );
-  console.log(`\none decoding step: 1 query over ${past} cached keys`);
+  console.log('\nmulti-head attention block (QKV projection, attention, output projection); forward() as users call it; inputs of std 1 (ordinary) and 6 (peaky)');
+  printRows(rows, [
+    ['d_model', (r) => r.embedDim],
+    ['heads', (r) => r.heads],
+    ['batch', (r) => r.batch],
+    ['seq', (r) => r.seq],
+    ['causal', (r) => yesNo(r.causal)],
+    COL.data, COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.ortPeak, COL.speedup, COL.target, COL.peaky, COL.scaling, COL.faults, COL.diff,
+  ]);
+  console.log(`\none decoding step: 1 query over ${past} cached keys, d_model ${E}, ${HEADS} heads`);
   table(
     ['cached', 'threads', 'ours ms', 'ort ms', 'speedup', 'max |Δ|'],
-    decode.map((r) => [r.past, r.threads, r.oursMs.toFixed(3), r.ortMs.toFixed(3), `${r.speedup.toFixed(2)}x`, r.maxAbsDiff.toExponential(1)]),
+    decode.map((r) => [r.past, r.threads, r.oursMs.toFixed(3), r.ortMs.toFixed(3), x2(r.speedup), r.maxAbsDiff.toExponential(1)]),
   );
-  if (!SMOKE) writeChart(rows);
+  if (!SMOKE) writeChart(rows.filter((r) => r.embedDim === E && r.data === 'ordinary' && r.seq > 1));
 }
 
 /** Throughput (tokens/s) against sequence length, one thread, ours and onnxruntime's. */
@@ -395,7 +561,7 @@ function writeChart(rows) {
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="#ffffff"/>`,
-    `<text x="${(W - pad.r + pad.l) / 2}" y="24" text-anchor="middle" font-size="15">Multi-head attention block, d_model ${E}, ${HEADS} heads, 1 thread</text>`,
+    `<text x="${(W - pad.r + pad.l) / 2}" y="24" text-anchor="middle" font-size="15">Multi-head attention block, d_model 512, 8 heads, 1 thread</text>`,
   ];
   for (let i = 0; i <= 5; ++i) {
     const v = (yMax * i) / 5;
@@ -437,7 +603,8 @@ async function main() {
   const chartFrom = value('--chart-from', '');
   if (chartFrom) {
     // Redraw the chart from a saved report, without running anything.
-    writeChart(JSON.parse(fs.readFileSync(chartFrom, 'utf8')).multiheadAttention.rows);
+    const saved = JSON.parse(fs.readFileSync(chartFrom, 'utf8')).multiheadAttention.rows;
+    writeChart(saved.filter((r) => (r.embedDim ?? 512) === 512 && (r.data ?? 'ordinary') === 'ordinary' && r.seq > 1));
     return;
   }
   const info = ak.cpuInfo();
@@ -447,6 +614,11 @@ async function main() {
     smoke: SMOKE,
     machine: {
       cpu: info.model || os.cpus()[0]?.model,
+      vendor: info.vendor,
+      family: info.family,
+      cpuid: info.cpuid,
+      tuning: info.tuning,
+      gemmBlocking: info.gemmBlocking,
       isa: info.isa,
       logicalCpus: info.logicalCpus,
       caches: info.caches,
@@ -457,10 +629,17 @@ async function main() {
   const peak = measurePeak();
   report.fmaPeakGflopsPerCore = peak;
   console.log(`attention-kernels benchmark: ${report.machine.cpu}, ${info.isa} path, node ${process.version}, onnxruntime-node ${ortVersion}`);
+  const id = info.cpuid;
+  console.log(
+    `CPU: ${info.vendor} family ${id.family} model ${id.model} stepping ${id.stepping} -> tuned as ${info.family} (${info.tuning.basis}); ` +
+      `caches L1d ${info.caches.l1d >> 10} KiB, L2 ${info.caches.l2 >> 10} KiB, L3 ${(info.caches.l3 / 2 ** 20).toFixed(1)} MiB; ` +
+      `GEMM tile ${info.gemmBlocking.mr}x${info.gemmBlocking.nr}, mc ${info.gemmBlocking.mc} kc ${info.gemmBlocking.kc} nc ${info.gemmBlocking.nc}; ${info.logicalCpus} CPUs`,
+  );
   console.log(`FMA peak (${info.isa}, measured): ${peak.toFixed(1)} GFLOP/s per core`);
   if (want('gemm')) await benchGemm(report, peak);
   if (want('softmax')) await benchSoftmax(report);
-  if (want('attention')) await benchAttention(report);
+  if (want('attention')) await benchAttention(report, peak);
+  if (want('mha')) await benchMha(report, peak);
 
   fs.mkdirSync(path.dirname(JSON_PATH), { recursive: true });
   fs.writeFileSync(JSON_PATH, JSON.stringify(report, null, 2) + '\n');
@@ -468,7 +647,7 @@ async function main() {
   if (SMOKE) {
     // The smoke run is also a cross-check against onnxruntime.
     const mha = report.multiheadAttention || { rows: [], decode: [] };
-    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...mha.rows, ...mha.decode].map((r) => r.maxAbsDiff);
+    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...(report.attention || []), ...mha.rows, ...mha.decode].map((r) => r.maxAbsDiff);
     const worst = Math.max(0, ...diffs);
     if (!(worst < 1e-3)) {
       console.error(`outputs differ from onnxruntime by ${worst}`);

@@ -7,14 +7,23 @@ export interface NativeCpuInfo {
   requestedIsa: string;
   availableIsas: string[];
   arch: string;
+  /** CPU vendor id: 'GenuineIntel', 'AuthenticAMD', ... */
   vendor: string;
+  /** The CPU's brand string, e.g. 'Intel(R) Xeon(R) Platinum 8370C CPU @ 2.80GHz'. */
   model: string;
+  /** The family the kernels are tuned for: 'intel-skylake-server', 'amd-zen5', ..., or 'generic'. */
+  family: string;
+  /** x86 display family, model and stepping (zeros elsewhere). */
+  cpuid: { family: number; model: number; stepping: number };
   features: Record<string, boolean>;
   caches: { l1d: number; l2: number; l3: number };
   threads: number;
   logicalCpus: number;
   vectorWidth: number;
-  gemmBlocking: { mr: number; nr: number; mc: number; kc: number; nc: number };
+  /** GEMM blocking; ncL2 > 0: runs of ncL2 columns of B sweep an A micro-panel kept in L1 (0: the B-reusing order). */
+  gemmBlocking: { mr: number; nr: number; mc: number; kc: number; nc: number; ncL2: number };
+  /** The tuning table row in use (native/kernels/tuning.cc) and where it comes from. */
+  tuning: { family: string; prefetchPanels: boolean; minParallelFlops: number; basis: string };
 }
 
 type F32 = Float32Array;

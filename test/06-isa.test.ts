@@ -26,6 +26,18 @@ describe('runtime CPU dispatch', () => {
     expect(info.gemmBlocking.mc % info.gemmBlocking.mr).toBe(0);
     expect(info.logicalCpus).toBeGreaterThanOrEqual(1);
     expect(info.addon).toMatch(/attention_kernels\.node$/);
+    // Vendor, model and the family the tuning comes from.
+    expect(typeof info.vendor).toBe('string');
+    expect(typeof info.model).toBe('string');
+    if (process.arch === 'x64') {
+      expect(info.vendor.length).toBeGreaterThan(0);
+      expect(info.cpuid.family).toBeGreaterThan(0);
+      if (info.vendor === 'GenuineIntel') expect(info.family).toMatch(/^intel-/);
+      if (info.vendor === 'AuthenticAMD' && info.cpuid.family >= 0x17) expect(info.family).toMatch(/^amd-zen/);
+    }
+    expect(info.tuning.family).toBe(info.family);
+    expect(info.tuning.minParallelFlops).toBeGreaterThan(0);
+    expect(info.tuning.basis.length).toBeGreaterThan(0);
   });
 
   test('automatic choice is the widest available path', () => {

@@ -25,6 +25,7 @@
 #include "../kernels/gemm.h"
 #include "../kernels/softmax.h"
 #include "../kernels/tensor_ops.h"
+#include "../kernels/tuning.h"
 #include "../runtime/cpu.h"
 #include "../runtime/dispatch.h"
 #include "../runtime/thread_pool.h"
@@ -704,6 +705,12 @@ Napi::Value cpu_info_impl(const Napi::CallbackInfo& info) {
   o.Set("arch", ci.arch);
   o.Set("vendor", ci.vendor);
   o.Set("model", ci.brand);
+  o.Set("family", cpu_family_name(ci.family_id));
+  Napi::Object id = Napi::Object::New(env);
+  id.Set("family", ci.family);
+  id.Set("model", ci.model);
+  id.Set("stepping", ci.stepping);
+  o.Set("cpuid", id);
   Napi::Object f = Napi::Object::New(env);
   const CpuFeatures& cf = ci.features;
   f.Set("sse2", cf.sse2);
@@ -734,7 +741,15 @@ Napi::Value cpu_info_impl(const Napi::CallbackInfo& info) {
   gb.Set("mc", static_cast<double>(blk.mc));
   gb.Set("kc", static_cast<double>(blk.kc));
   gb.Set("nc", static_cast<double>(blk.nc));
+  gb.Set("ncL2", static_cast<double>(blk.nc_l2));
   o.Set("gemmBlocking", gb);
+  const Tuning& tu = tuning();
+  Napi::Object tn = Napi::Object::New(env);
+  tn.Set("family", cpu_family_name(tu.family));
+  tn.Set("prefetchPanels", tu.prefetch_panels);
+  tn.Set("minParallelFlops", tu.min_parallel_flops);
+  tn.Set("basis", tu.basis);
+  o.Set("tuning", tn);
   return o;
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 #include "bounds.h"
 #include "gemm.h"
@@ -86,6 +87,7 @@ GemmArgs values_gemm(const AttentionArgs& a, long b, long h, long rows, long j0,
 
 void attention_explicit(const KernelTable& kt, const AttentionArgs& a) {
   if (a.batch <= 0 || a.heads <= 0 || a.sq <= 0 || (a.dv <= 0 && !a.weights)) return;
+  const FlushDenormals fp;
   const long blocks = (a.sq + kQueryBlock - 1) / kQueryBlock;
   const long tasks = a.batch * a.heads * blocks;
 
@@ -392,6 +394,7 @@ void fused_decode(const KernelTable& kt, const AttentionArgs& a, const std::vect
 
 void attention_fused(const KernelTable& kt, const AttentionArgs& a) {
   if (a.batch <= 0 || a.heads <= 0 || a.sq <= 0 || a.dv <= 0) return;
+  const FlushDenormals fp;
   const std::vector<long> kv_len = padding_lengths(a);
   const bool kpm_general = a.kpm_kind != MaskKind::kNone && kv_len.empty();
   if (a.sq <= kDecodeQueries) {
@@ -408,6 +411,7 @@ void additive_scores(const KernelTable& kt, const AdditiveArgs& a) {
     std::fill(a.scores, a.scores + rows * a.sk, 0.0f);
     return;
   }
+  const FlushDenormals fp;
   parallel_ranges(rows, task_count(rows, rows * a.sk * a.hidden, 1L << 16), [&](long r0, long r1) {
     float* qb = tl_row.get(static_cast<std::size_t>(a.hidden > 0 ? a.hidden : 1));
     for (long r = r0; r < r1; ++r) {

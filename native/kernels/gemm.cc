@@ -10,9 +10,11 @@
 #include <new>
 
 #include "../runtime/cpu.h"
+#include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 #include "bounds.h"
 #include "scratch.h"
+#include "tuning.h"
 
 namespace attn {
 namespace {
@@ -27,6 +29,9 @@ struct View {
   const float* p;
   long rs, cs;
 };
+
+// The tuning override ATTN_GEMM_BLOCKING=mc,kc,nc is set: take it as it is.
+bool blocking_overridden() { return std::getenv("ATTN_GEMM_BLOCKING") != nullptr; }
 
 thread_local Scratch tl_pack_a;
 thread_local Scratch tl_pack_b;
@@ -74,15 +79,26 @@ void for_tasks(bool parallel, long tasks, F&& f) {
   }
 }
 
-// Work below this many flops stays on the calling thread; each extra thread
-// must get at least this much.
-constexpr double kMinParallelFlops = 1 << 22;
-
+// Work below tuning().min_parallel_flops stays on the calling thread; each
+// extra thread must get at least half of it.
 int threads_for(double flops, bool parallel) {
-  if (!parallel || flops < kMinParallelFlops) return 1;
+  const double min_flops = tuning().min_parallel_flops;
+  if (!parallel || flops < min_flops) return 1;
   int pool = ThreadPool::global().size();
-  long want = static_cast<long>(flops / (kMinParallelFlops / 2));
+  long want = static_cast<long>(flops / (min_flops / 2));
   return static_cast<int>(max_l(1, min_l(pool, want)));
+}
+
+// A product's work for the thread split: its flops, or for a skinny one (a
+// few rows against a weight matrix) the bytes it must stream, each worth
+// about as much time as kFlopsPerByte flops (FMA peak over L3 bandwidth, per
+// core): a second core streams the other half of B.
+constexpr double kFlopsPerByte = 8.0;
+inline double gemm_work(const Problem& p) {
+  const double flops = 2.0 * static_cast<double>(p.m) * static_cast<double>(p.n) * static_cast<double>(p.k);
+  const double bytes = 4.0 * (static_cast<double>(p.k) * static_cast<double>(p.n) +
+                              static_cast<double>(p.m) * static_cast<double>(p.k));
+  return flops > kFlopsPerByte * bytes ? flops : kFlopsPerByte * bytes;
 }
 
 // Splits [0, len) into `parts` ranges whose inner boundaries are multiples of
@@ -124,15 +140,22 @@ void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_
 // The Goto/BLIS loop nest on nt threads; B from `pre` when given, else
 // packed here block by block.
 void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix* pre = nullptr) {
-  const GemmBlocking blk = pre ? pre->blk : gemm_blocking(kt);
+  const GemmBlocking blk = pre ? pre->blk : gemm_blocking_for_depth(kt, p.k);
   const int mr = kt.mr, nr = kt.nr;
   long tm = 1, tn = 1;
   if (nt > 1) choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
   const long tasks = tm * tn;
   const bool parallel = tasks > 1;
+  const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
+  const long nc_l2 = blk.nc_l2;
 
   const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
   const long kc_max = min_l(blk.kc, p.k);
+  // A shallower product than kc leaves room in L2: more rows per A block
+  // keep its share (each B micro-panel is then fetched from L3 fewer times).
+  const long mc = kc_max < blk.kc && !blocking_overridden()
+                      ? max_l(blk.mc, min_l(1024, round_down(blk.mc * blk.kc / kc_max, mr)))
+                      : blk.mc;
   float* bpack = pre ? nullptr : tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
 
   for (long jc = 0; jc < p.n; jc += blk.nc) {
@@ -161,20 +184,27 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
         const long r0 = split_point(p.m, tm, ti, mr), r1 = split_point(p.m, tm, ti + 1, mr);
         const long c0 = split_point(ncur, tn, tj, nr), c1 = split_point(ncur, tn, tj + 1, nr);
         if (r1 <= r0 || c1 <= c0) return;
-        float* apack = tl_pack_a.get(static_cast<std::size_t>(blk.mc * kc));
-        for (long ic = r0; ic < r1; ic += blk.mc) {
-          const long mcur = min_l(blk.mc, r1 - ic);
+        float* apack = tl_pack_a.get(static_cast<std::size_t>(mc * kc));
+        // One tile: rows [ic + ir, +mr) x columns [jr, +nr) of this block.
+        auto tile = [&](long ic, long mcur, long ir, long jr) {
+          const int ncols = static_cast<int>(min_l(nr, c1 - jr));
+          const int mrows = static_cast<int>(min_l(mr, mcur - ir));
+          const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
+          micro(kc, apack + ir * kc, bpack + jr * kc, p.c + (ic + ir) * p.ldc + jc + jr, p.ldc, p.alpha, beta,
+                mrows, ncols, bias);
+        };
+        for (long ic = r0; ic < r1; ic += mc) {
+          const long mcur = min_l(mc, r1 - ic);
           pack_a(kt, p.a, ic, mcur, pc, kc, apack);
-          for (long jr = c0; jr < c1; jr += nr) {
-            const int ncols = static_cast<int>(min_l(nr, c1 - jr));
-            const float* bp = bpack + jr * kc;
-            float* cp = p.c + ic * p.ldc + jc + jr;
-            const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
-            for (long ir = 0; ir < mcur; ir += mr) {
-              const int mrows = static_cast<int>(min_l(mr, mcur - ir));
-              kt.gemm_micro(kc, apack + ir * kc, bp, cp + ir * p.ldc, p.ldc, p.alpha, beta, mrows,
-                            ncols, bias);
-            }
+          if (nc_l2 > 0) {
+            // A micro-panel in L1 across a run of B micro-panels from L2.
+            for (long j2 = c0; j2 < c1; j2 += nc_l2)
+              for (long ir = 0; ir < mcur; ir += mr)
+                for (long jr = j2; jr < min_l(c1, j2 + nc_l2); jr += nr) tile(ic, mcur, ir, jr);
+          } else {
+            // B micro-panel reused across the A block's micro-panels.
+            for (long jr = c0; jr < c1; jr += nr)
+              for (long ir = 0; ir < mcur; ir += mr) tile(ic, mcur, ir, jr);
           }
         }
       });
@@ -224,7 +254,7 @@ void gemm_one(const KernelTable& kt, const Problem& p, bool parallel, const Pack
     scale_c(p);
     return;
   }
-  const int nt = threads_for(2.0 * p.m * p.n * p.k, parallel);
+  const int nt = threads_for(gemm_work(p), parallel);
   bool dot = false;
   if (!pre && use_small(kt, p, &dot)) {
     gemm_small(kt, p, dot, nt);
@@ -267,8 +297,9 @@ void run_gemm(const KernelTable& kt, const GemmArgs& in, bool parallel) {
   const int pool = parallel ? ThreadPool::global().size() : 1;
   // One item per task when the items divide evenly among the threads, are
   // many, or are too small to split; otherwise threads work inside each item.
-  const bool by_item = g.batch > 1 && pool > 1 && item_flops * g.batch >= kMinParallelFlops &&
-                       (item_flops < 2.0 * kMinParallelFlops || g.batch % pool == 0 ||
+  const double min_flops = tuning().min_parallel_flops;
+  const bool by_item = g.batch > 1 && pool > 1 && item_flops * g.batch >= min_flops &&
+                       (item_flops < 2.0 * min_flops || g.batch % pool == 0 ||
                         g.batch >= 4L * pool);
   if (by_item) {
     parallel_for(g.batch, [&](long t) { gemm_one(kt, problem_of(g, t), false); });
@@ -277,15 +308,22 @@ void run_gemm(const KernelTable& kt, const GemmArgs& in, bool parallel) {
   for (long t = 0; t < g.batch; ++t) gemm_one(kt, problem_of(g, t), parallel);
 }
 
+// Value `which` of "mc,kc,nc[,ncl2]" in the environment variable `name`, or
+// -1 when the variable, one of the first three values or the asked-for
+// fourth is missing.
 long parse_blocking_env(const char* name, int which) {
   const char* env = std::getenv(name);
-  if (!env) return 0;
-  long v[3] = {0, 0, 0};
+  if (!env) return -1;
+  long v[4] = {-1, -1, -1, -1};
   char* s = const_cast<char*>(env);
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 4; ++i) {
     char* end = nullptr;
-    v[i] = std::strtol(s, &end, 10);
-    if (end == s) return 0;
+    const long x = std::strtol(s, &end, 10);
+    if (end == s) {
+      if (i < 3) return -1;
+      break;
+    }
+    v[i] = x;
     s = end;
     if (*s == ',') ++s;
   }
@@ -296,26 +334,51 @@ long parse_blocking_env(const char* name, int which) {
 
 GemmBlocking gemm_blocking(const KernelTable& kt) {
   const CacheSizes& cs = cpu_info().cache_used;
+  const Tuning& tu = tuning();
   const long mr = kt.mr, nr = kt.nr;
-  // KC: long, so C is read and written few times. The packed B micro-panel
-  // (kc x nr) takes an eighth of L2 and streams from there with the A
-  // micro-panel; measured on Zen 5, this beats keeping B in L1 with a short KC.
-  long kc = static_cast<long>(cs.l2 / 8) / (nr * 4);
-  kc = max_l(128, min_l(1024, round_down(kc, 8)));
-  // MC: the packed A block (mc x kc) takes about a third of L2.
-  long mc = static_cast<long>(cs.l2 / 3) / (kc * 4);
+  // KC: long, so C is read and written few times; the packed B micro-panel
+  // (kc x nr) streams from L2 with the A micro-panel (on Zen 5 and Cascade
+  // Lake this beats keeping B in L1 with a short KC).
+  long kc = static_cast<long>(static_cast<double>(cs.l2) * tu.kc_l2) / (nr * 4);
+  kc = max_l(tu.kc_min, min_l(tu.kc_max, round_down(kc, 8)));
+  // MC: the packed A block (mc x kc).
+  long mc = static_cast<long>(static_cast<double>(cs.l2) * tu.mc_l2) / (kc * 4);
   mc = max_l(mr, round_down(min_l(mc, 1024), mr));
-  // NC: the packed B panel (kc x nc) takes a quarter of L3.
-  long nc = static_cast<long>(cs.l3 / 4) / (kc * 4);
+  // NC: the packed B panel (kc x nc).
+  long nc = static_cast<long>(static_cast<double>(cs.l3) * tu.nc_l3) / (kc * 4);
   nc = max_l(4 * nr, round_down(min_l(nc, 8192), nr));
-  // Tuning override: ATTN_GEMM_BLOCKING=mc,kc,nc (each rounded to the tile).
-  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 0)) mc = max_l(mr, round_down(v, mr));
-  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 1)) kc = max_l(8, v);
-  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 2)) nc = max_l(nr, round_down(v, nr));
-  return GemmBlocking{mc, kc, nc};
+  // The A-in-L1 order: kc no deeper than an A micro-panel (mr x kc) in the
+  // tuning's share of L1, B runs of kc x nc_l2 in its share of L2.
+  long nc_l2 = 0;
+  if (tu.a_panel_l1 > 0) {
+    const long kc_l1 = round_down(static_cast<long>(static_cast<double>(cs.l1d) * tu.a_panel_l1) / (mr * 4), 8);
+    kc = max_l(64, min_l(kc, kc_l1));
+    nc_l2 = max_l(nr, round_down(static_cast<long>(static_cast<double>(cs.l2) * tu.b_run_l2) / (kc * 4), nr));
+    mc = max_l(mr, round_down(min_l(static_cast<long>(static_cast<double>(cs.l2) * tu.mc_l2) / (kc * 4), 1024), mr));
+  }
+  // Tuning override: ATTN_GEMM_BLOCKING=mc,kc,nc[,ncl2] (each rounded to the
+  // tile; ncl2 0 for the B-reusing order).
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 0); v > 0) mc = max_l(mr, round_down(v, mr));
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 1); v > 0) kc = max_l(8, v);
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 2); v > 0) nc = max_l(nr, round_down(v, nr));
+  if (long v = parse_blocking_env("ATTN_GEMM_BLOCKING", 3); v >= 0) nc_l2 = v == 0 ? 0 : max_l(nr, round_down(v, nr));
+  return GemmBlocking{mc, kc, nc, nc_l2};
 }
 
-void sgemm(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, true); }
+GemmBlocking gemm_blocking_for_depth(const KernelTable& kt, long k) {
+  GemmBlocking blk = gemm_blocking(kt);
+  if (blk.nc_l2 > 0 && k > blk.kc && !blocking_overridden()) {
+    // Equal blocks: 768 = 2 x 384 rather than 512 + 256.
+    const long blocks = ceil_div(k, blk.kc);
+    blk.kc = min_l(blk.kc, (ceil_div(k, blocks) + 7) / 8 * 8);
+  }
+  return blk;
+}
+
+void sgemm(const KernelTable& kt, const GemmArgs& g) {
+  const FlushDenormals fp;
+  run_gemm(kt, g, true);
+}
 
 void pack_panels(const KernelTable& kt, const float* src, long ls, long ks, long lanes, long kc, int w,
                  float* dst) {
@@ -344,7 +407,7 @@ std::unique_ptr<PackedMatrix> pack_matrix(const KernelTable& kt, const float* b,
   pm->kt = &kt;
   pm->k = k;
   pm->n = n;
-  pm->blk = gemm_blocking(kt);
+  pm->blk = gemm_blocking_for_depth(kt, k);
   // An empty matrix packs to nothing (one float keeps the pointer valid).
   const long width = ceil_div(n, kt.nr) * kt.nr;
   long floats = 1;
@@ -371,11 +434,15 @@ std::unique_ptr<PackedMatrix> pack_matrix(const KernelTable& kt, const float* b,
 
 void sgemm_with_packed(const GemmArgs& in, const PackedMatrix& pm) {
   if (in.batch <= 0) return;
+  const FlushDenormals fp;
   const GemmArgs g = merge_batch(in, true);
   for (long t = 0; t < g.batch; ++t) gemm_one(*pm.kt, problem_of(g, t, &pm), true, &pm);
 }
 
-void sgemm_serial(const KernelTable& kt, const GemmArgs& g) { run_gemm(kt, g, false); }
+void sgemm_serial(const KernelTable& kt, const GemmArgs& g) {
+  const FlushDenormals fp;
+  run_gemm(kt, g, false);
+}
 
 namespace {
 bool extent(long rows, long cols, long rs, long cs, long stride, long batch, long* e) {

@@ -25,11 +25,18 @@ struct GemmArgs {
 };
 
 // Cache blocking of the blocked (packing) path: rows of A, depth, and columns
-// of B per packed block.
+// of B per packed block. nc_l2 > 0 selects the loop order that keeps an A
+// micro-panel in L1 while runs of nc_l2 columns of B (in L2) sweep it; 0, the
+// order that reuses a B micro-panel across the A block.
 struct GemmBlocking {
   long mc, kc, nc;
+  long nc_l2 = 0;
 };
 GemmBlocking gemm_blocking(const KernelTable& kt);
+// The same for a product of depth k: where the tuning keeps the A micro-panel
+// in L1, k is cut into equal blocks no deeper than that allows. Depends on k
+// and the CPU only (never on the thread count).
+GemmBlocking gemm_blocking_for_depth(const KernelTable& kt, long k);
 
 // Runs on the global thread pool. beta == 0 never reads C. The result for
 // any element is the same bit pattern whatever the thread count.

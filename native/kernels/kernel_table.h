@@ -45,6 +45,10 @@ struct KernelTable {
   long attn_key_block;
   void (*gemm_micro)(long kc, const float* a, const float* b, float* c, long ldc,
                      float alpha, float beta, int m, int n, const float* bias);
+  // The same, prefetching the panels into L1 ahead of use (for cores whose L1
+  // prefetcher does not keep up; see tuning.h). Bitwise the same results.
+  void (*gemm_micro_prefetch)(long kc, const float* a, const float* b, float* c, long ldc,
+                              float alpha, float beta, int m, int n, const float* bias);
   // Packs a panel for the micro-kernel: dst[k * w + l] = src[l * ls + k * ks]
   // for l < lanes (zero up to w), k < kc. w is mr (A) or nr (B).
   void (*pack_panel)(const float* src, long ls, long ks, long lanes, long kc, int w, float* dst);

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 
 namespace attn {
@@ -17,6 +18,7 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
   long rows = 1;
   for (int d = 0; d < lead; ++d) rows *= s.shape[d];
   if (rows == 0 || cols == 0) return;
+  const FlushDenormals fp;
   const bool has_mask = s.fmask || s.umask;
   const bool mask_bcast_cols = has_mask && s.m_strides[s.rank - 1] == 0;
   const long q_rows = lead >= 1 ? s.shape[lead - 1] : 1;

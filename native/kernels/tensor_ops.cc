@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 
 namespace attn {
@@ -123,6 +124,7 @@ void convert_to_f32(int kind, const std::uint8_t* src, long n, float* dst) {
 void l2_normalize(int rank, const long* shape, const float* src, const long* strides, float* dst,
                   float eps) {
   if (rank <= 0) return;
+  const FlushDenormals fp;
   const long dim = shape[rank - 1];
   long rows = 1;
   for (int d = 0; d < rank - 1; ++d) rows *= shape[d];

@@ -54,6 +54,39 @@ void caches_from_leaf(unsigned leaf, CacheSizes* out) {
   }
 }
 
+// Intel family 6 models by microarchitecture (Intel's published model numbers).
+CpuFamily intel_family(int family, int model, bool avx512) {
+  if (family != 6) return CpuFamily::kGeneric;
+  switch (model) {
+    case 0x55: return CpuFamily::kIntelSkylakeServer;  // Skylake-SP, Cascade Lake, Cooper Lake
+    case 0x6a:
+    case 0x6c: return CpuFamily::kIntelIceLakeServer;
+    case 0x8f:  // Sapphire Rapids
+    case 0xcf:  // Emerald Rapids
+    case 0xad:
+    case 0xae: return CpuFamily::kIntelSapphireRapids;  // Granite Rapids
+    case 0x7d:
+    case 0x7e:
+    case 0x8c:
+    case 0x8d:
+    case 0xa7: return CpuFamily::kIntelClientAvx512;  // Ice Lake, Tiger Lake, Rocket Lake
+    default: return avx512 ? CpuFamily::kIntelSapphireRapids : CpuFamily::kIntelCore;
+  }
+}
+
+// AMD families 17h (Zen to Zen 2), 19h (Zen 3 and, by model range, Zen 4),
+// 1Ah (Zen 5).
+CpuFamily amd_family(int family, int model) {
+  if (family == 0x17) return CpuFamily::kAmdZen2;
+  if (family == 0x19) {
+    const bool zen4 = (model >= 0x10 && model <= 0x1f) || (model >= 0x60 && model <= 0x7f) ||
+                      (model >= 0xa0 && model <= 0xaf);
+    return zen4 ? CpuFamily::kAmdZen4 : CpuFamily::kAmdZen3;
+  }
+  if (family >= 0x1a) return CpuFamily::kAmdZen5;
+  return CpuFamily::kGeneric;
+}
+
 void detect_x86(CpuInfo* info) {
   info->arch = "x64";
   Regs r0 = cpuid(0);
@@ -65,6 +98,13 @@ void detect_x86(CpuInfo* info) {
 
   CpuFeatures& f = info->features;
   Regs r1 = cpuid(1);
+  // Display family and model: the extended fields count when the base
+  // family is 15 (family) or 6 or 15 (model).
+  const unsigned base_family = (r1.a >> 8) & 0xf, base_model = (r1.a >> 4) & 0xf;
+  info->family = static_cast<int>(base_family == 15 ? base_family + ((r1.a >> 20) & 0xff) : base_family);
+  info->model = static_cast<int>(base_family == 6 || base_family == 15 ? base_model | (((r1.a >> 16) & 0xf) << 4)
+                                                                         : base_model);
+  info->stepping = static_cast<int>(r1.a & 0xf);
   f.sse2 = bit(r1.d, 26);
   bool osxsave = bit(r1.c, 27);
   f.avx = bit(r1.c, 28);
@@ -107,6 +147,9 @@ void detect_x86(CpuInfo* info) {
   } else if (max_leaf >= 4) {
     caches_from_leaf(4, &info->cache);
   }
+  const bool intel = std::strcmp(info->vendor, "GenuineIntel") == 0;
+  info->family_id = intel ? intel_family(info->family, info->model, f.avx512f)
+                          : amd ? amd_family(info->family, info->model) : CpuFamily::kGeneric;
 }
 #endif
 
@@ -174,6 +217,7 @@ CpuInfo detect() {
 #elif defined(__aarch64__)
   info.arch = "arm64";
   info.features.neon = true;
+  info.family_id = CpuFamily::kArm64;
   std::snprintf(info.vendor, sizeof info.vendor, "arm");
 #endif
   if (info.cache.l1d == 0 || info.cache.l2 == 0) caches_from_sysfs(&info.cache);
@@ -186,6 +230,23 @@ CpuInfo detect() {
 }
 
 }  // namespace
+
+const char* cpu_family_name(CpuFamily f) {
+  switch (f) {
+    case CpuFamily::kGeneric: return "generic";
+    case CpuFamily::kIntelCore: return "intel-core";
+    case CpuFamily::kIntelClientAvx512: return "intel-client-avx512";
+    case CpuFamily::kIntelSkylakeServer: return "intel-skylake-server";
+    case CpuFamily::kIntelIceLakeServer: return "intel-icelake-server";
+    case CpuFamily::kIntelSapphireRapids: return "intel-sapphire-rapids";
+    case CpuFamily::kAmdZen2: return "amd-zen2";
+    case CpuFamily::kAmdZen3: return "amd-zen3";
+    case CpuFamily::kAmdZen4: return "amd-zen4";
+    case CpuFamily::kAmdZen5: return "amd-zen5";
+    case CpuFamily::kArm64: return "arm64";
+  }
+  return "generic";
+}
 
 const CpuInfo& cpu_info() {
   static const CpuInfo info = detect();

@@ -26,10 +26,31 @@ struct CacheSizes {
   std::size_t l3 = 0;   // bytes, as reported (usually shared)
 };
 
+// CPU families, as far as the kernels' tuning tells them apart (see
+// kernels/tuning.cc).
+enum class CpuFamily : int {
+  kGeneric = 0,
+  kIntelCore,           // Intel cores without AVX-512 (Haswell to Raptor Lake, hybrids)
+  kIntelClientAvx512,   // Ice Lake, Tiger Lake, Rocket Lake client parts
+  kIntelSkylakeServer,  // Skylake-SP, Cascade Lake, Cooper Lake
+  kIntelIceLakeServer,  // Ice Lake-SP
+  kIntelSapphireRapids, // Sapphire, Emerald and Granite Rapids
+  kAmdZen2,             // Zen, Zen+, Zen 2
+  kAmdZen3,
+  kAmdZen4,             // AVX-512 on 256-bit units (each 512-bit op issued twice)
+  kAmdZen5,             // AVX-512 on 512-bit units
+  kArm64,
+};
+const char* cpu_family_name(CpuFamily f);
+
 struct CpuInfo {
   const char* arch = "unknown";
   char vendor[16] = {0};
   char brand[64] = {0};
+  // x86 display family, model and stepping (0 elsewhere), and the family
+  // they map to.
+  int family = 0, model = 0, stepping = 0;
+  CpuFamily family_id = CpuFamily::kGeneric;
   CpuFeatures features;
   CacheSizes cache;       // detected, or 0 where unknown
   CacheSizes cache_used;  // what the kernels plan with (detected, or defaults)

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "cpu.h"
+#include "fp_env.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -57,12 +58,16 @@ ThreadPool::ThreadPool(int n) { start_workers(n); }
 void ThreadPool::start_workers(int n) {
   if (n < 1) n = 1;
   if (n > 1024) n = 1024;
+  std::uint64_t gen;
   {
     std::lock_guard<std::mutex> lk(mu_);
     stop_ = false;
+    gen = gen_.load(std::memory_order_relaxed);
   }
+  // Each worker starts from the generation of its creation, not of the moment
+  // its thread first runs: a job posted in between is not missed.
   workers_.reserve(static_cast<std::size_t>(n - 1));
-  for (int i = 1; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
+  for (int i = 1; i < n; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
   size_.store(n, std::memory_order_relaxed);
 }
 
@@ -102,8 +107,7 @@ void ThreadPool::drain(Job* job) {
   }
 }
 
-void ThreadPool::worker_loop() {
-  std::uint64_t seen = gen_.load(std::memory_order_acquire);
+void ThreadPool::worker_loop(std::uint64_t seen) {
   for (;;) {
     // Poll briefly, then sleep until the generation moves.
     auto until = std::chrono::steady_clock::now() + kSpin;
@@ -123,6 +127,7 @@ void ThreadPool::worker_loop() {
       if (job) job->refs.fetch_add(1, std::memory_order_relaxed);
     }
     if (job) {
+      const FlushDenormals fp;  // as on the calling thread, for this job only
       drain(job);
       job->refs.fetch_sub(1, std::memory_order_release);
     }

@@ -56,7 +56,7 @@ class ThreadPool {
   explicit ThreadPool(int n);
   void start_workers(int n);
   void stop_workers();
-  void worker_loop();
+  void worker_loop(std::uint64_t seen);
   static void drain(Job* job);
 
   std::mutex run_mu_;  // held by the thread whose job owns the pool

@@ -1,10 +1,13 @@
 // Developer benchmark for the kernels, without Node: FMA peak and sgemm
-// GFLOP/s per ISA. Usage: kernel_bench [isa] [threads] [n...]
+// GFLOP/s per ISA. Usage: kernel_bench [isa] [threads] [n | MxNxK ...]
+// With one thread, times are this thread's CPU time (CLOCK_THREAD_CPUTIME_ID):
+// on a shared machine, time spent descheduled does not count.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <ctime>
 #include <vector>
 
 #include "../kernels/gemm.h"
@@ -13,7 +16,14 @@
 
 using namespace attn;
 
+static bool g_cpu_time = false;
+
 static double now() {
+  if (g_cpu_time) {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  }
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
@@ -26,9 +36,21 @@ int main(int argc, char** argv) {
   }
   int threads = argc > 2 ? std::atoi(argv[2]) : 1;
   ThreadPool::global().resize(threads);
-  std::vector<long> sizes;
-  for (int i = 3; i < argc; ++i) sizes.push_back(std::atol(argv[i]));
-  if (sizes.empty()) sizes = {256, 512, 1024, 2048};
+  g_cpu_time = threads == 1;
+  struct Shape {
+    long m, n, k;
+  };
+  std::vector<Shape> sizes;
+  for (int i = 3; i < argc; ++i) {
+    long m = 0, n = 0, k = 0;
+    if (std::sscanf(argv[i], "%ldx%ldx%ld", &m, &n, &k) == 3) {
+      sizes.push_back({m, n, k});
+    } else {
+      m = std::atol(argv[i]);
+      sizes.push_back({m, m, m});
+    }
+  }
+  if (sizes.empty()) sizes = {{256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048}};
 
   double best_peak = 0;
   for (int r = 0; r < 5; ++r) {
@@ -40,19 +62,22 @@ int main(int argc, char** argv) {
   GemmBlocking b = gemm_blocking(*kt);
   std::printf("isa %s  mr %d nr %d  mc %ld kc %ld nc %ld  threads %d  peak %.1f GFLOP/s/core\n",
               kt->name, kt->mr, kt->nr, b.mc, b.kc, b.nc, threads, best_peak / 1e9);
-  for (long n : sizes) {
-    std::vector<float> A(n * n), B(n * n), C(n * n);
-    for (long i = 0; i < n * n; ++i) {
-      A[i] = static_cast<float>((i * 7 % 13) - 6) * 0.1f;
-      B[i] = static_cast<float>((i * 5 % 11) - 5) * 0.1f;
-    }
+  for (const Shape& sh : sizes) {
+    const long m = sh.m, n = sh.n, k = sh.k;
+    std::vector<float> A(m * k), B(k * n), C(m * n);
+    for (long i = 0; i < m * k; ++i) A[i] = static_cast<float>((i * 7 % 13) - 6) * 0.1f;
+    for (long i = 0; i < k * n; ++i) B[i] = static_cast<float>((i * 5 % 11) - 5) * 0.1f;
     GemmArgs g;
-    g.m = g.n = g.k = n;
+    g.m = m;
+    g.n = n;
+    g.k = k;
     g.a = A.data();
     g.b = B.data();
     g.c = C.data();
-    g.lda = g.ldb = g.ldc = n;
-    double flops = 2.0 * n * n * n;
+    g.lda = k;
+    g.ldb = n;
+    g.ldc = n;
+    double flops = 2.0 * m * n * k;
     int reps = static_cast<int>(2e9 / flops) + 3;
     std::vector<double> ts;
     for (int r = 0; r < reps; ++r) {
@@ -62,7 +87,7 @@ int main(int argc, char** argv) {
     }
     std::sort(ts.begin(), ts.end());
     double med = ts[ts.size() / 2], best = ts[0];
-    std::printf("n %5ld  median %8.3f ms  %7.1f GFLOP/s (%5.1f%% of %d-thread peak)  best %7.1f\n", n,
+    std::printf("%5ldx%5ldx%5ld  median %8.3f ms  %7.1f GFLOP/s (%5.1f%% of %d-thread peak)  best %7.1f\n", m, n, k,
                 med * 1e3, flops / med / 1e9, 100.0 * flops / med / (best_peak * threads), threads,
                 flops / best / 1e9);
   }

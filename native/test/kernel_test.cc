@@ -3,6 +3,7 @@
 // for aarch64 (run under qemu-user) by .ci/run.
 //
 // Usage: kernel_test [--quick]     exit status 0 when every check passes.
+#include <algorithm>
 #include <atomic>
 #include <cinttypes>
 #include <cmath>
@@ -13,6 +14,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../kernels/attention.h"
@@ -22,6 +24,7 @@
 #include "../kernels/tensor_ops.h"
 #include "../runtime/cpu.h"
 #include "../runtime/dispatch.h"
+#include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 
 using namespace attn;
@@ -735,6 +738,38 @@ void test_gemm(const KernelTable& kt) {
   std::printf("  %s gemm: %d cases, worst error %.3f of tolerance\n", kt.name, cases, worst);
 }
 
+// The two micro-kernel variants (with and without panel prefetch, chosen
+// per CPU family) give bitwise the same tiles, for every row count, partial
+// widths, beta and bias.
+void test_micro_variants(const KernelTable& kt) {
+  bool same = true;
+  int cases = 0;
+  for (long kc : {1L, 5L, 37L, 300L}) {
+    std::vector<float> a(static_cast<std::size_t>(kt.mr * kc)), b(static_cast<std::size_t>(kt.nr * kc)),
+        bias(static_cast<std::size_t>(kt.nr));
+    Rng rng(static_cast<std::uint64_t>(kc));
+    rng.fill(a);
+    rng.fill(b);
+    rng.fill(bias);
+    for (int m = 1; m <= kt.mr; ++m)
+      for (int n : {1, kt.vector_width, kt.nr - 1, kt.nr}) {
+        if (n < 1) continue;
+        const long ldc = kt.nr + 3;
+        std::vector<float> c1(static_cast<std::size_t>(kt.mr * ldc)), c2;
+        rng.fill(c1);
+        c2 = c1;
+        const float beta = (m + n) % 2 ? 0.0f : 0.5f;
+        const float* bp = m % 3 == 0 ? bias.data() : nullptr;
+        kt.gemm_micro(kc, a.data(), b.data(), c1.data(), ldc, 1.25f, beta, m, n, bp);
+        kt.gemm_micro_prefetch(kc, a.data(), b.data(), c2.data(), ldc, 1.25f, beta, m, n, bp);
+        same = same && std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0;
+        ++cases;
+      }
+  }
+  check(same, std::string(kt.name) + " micro-kernel with and without panel prefetch agree bitwise (" +
+                  std::to_string(cases) + " tiles)");
+}
+
 // Bitwise equality across thread counts.
 void test_threads(const KernelTable& kt) {
   const int before = ThreadPool::global().size();
@@ -789,6 +824,105 @@ void test_threads(const KernelTable& kt) {
           std::string(kt.name) + " sgemm_serial equals sgemm m=" + std::to_string(s.m));
   }
   ThreadPool::global().resize(before);
+}
+
+// Subnormals are zeros inside every kernel, on every thread that runs it, and
+// the caller's floating-point control word is the same afterwards: whether or
+// not the caller flushes already.
+void test_fp_env(const KernelTable& kt) {
+  if (kFlushBits == 0) return;  // no control register on this architecture
+  const int before_threads = ThreadPool::global().size();
+  const std::uint64_t original = fp_control();
+  auto is_subnormal = [](float x) { return x != 0.0f && std::fabs(x) < std::numeric_limits<float>::min(); };
+  for (const bool caller_flushes : {false, true}) {
+    const std::uint64_t caller = caller_flushes ? (original | kFlushBits) : (original & ~kFlushBits);
+    for (int threads : {1, 2, 3}) {
+      ThreadPool::global().resize(threads);
+      const std::string tag = std::string(kt.name) + " threads=" + std::to_string(threads) +
+                              (caller_flushes ? " (caller flushes)" : "");
+      set_fp_control(caller);
+      // GEMM: every product is 1e-20 * 1e-20 = 1e-40, a subnormal: zeros. A
+      // subnormal operand reads as zero too (1e-39 * 1).
+      const long m = 203, n = 190, k = 70;  // large enough for the pool
+      std::vector<float> A(static_cast<std::size_t>(m * k), 1e-20f), Bm(static_cast<std::size_t>(k * n), 1e-20f);
+      std::vector<float> C(static_cast<std::size_t>(m * n), 1.0f);
+      A[5] = 1e-39f;  // subnormal
+      GemmArgs g;
+      g.m = m;
+      g.n = n;
+      g.k = k;
+      g.a = A.data();
+      g.lda = k;
+      g.b = Bm.data();
+      g.ldb = n;
+      g.c = C.data();
+      g.ldc = n;
+      sgemm(kt, g);
+      bool zeros = true;
+      for (float c : C) zeros = zeros && c == 0.0f;
+      const bool gemm_env = fp_control() == caller;
+      // Softmax of peaky rows: many exp results below 2^-126 become zeros.
+      const long rows = 64, cols = 333;
+      std::vector<float> x(static_cast<std::size_t>(rows * cols)), y(x.size());
+      Rng rng(77);
+      for (float& v : x) v = 30.0f * rng.next();
+      SoftmaxArgs s;
+      s.rank = 2;
+      s.shape[0] = rows;
+      s.shape[1] = cols;
+      s.x = x.data();
+      s.x_strides[0] = cols;
+      s.x_strides[1] = 1;
+      s.y = y.data();
+      s.y_strides[0] = cols;
+      s.y_strides[1] = 1;
+      s.scale = 4.0f;
+      softmax(kt, s);
+      bool no_subnormal = true;
+      long flushed = 0;
+      for (long i = 0; i < rows * cols; ++i) {
+        no_subnormal = no_subnormal && !is_subnormal(y[static_cast<std::size_t>(i)]);
+        // exp(z) with z in (-87.3, -103.3] would be subnormal: it is 0.
+        const double z = 4.0 * (x[static_cast<std::size_t>(i)] - *std::max_element(x.begin() + (i / cols) * cols, x.begin() + (i / cols + 1) * cols));
+        if (z < -88.0 && z > -100.0) flushed += y[static_cast<std::size_t>(i)] == 0.0f;
+      }
+      const bool softmax_env = fp_control() == caller;
+      set_fp_control(original);
+      check(zeros, tag + ": gemm results that would be subnormal are zeros");
+      check(no_subnormal && flushed > 0, tag + ": softmax gives no subnormals (" + std::to_string(flushed) + " flushed)");
+      check(gemm_env && softmax_env, tag + ": the caller's floating-point control word is unchanged");
+    }
+  }
+  // The pool's workers flush while they run a job (whatever the control word
+  // they were started with), and only then.
+  for (const bool started_flushing : {false, true}) {
+    set_fp_control(started_flushing ? (original | kFlushBits) : (original & ~kFlushBits));
+    ThreadPool::global().resize(1);
+    ThreadPool::global().resize(3);  // workers inherit this thread's control word
+    set_fp_control(original & ~kFlushBits);
+    std::vector<int> flushing(256, 0);
+    std::vector<std::thread::id> who(256);
+    {
+      const FlushDenormals fp;  // as a kernel entry point holds
+      parallel_for(256, [&](long t) {
+        flushing[static_cast<std::size_t>(t)] = flushing_denormals() ? 1 : 0;
+        who[static_cast<std::size_t>(t)] = std::this_thread::get_id();
+        volatile double spin = 0;
+        for (int i = 0; i < 20000; ++i) spin = spin + 1.0;
+      });
+    }
+    const bool caller_restored = !flushing_denormals();
+    set_fp_control(original);
+    long threads_seen = 0;
+    for (std::size_t i = 0; i < who.size(); ++i)
+      threads_seen += std::find(who.begin(), who.begin() + static_cast<long>(i), who[i]) == who.begin() + static_cast<long>(i);
+    long flushed = 0;
+    for (int f : flushing) flushed += f;
+    check(flushed == 256 && caller_restored && threads_seen >= 2,
+          std::string("pool workers flush during a job (started ") + (started_flushing ? "flushing" : "not flushing") +
+              "): " + std::to_string(flushed) + " of 256 tasks on " + std::to_string(threads_seen) + " threads");
+  }
+  ThreadPool::global().resize(before_threads);
 }
 
 void test_tensor_ops() {
@@ -944,9 +1078,23 @@ int main(int argc, char** argv) {
     test_softmax_driver(*kt);
     test_gemm(*kt);
     test_threads(*kt);
+    {
+      // The other loop order and blocking (ATTN_GEMM_BLOCKING=mc,kc,nc,ncl2).
+      const char* saved = std::getenv("ATTN_GEMM_BLOCKING");
+      const std::string keep = saved ? saved : "";
+      for (const char* blocking : {"84,1024,2272,0", "98,200,1000,96"}) {
+        setenv("ATTN_GEMM_BLOCKING", blocking, 1);
+        std::printf("  blocking %s\n", blocking);
+        test_gemm(*kt);
+        test_threads(*kt);
+      }
+      if (saved) setenv("ATTN_GEMM_BLOCKING", keep.c_str(), 1); else unsetenv("ATTN_GEMM_BLOCKING");
+    }
+    test_micro_variants(*kt);
     test_tanh(*kt);
     test_attention(*kt);
     test_fused(*kt);
+    test_fp_env(*kt);
     // The one entry the tests above do not reach (the benchmark's peak).
     const double flops = kt->fma_peak(1000);
     check(flops > 0 && flops == static_cast<double>(static_cast<long>(flops)) &&
