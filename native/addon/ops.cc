@@ -15,6 +15,7 @@
 
 #include "../kernels/attention.h"
 #include "../kernels/gemm.h"
+#include "../kernels/layers.h"
 #include "../kernels/softmax.h"
 #include "../kernels/tensor_ops.h"
 #include "../runtime/cpu.h"
@@ -109,6 +110,22 @@ long strided_extent(Napi::Env env, int rank, const long* shape, const long* stri
   long e = 1;
   for (int d = 0; d < rank; ++d) e += (shape[d] - 1) * strides[d];
   return e;
+}
+
+// A written operand's elements must be distinct: sorted by stride, each axis
+// must step past everything the smaller axes span. `what` names it.
+void check_distinct(Napi::Env env, int rank, const long* shape, const long* strides, const char* what) {
+  long order[kMaxRank];
+  int n = 0;
+  for (int d = 0; d < rank; ++d)
+    if (shape[d] > 1) order[n++] = d;
+  for (int i = 1; i < n; ++i)
+    for (int j = i; j > 0 && strides[order[j]] < strides[order[j - 1]]; --j) std::swap(order[j], order[j - 1]);
+  long span = 1;
+  for (int i = 0; i < n; ++i) {
+    if (strides[order[i]] < span) throw_range(env, std::string(what) + " strides make elements overlap");
+    span = strides[order[i]] * (shape[order[i]] - 1) + span;
+  }
 }
 
 // A mask of `kind` (1 float32, 2 uint8) at argument i that must hold `extent`
@@ -245,16 +262,19 @@ Napi::Value pack_matrix_impl(const Napi::CallbackInfo& info) {
   return handle;
 }
 
+// The packed matrix `v` holds, or null when it is not one.
+const PackedMatrix* packed_matrix_of(const Napi::Value& v) {
+  if (!v.IsExternal() || !v.As<Napi::Object>().CheckTypeTag(&kPackedMatrixTag)) return nullptr;
+  return v.As<Napi::External<PackedMatrix>>().Data();
+}
+
 // gemmWithPacked(a, packed, out, bias | null | undefined, params)
 Napi::Value gemm_with_packed_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::GemmWithPacked;
   Napi::Env env = info.Env();
   F32Arg a = get_f32(info, 0, "a");
-  Napi::Value h = info[1];
-  if (!h.IsExternal() || !h.As<Napi::Object>().CheckTypeTag(&kPackedMatrixTag)) {
-    throw_type(env, "Expected a packed matrix for b but received " + describe(h));
-  }
-  const PackedMatrix* pb = h.As<Napi::External<PackedMatrix>>().Data();
+  const PackedMatrix* pb = packed_matrix_of(info[1]);
+  if (!pb) throw_type(env, "Expected a packed matrix for b but received " + describe(info[1]));
   F32Arg c = get_f32(info, 2, "out");
   ParamReader<P> p(info, 4);
   GemmArgs g;
@@ -342,21 +362,7 @@ Napi::Value copy_strided_impl(const Napi::CallbackInfo& info) {
     count *= static_cast<double>(shape[d]);
   }
   if (count > static_cast<double>(kMaxIndex)) throw_range(env, "copy of more than 2^53 elements");
-  // Distinct destination elements: sorted by stride, each axis must step past
-  // everything the smaller axes span.
-  {
-    long order[kMaxRank];
-    int n = 0;
-    for (int d = 0; d < rank; ++d)
-      if (shape[d] > 1) order[n++] = d;
-    for (int i = 1; i < n; ++i)
-      for (int j = i; j > 0 && ds[order[j]] < ds[order[j - 1]]; --j) std::swap(order[j], order[j - 1]);
-    long span = 1;
-    for (int i = 0; i < n; ++i) {
-      if (ds[order[i]] < span) throw_range(env, "dst strides make elements overlap");
-      span = ds[order[i]] * (shape[order[i]] - 1) + span;
-    }
-  }
+  check_distinct(env, rank, shape, ds, "dst");
   const long es = strided_extent(env, rank, shape, ss, "src");
   const long ed = strided_extent(env, rank, shape, ds, "dst");
   std::size_t len_s, len_d;
@@ -619,6 +625,175 @@ Napi::Value to_float32_impl(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ------------------------------------------------------------ transformer layers
+// A strided operand of `rank` dimensions over `shape`, read from the block:
+// its strides and offset, checked to fit its array; the last axis must be
+// contiguous (stride 1) unless it has at most one element.
+struct RowView {
+  float* ptr = nullptr;
+  long strides[kMaxRank] = {};
+  long extent = 0;
+};
+
+template <class P>
+RowView read_rows(Napi::Env env, ParamReader<P>& p, const F32Arg& arr, int rank, const long* shape,
+                  typename P::Slot strides_slot, typename P::Slot offset_slot, const char* what) {
+  RowView v;
+  for (int d = 0; d < rank; ++d) v.strides[d] = p.integer(strides_slot, d, 0, kMaxIndex, what);
+  if (shape[rank - 1] > 1 && v.strides[rank - 1] != 1) {
+    throw_range(env, std::string("the last axis of ") + what + " must be contiguous (stride 1)");
+  }
+  const long off = p.integer(offset_slot, 0, kMaxIndex, what);
+  v.extent = strided_extent(env, rank, shape, v.strides, what);
+  check_fits(env, what, off, v.extent, arr.length);
+  v.ptr = arr.data + off;
+  return v;
+}
+
+// An output `out` that shares memory with input `in` without being exactly
+// it (the same elements in the same layout: in place).
+bool clashes(const RowView& out, const RowView& in, int rank, const long* shape) {
+  if (!in.ptr || !overlaps(out.ptr, static_cast<std::size_t>(out.extent) * 4, in.ptr, static_cast<std::size_t>(in.extent) * 4)) {
+    return false;
+  }
+  if (out.ptr != in.ptr) return true;
+  for (int d = 0; d < rank; ++d)
+    if (shape[d] > 1 && out.strides[d] != in.strides[d]) return true;
+  return false;
+}
+
+// One row of `cols` floats at argument i (or nothing when it is absent).
+const float* optional_row(const Napi::CallbackInfo& info, std::size_t i, double offset, long cols, const char* what) {
+  if (is_absent(info[i])) return nullptr;
+  F32Arg t = get_f32(info, i, what);
+  const long off = get_int(info.Env(), offset, 0, kMaxIndex, what);
+  check_fits(info.Env(), what, off, cols, t.length);
+  return t.data + off;
+}
+
+// The rank and shape slots of a block, with the element count below 2^53.
+template <class P>
+int read_shape(Napi::Env env, ParamReader<P>& p, long* shape) {
+  const int rank = static_cast<int>(p.integer(P::kRank, 1, kMaxRank, "rank"));
+  double count = 1;
+  for (int d = 0; d < rank; ++d) {
+    shape[d] = p.integer(P::kShape, d, 0, kMaxIndex, "shape");
+    count *= static_cast<double>(shape[d]);
+  }
+  if (count > static_cast<double>(kMaxIndex)) throw_range(env, "more than 2^53 elements");
+  return rank;
+}
+
+// layerNorm(x, residual | null, shift | null, weight | null, bias | null, out, params)
+// out may be x or the residual exactly (same layout); otherwise it shares no
+// memory with any input.
+Napi::Value layer_norm_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::LayerNorm;
+  Napi::Env env = info.Env();
+  F32Arg x = get_f32(info, 0, "x");
+  F32Arg out = get_f32(info, 5, "out");
+  ParamReader<P> p(info, 6);
+  LayerNormArgs a;
+  a.rank = read_shape(env, p, a.shape);
+  const int rank = a.rank;
+  const long cols = a.shape[rank - 1];
+  const RowView xv = read_rows(env, p, x, rank, a.shape, P::kXStrides, P::kXOffset, "x");
+  const RowView ov = read_rows(env, p, out, rank, a.shape, P::kOutStrides, P::kOutOffset, "out");
+  check_distinct(env, rank, a.shape, ov.strides, "out");
+  RowView rv;
+  if (!is_absent(info[1])) rv = read_rows(env, p, get_f32(info, 1, "residual"), rank, a.shape, P::kResidualStrides,
+                                          P::kResidualOffset, "residual");
+  a.shift = optional_row(info, 2, p.number(P::kShiftOffset), cols, "shift");
+  a.gamma = optional_row(info, 3, p.number(P::kWeightOffset), cols, "weight");
+  a.beta = optional_row(info, 4, p.number(P::kBiasOffset), cols, "bias");
+  const double eps = p.number(P::kEps);
+  if (!std::isfinite(eps) || eps < 0) throw_range(env, "Expected finite non-negative number for eps but received " + std::to_string(eps));
+  a.eps = static_cast<float>(eps);
+  const std::size_t ob = static_cast<std::size_t>(ov.extent) * 4, row = static_cast<std::size_t>(cols) * 4;
+  if (clashes(ov, xv, rank, a.shape) || clashes(ov, rv, rank, a.shape) ||
+      overlaps(ov.ptr, ob, a.shift, a.shift ? row : 0) || overlaps(ov.ptr, ob, a.gamma, a.gamma ? row : 0) ||
+      overlaps(ov.ptr, ob, a.beta, a.beta ? row : 0)) {
+    throw_range(env, "out must be x or the residual itself, or share no memory with the inputs");
+  }
+  a.x = xv.ptr;
+  for (int d = 0; d < rank; ++d) {
+    a.x_strides[d] = xv.strides[d];
+    a.y_strides[d] = ov.strides[d];
+    a.r_strides[d] = rv.strides[d];
+  }
+  a.residual = rv.ptr;
+  a.y = ov.ptr;
+  const KernelTable* kt = &kernels();
+  return run(info, async, 6, [kt, a] { layer_norm(*kt, a); });
+}
+
+// activation(x, out, params): out may be x itself (same layout) or share no memory with it.
+Napi::Value activation_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::Activation;
+  Napi::Env env = info.Env();
+  F32Arg x = get_f32(info, 0, "x");
+  F32Arg out = get_f32(info, 1, "out");
+  ParamReader<P> p(info, 2);
+  ActivationArgs a;
+  a.act = static_cast<int>(p.integer(P::kKind, 1, kActivationCount - 1, "activation kind"));
+  a.rank = read_shape(env, p, a.shape);
+  const RowView xv = read_rows(env, p, x, a.rank, a.shape, P::kXStrides, P::kXOffset, "x");
+  const RowView ov = read_rows(env, p, out, a.rank, a.shape, P::kOutStrides, P::kOutOffset, "out");
+  check_distinct(env, a.rank, a.shape, ov.strides, "out");
+  if (clashes(ov, xv, a.rank, a.shape)) throw_range(env, "out must be x itself or share no memory with it");
+  a.x = xv.ptr;
+  a.y = ov.ptr;
+  for (int d = 0; d < a.rank; ++d) {
+    a.x_strides[d] = xv.strides[d];
+    a.y_strides[d] = ov.strides[d];
+  }
+  const KernelTable* kt = &kernels();
+  return run(info, async, 2, [kt, a] { activation(*kt, a); });
+}
+
+// linear(x, weight | packed, out, bias | null, params): out = act(x W^T + bias).
+Napi::Value linear_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::Linear;
+  Napi::Env env = info.Env();
+  F32Arg x = get_f32(info, 0, "x");
+  const PackedMatrix* pm = packed_matrix_of(info[1]);
+  F32Arg c = get_f32(info, 2, "out");
+  ParamReader<P> p(info, 4);
+  GemmArgs g;
+  g.m = p.integer(P::kM, 0, kMaxIndex, "m");
+  g.n = p.integer(P::kN, 0, kMaxIndex, "n");
+  g.k = p.integer(P::kK, 0, kMaxIndex, "k");
+  g.lda = p.integer(P::kLda, 1, kMaxIndex, "lda");
+  g.ldc = p.integer(P::kLdc, 1, kMaxIndex, "ldc");
+  g.act = static_cast<int>(p.integer(P::kActivation, 0, kActivationCount - 1, "activation"));
+  const long off_x = p.integer(P::kXOffset, 0, kMaxIndex, "offset of x");
+  const long off_c = p.integer(P::kOutOffset, 0, kMaxIndex, "offset of out");
+  F32Arg w;
+  long off_w = 0;
+  if (pm) {
+    if (pm->k != g.k || pm->n != g.n) {
+      throw_range(env, "the packed weight is [" + std::to_string(pm->k) + ", " + std::to_string(pm->n) + "], expected [" +
+                           std::to_string(g.k) + ", " + std::to_string(g.n) + "]");
+    }
+  } else {
+    w = get_f32(info, 1, "weight");
+    g.ldb = p.integer(P::kLdw, 1, kMaxIndex, "ldw");
+    g.trans_b = !p.flag(P::kWTransposed, "wTransposed");  // [n, k] rows are columns of B
+    off_w = p.integer(P::kWOffset, 0, kMaxIndex, "offset of weight");
+    if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldw is smaller than the rows it must hold");
+  }
+  bind_a_out_bias(info, g, x, off_x, c, off_c, p.number(P::kBiasOffset), "x or the weight");
+  if (pm) return run(info, async, 4, [g, pm] { sgemm_with_packed(g, *pm); });
+  const long ew = gemm_extent_b(g);
+  check_fits(env, "weight", off_w, ew, w.length);
+  g.b = w.data + off_w;
+  if (overlaps(g.c, static_cast<std::size_t>(gemm_extent_c(g)) * 4, g.b, static_cast<std::size_t>(ew) * 4)) {
+    throw_range(env, "out must not share memory with x or the weight");
+  }
+  const KernelTable* kt = &kernels();
+  return run(info, async, 4, [kt, g] { sgemm(*kt, g); });
+}
+
 // ------------------------------------------------------------ runtime
 Napi::Value cpu_info_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -728,6 +903,12 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   fn("attentionAsync",       [](const Napi::CallbackInfo& i) { return attention_impl(i, true); });
   fn("additiveScores",       [](const Napi::CallbackInfo& i) { return additive_scores_impl(i, false); });
   fn("additiveScoresAsync",  [](const Napi::CallbackInfo& i) { return additive_scores_impl(i, true); });
+  fn("layerNorm",            [](const Napi::CallbackInfo& i) { return layer_norm_impl(i, false); });
+  fn("layerNormAsync",       [](const Napi::CallbackInfo& i) { return layer_norm_impl(i, true); });
+  fn("activation",           [](const Napi::CallbackInfo& i) { return activation_impl(i, false); });
+  fn("activationAsync",      [](const Napi::CallbackInfo& i) { return activation_impl(i, true); });
+  fn("linear",               [](const Napi::CallbackInfo& i) { return linear_impl(i, false); });
+  fn("linearAsync",          [](const Napi::CallbackInfo& i) { return linear_impl(i, true); });
   fn("l2Normalize",          l2_normalize_impl);
   fn("toFloat32",            to_float32_impl);
   fn("fill",                 fill_impl);
