@@ -25,5 +25,22 @@ export type {
   ForwardResultWithWeights,
   FromStateDictOptions,
 } from './multihead';
+export {
+  TransformerEncoderLayer,
+  TransformerDecoderLayer,
+  TransformerEncoder,
+  TransformerDecoder,
+  TransformerDecoderCache,
+} from './transformer';
+export type {
+  TransformerLayerOptions,
+  TransformerStackOptions,
+  EncoderForwardOptions,
+  DecoderForwardOptions,
+  TransformerFromStateDictOptions,
+  TransformerStackFromStateDictOptions,
+  LinearParameters,
+  LayerNormParameters,
+} from './transformer';
 export { loadSafetensors, saveSafetensors } from './safetensors';
 export type { SafetensorsFile } from './safetensors';

@@ -23,6 +23,12 @@ export interface LayerNormOptions {
   inputBias?: Tensor;
   /** Where to write the result: a Tensor of x's shape with a unit last stride; x or the residual itself for in place. */
   out?: Tensor;
+  /**
+   * Also write x + residual + inputBias here (a pre-norm layer's residual
+   * stream, which continues past the norm): x's shape, a unit last stride; x
+   * or the residual itself for in place. Apart from out.
+   */
+  sumOut?: Tensor;
 }
 
 export interface GeluOptions {
@@ -46,7 +52,7 @@ export interface LinearOptions {
   out?: Tensor;
 }
 
-const LAYER_NORM_OPTIONS = ['weight', 'bias', 'eps', 'residual', 'inputBias', 'out'] as const;
+const LAYER_NORM_OPTIONS = ['weight', 'bias', 'eps', 'residual', 'inputBias', 'out', 'sumOut'] as const;
 const GELU_OPTIONS = ['approximate', 'out'] as const;
 const RELU_OPTIONS = ['out'] as const;
 const LINEAR_OPTIONS = ['bias', 'activation', 'out'] as const;
@@ -76,13 +82,13 @@ function rowVector(name: string, value: unknown, n: number): Tensor {
   return unitLast(t);
 }
 
-/** The given out (x's shape, a unit last stride) or a new tensor. */
-function outputLike(out: unknown, shape: readonly number[]): Tensor {
+/** The given output `name` (x's shape, a unit last stride) or a new tensor. */
+function outputLike(out: unknown, shape: readonly number[], name = 'out'): Tensor {
   if (out === undefined) return Tensor.empty(shape);
-  const o = checkTensor('out', out, 'float32');
-  if (!sameShape(o.shape, shape)) throw new RangeError(expected(`Tensor of shape ${shapeString(shape)}`, 'out', o));
+  const o = checkTensor(name, out, 'float32');
+  if (!sameShape(o.shape, shape)) throw new RangeError(expected(`Tensor of shape ${shapeString(shape)}`, name, o));
   if (o.rank > 0 && o.shape[o.rank - 1] > 1 && o.strides[o.rank - 1] !== 1) {
-    throw new RangeError(expected('Tensor with a unit stride on its last axis', 'out', o));
+    throw new RangeError(expected('Tensor with a unit stride on its last axis', name, o));
   }
   return o;
 }
@@ -132,6 +138,7 @@ function prepareLayerNorm(x: unknown, options: unknown, fn: string): NativeCall 
     residual = unitLast(R).expand(X0.shape);
   }
   const out = outputLike(opts.out, X0.shape);
+  const sum = opts.sumOut === undefined ? null : outputLike(opts.sumOut, X0.shape, 'sumOut');
   const X = unitLast(X0);
   const params = layerNormParams({
     rank: X.rank,
@@ -145,10 +152,12 @@ function prepareLayerNorm(x: unknown, options: unknown, fn: string): NativeCall 
     shiftOffset: shift ? shift.offset : 0,
     weightOffset: weight ? weight.offset : 0,
     biasOffset: bias ? bias.offset : 0,
+    sumStrides: sum ? sum.strides : [],
+    sumOffset: sum ? sum.offset : 0,
     eps,
   });
   const data = (t: Tensor | null) => (t ? (t.data as F32) : null);
-  const args = [X.data as F32, data(residual), data(shift), data(weight), data(bias), out.data as F32, params] as const;
+  const args = [X.data as F32, data(residual), data(shift), data(weight), data(bias), out.data as F32, data(sum), params] as const;
   return { out, run: () => native.layerNorm(...args), runAsync: () => native.layerNormAsync(...args) };
 }
 

@@ -145,30 +145,72 @@ export class KVCache {
 
 // ------------------------------------------------------------ sync / async steps
 
-type Step =
+/**
+ * @internal One kernel call of a module's forward: a matmul, an attention, or
+ * any other operation given in both forms ('op': run now, or off the main
+ * thread).
+ */
+export type Step =
   | { kind: 'matmul'; a: Tensor; b: Tensor | PackedMatrix; options: MatmulOptions }
-  | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: Parameters<typeof attention>[3] };
+  | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: Parameters<typeof attention>[3] }
+  | { kind: 'op'; run: () => Tensor; runAsync: () => Promise<Tensor> };
 
-type Steps<T> = Generator<Step, T, Tensor & AttentionResult>;
+/** @internal A forward as a sequence of steps, each resumed with its result. */
+export type Steps<T> = Generator<Step, T, Tensor & AttentionResult>;
 
-function runSync<T>(gen: Steps<T>): T {
+/** @internal Carries out the steps now. */
+export function runSync<T>(gen: Steps<T>): T {
   let r = gen.next();
   while (!r.done) {
     const s = r.value;
-    const value = s.kind === 'matmul' ? matmul(s.a, s.b, s.options) : attention(s.q, s.k, s.v, s.options);
+    const value = s.kind === 'matmul' ? matmul(s.a, s.b, s.options) : s.kind === 'op' ? s.run() : attention(s.q, s.k, s.v, s.options);
     r = gen.next(value as Tensor & AttentionResult);
   }
   return r.value;
 }
 
-async function runAsync<T>(gen: Steps<T>): Promise<T> {
+/** @internal Carries out the steps off the main thread, one after another. */
+export async function runAsync<T>(gen: Steps<T>): Promise<T> {
   let r = gen.next();
   while (!r.done) {
     const s = r.value;
-    const value = s.kind === 'matmul' ? await matmulAsync(s.a, s.b, s.options) : await attentionAsync(s.q, s.k, s.v, s.options);
+    const value =
+      s.kind === 'matmul'
+        ? await matmulAsync(s.a, s.b, s.options)
+        : s.kind === 'op'
+          ? await s.runAsync()
+          : await attentionAsync(s.q, s.k, s.v, s.options);
     r = gen.next(value as Tensor & AttentionResult);
   }
   return r.value;
+}
+
+/**
+ * @internal Reusable buffers for a module's internal temporaries (never
+ * returned to the caller): one set per forward in flight, so concurrent
+ * forwardAsync calls do not share them.
+ */
+export class Workspaces {
+  private free: Map<string, Tensor>[] = [];
+
+  take(): Map<string, Tensor> {
+    return this.free.pop() ?? new Map();
+  }
+
+  give(ws: Map<string, Tensor>): void {
+    if (this.free.length < 2) this.free.push(ws);
+  }
+
+  /** An uninitialised temporary of `shape` named `name` in workspace `ws` (reused across calls). */
+  static temp(ws: Map<string, Tensor>, name: string, shape: number[]): Tensor {
+    const size = shape.reduce((p, d) => p * d, 1);
+    let t = ws.get(name);
+    if (!t || t.size < size) {
+      t = Tensor.empty([Math.max(size, 1)]);
+      ws.set(name, t);
+    }
+    return t.narrow(0, 0, size).reshape(shape);
+  }
 }
 
 /** y = x Wᵀ + b, written into `out` (x [..., in], W [out, in] packed as Wᵀ); the bias is added in the GEMM's epilogue. */
@@ -410,8 +452,8 @@ function readStateDict(stateDict: unknown, options: unknown): { options: MultiHe
 
 // ------------------------------------------------------------ forward: plan
 
-/** A checked forward call: inputs as [batch, positions, features], masks in attention()'s layouts. */
-interface ForwardPlan {
+/** @internal A checked forward call: inputs as [batch, positions, features], masks in attention()'s layouts. */
+export interface ForwardPlan {
   fn: string;
   batched: boolean;
   /** query, key and value as 3-D tensors, and whether key and value are query itself / one memory. */
@@ -431,6 +473,8 @@ interface ForwardPlan {
   cache: KVCache | undefined;
   /** Extra keys (bias_k / bias_v, the zero key) placed before the others. */
   extra: number;
+  /** Keys and values [B, S, E] projected beforehand (projectMemory): only the queries are projected. */
+  memoryKV?: { K: Tensor; V: Tensor };
   note: (stage: string, t: Tensor | readonly number[]) => void;
 }
 
@@ -595,30 +639,10 @@ export class MultiHeadAttention {
   }
 
   private packedWeights = new Map<string, PackedMatrix>();
-  /** Reusable buffers for a forward's internal temporaries (never returned to the caller). */
-  private workspaces: Map<string, Tensor>[] = [];
+  private workspaces = new Workspaces();
 
-  private takeWorkspace(): Map<string, Tensor> {
-    return this.workspaces.pop() ?? new Map();
-  }
-
-  private returnWorkspace(ws: Map<string, Tensor>): void {
-    if (this.workspaces.length < 2) this.workspaces.push(ws);
-  }
-
-  /** An uninitialised temporary of `shape` from the workspace (reused across calls). */
-  private static temp(ws: Map<string, Tensor>, name: string, shape: number[]): Tensor {
-    const size = shape.reduce((p, d) => p * d, 1);
-    let t = ws.get(name);
-    if (!t || t.size < size) {
-      t = Tensor.empty([Math.max(size, 1)]);
-      ws.set(name, t);
-    }
-    return t.narrow(0, 0, size).reshape(shape);
-  }
-
-  /** The projection weight `name` packed as Wᵀ for the GEMM, packed on first use. */
-  private packed(name: string, w: Tensor): PackedMatrix {
+  /** @internal The projection weight `name` packed as Wᵀ for the GEMM, packed on first use. */
+  packed(name: string, w: Tensor): PackedMatrix {
     let p = this.packedWeights.get(name);
     if (!p) {
       p = packMatrix(w, { transpose: true });
@@ -650,11 +674,11 @@ export class MultiHeadAttention {
   forward(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): ForwardResult;
   forward(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): ForwardResult {
     const plan = this.planForward(query, key, value, options, 'forward');
-    const ws = this.takeWorkspace();
+    const ws = this.workspaces.take();
     try {
       return runSync(this.compute(plan, ws));
     } finally {
-      this.returnWorkspace(ws);
+      this.workspaces.give(ws);
     }
   }
 
@@ -668,11 +692,11 @@ export class MultiHeadAttention {
   forwardAsync(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): Promise<ForwardResult>;
   async forwardAsync(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): Promise<ForwardResult> {
     const plan = this.planForward(query, key, value, options, 'forwardAsync');
-    const ws = this.takeWorkspace();
+    const ws = this.workspaces.take();
     try {
       return await runAsync(this.compute(plan, ws));
     } finally {
-      this.returnWorkspace(ws);
+      this.workspaces.give(ws);
     }
   }
 
@@ -720,8 +744,8 @@ export class MultiHeadAttention {
     if (this.addBiasKV || this.addZeroAttn) throw new RangeError(`${fn}: kvCache does not support addBiasKV or addZeroAttn`);
   }
 
-  /** Checks a forward call and lays out its inputs and masks; runs no kernel. */
-  private planForward(query: unknown, key: unknown, value: unknown, options: unknown, fn: string): ForwardPlan {
+  /** @internal Checks a forward call and lays out its inputs and masks; runs no kernel. */
+  planForward(query: unknown, key: unknown, value: unknown, options: unknown, fn: string): ForwardPlan {
     const [Q0, K0, V0] = this.checkInputs(query, key, value);
     const opts = checkOptions<ForwardOptions>(fn, options, FORWARD_OPTIONS);
     this.checkShapes(Q0, K0, V0, fn);
@@ -762,6 +786,11 @@ export class MultiHeadAttention {
     const { B, L, S, note } = p;
     const bias = this.inProjBias;
     note('input', p.q3);
+    if (p.memoryKV) {
+      // Keys and values projected once for many queries (a decoder's cross-attention cache).
+      const Q = yield* linear(p.q3, this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), temp('q', [B, L, E]));
+      return { Q, ...p.memoryKV };
+    }
     if (this.inProjWeight && p.selfAttention) {
       const qkv = yield* linear(p.q3, this.packed('qkv', this.inProjWeight), bias, temp('qkv', [B, L, 3 * E]));
       note('QKV = X · [W^Q W^K W^V]ᵀ', qkv);
@@ -792,9 +821,48 @@ export class MultiHeadAttention {
     return { Q, K: prependRows(K, rows(this.biasK)), V: prependRows(V, rows(this.biasV)) };
   }
 
+  /**
+   * @internal The keys and values of one memory [B, S, kdim] for many
+   * queries, written into `out` [B, S, 2E] (K, then V): with a packed input
+   * projection, one GEMM. Pass them as the plan's memoryKV.
+   */
+  *projectMemory(memory: Tensor, out: Tensor): Steps<{ K: Tensor; V: Tensor }> {
+    const E = this.embedDim;
+    const bias = this.inProjBias;
+    if (this.inProjWeight) {
+      yield* linear(memory, this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), out);
+    } else {
+      yield* linear(memory, this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), out.narrow(2, 0, E));
+      yield* linear(memory, this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), out.narrow(2, E, E));
+    }
+    return { K: out.narrow(2, 0, E), V: out.narrow(2, E, E) };
+  }
+
   /** The kernels of a planned forward, as steps that runSync or runAsync carry out. */
   private *compute(p: ForwardPlan, ws: Map<string, Tensor>): Steps<ForwardResult> {
-    const temp = (name: string, shape: number[]) => MultiHeadAttention.temp(ws, name, shape);
+    const { B, L, note } = p;
+    const E = this.embedDim;
+    const { merged, att } = yield* this.attend(p, ws);
+
+    // Output projection W^O.
+    const y = yield* linear(merged, this.packed('out', this.outProjWeight), this.outProjBias, Tensor.empty([B, L, E]));
+    note('output = concat · W^O', y);
+
+    let weights = att.weights;
+    if (weights && p.extra > 0) weights = extraKeysLast(weights, p.extra);
+    if (weights && p.averageWeights) weights = yield* averageHeads(weights);
+    const output = p.batched ? y : y.reshape([L, E]);
+    if (weights && !p.batched) weights = weights.reshape(weights.shape.slice(1));
+    return weights ? { output, weights } : { output };
+  }
+
+  /**
+   * @internal The projections and attention of a planned forward: the heads
+   * merged into [B, L, E] (a view of workspace `ws`, before the output
+   * projection), and attention's result (with the weights when asked).
+   */
+  *attend(p: ForwardPlan, ws: Map<string, Tensor>): Steps<{ merged: Tensor; att: AttentionResult }> {
+    const temp = (name: string, shape: number[]) => Workspaces.temp(ws, name, shape);
     const E = this.embedDim;
     const h = this.numHeads;
     const { B, L, note } = p;
@@ -820,16 +888,6 @@ export class MultiHeadAttention {
     const att = (yield { kind: 'attention', q: Qh, k: Kh, v: Vh, options }) as AttentionResult;
     note('softmax(QKᵀ/√d_k) · V per head', out);
     note('concat heads', merged);
-
-    // Output projection W^O.
-    const y = yield* linear(merged, this.packed('out', this.outProjWeight), this.outProjBias, Tensor.empty([B, L, E]));
-    note('output = concat · W^O', y);
-
-    let weights = att.weights;
-    if (weights && p.extra > 0) weights = extraKeysLast(weights, p.extra);
-    if (weights && p.averageWeights) weights = yield* averageHeads(weights);
-    const output = p.batched ? y : y.reshape([L, E]);
-    if (weights && !p.batched) weights = weights.reshape(weights.shape.slice(1));
-    return weights ? { output, weights } : { output };
+    return { merged, att };
   }
 }

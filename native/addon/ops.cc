@@ -684,15 +684,15 @@ int read_shape(Napi::Env env, ParamReader<P>& p, long* shape) {
   return rank;
 }
 
-// layerNorm(x, residual | null, shift | null, weight | null, bias | null, out, params)
-// out may be x or the residual exactly (same layout); otherwise it shares no
-// memory with any input.
+// layerNorm(x, residual | null, shift | null, weight | null, bias | null, out, sum | null, params)
+// out and sum may each be x or the residual exactly (same layout); otherwise
+// they share no memory with any input, nor with each other.
 Napi::Value layer_norm_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::LayerNorm;
   Napi::Env env = info.Env();
   F32Arg x = get_f32(info, 0, "x");
   F32Arg out = get_f32(info, 5, "out");
-  ParamReader<P> p(info, 6);
+  ParamReader<P> p(info, 7);
   LayerNormArgs a;
   a.rank = read_shape(env, p, a.shape);
   const int rank = a.rank;
@@ -703,28 +703,43 @@ Napi::Value layer_norm_impl(const Napi::CallbackInfo& info, bool async) {
   RowView rv;
   if (!is_absent(info[1])) rv = read_rows(env, p, get_f32(info, 1, "residual"), rank, a.shape, P::kResidualStrides,
                                           P::kResidualOffset, "residual");
+  RowView sv;
+  if (!is_absent(info[6])) {
+    sv = read_rows(env, p, get_f32(info, 6, "sum"), rank, a.shape, P::kSumStrides, P::kSumOffset, "sum");
+    check_distinct(env, rank, a.shape, sv.strides, "sum");
+  }
   a.shift = optional_row(info, 2, p.number(P::kShiftOffset), cols, "shift");
   a.gamma = optional_row(info, 3, p.number(P::kWeightOffset), cols, "weight");
   a.beta = optional_row(info, 4, p.number(P::kBiasOffset), cols, "bias");
   const double eps = p.number(P::kEps);
   if (!std::isfinite(eps) || eps < 0) throw_range(env, "Expected finite non-negative number for eps but received " + std::to_string(eps));
   a.eps = static_cast<float>(eps);
-  const std::size_t ob = static_cast<std::size_t>(ov.extent) * 4, row = static_cast<std::size_t>(cols) * 4;
-  if (clashes(ov, xv, rank, a.shape) || clashes(ov, rv, rank, a.shape) ||
-      overlaps(ov.ptr, ob, a.shift, a.shift ? row : 0) || overlaps(ov.ptr, ob, a.gamma, a.gamma ? row : 0) ||
-      overlaps(ov.ptr, ob, a.beta, a.beta ? row : 0)) {
-    throw_range(env, "out must be x or the residual itself, or share no memory with the inputs");
+  const std::size_t row = static_cast<std::size_t>(cols) * 4;
+  for (const RowView* o : {&ov, static_cast<const RowView*>(&sv)}) {
+    if (!o->ptr) continue;
+    const std::size_t ob = static_cast<std::size_t>(o->extent) * 4;
+    if (clashes(*o, xv, rank, a.shape) || clashes(*o, rv, rank, a.shape) ||
+        overlaps(o->ptr, ob, a.shift, a.shift ? row : 0) || overlaps(o->ptr, ob, a.gamma, a.gamma ? row : 0) ||
+        overlaps(o->ptr, ob, a.beta, a.beta ? row : 0)) {
+      throw_range(env, std::string(o == &ov ? "out" : "sum") +
+                           " must be x or the residual itself, or share no memory with the inputs");
+    }
+  }
+  if (sv.ptr && overlaps(ov.ptr, static_cast<std::size_t>(ov.extent) * 4, sv.ptr, static_cast<std::size_t>(sv.extent) * 4)) {
+    throw_range(env, "out and sum must not share memory");
   }
   a.x = xv.ptr;
   for (int d = 0; d < rank; ++d) {
     a.x_strides[d] = xv.strides[d];
     a.y_strides[d] = ov.strides[d];
     a.r_strides[d] = rv.strides[d];
+    a.sum_strides[d] = sv.strides[d];
   }
   a.residual = rv.ptr;
   a.y = ov.ptr;
+  a.sum = sv.ptr;
   const KernelTable* kt = &kernels();
-  return run(info, async, 6, [kt, a] { layer_norm(*kt, a); });
+  return run(info, async, 7, [kt, a] { layer_norm(*kt, a); });
 }
 
 // activation(x, out, params): out may be x itself (same layout) or share no memory with it.

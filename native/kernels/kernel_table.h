@@ -78,12 +78,14 @@ struct KernelTable {
   void (*activation_array)(int act, const float* x, float* y, long n);
 
   // One LayerNorm row of n entries: z = x (+ r) (+ shift), then
-  // y = (z - mean(z)) / sqrt(var(z) + eps) (* gamma) (+ beta). r, shift,
-  // gamma and beta may be null; y may be x or r. The statistics are taken in
-  // float32 from z minus the row's first entry (exact for rows far from 0),
-  // so a large mean costs no accuracy.
+  // y = (z - mean(z)) / sqrt(var(z) + eps) (* gamma) (+ beta), and z itself
+  // into sum when it is not null (a pre-norm layer's residual stream). r,
+  // shift, gamma, beta and sum may be null; y and sum may each be x or r,
+  // not each other. The statistics are taken in float32 from z minus the
+  // row's first entry (exact for rows far from 0), so a large mean costs no
+  // accuracy.
   void (*layer_norm_row)(const float* x, const float* r, const float* shift, const float* gamma,
-                         const float* beta, float* y, long n, float eps);
+                         const float* beta, float* y, float* sum, long n, float eps);
 
   // Additive attention scores for one query row:
   // out[j] = sum_h w[h] * tanh(qb[h] + pk[j * pk_stride + h]), j < sk, h < hd.

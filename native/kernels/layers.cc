@@ -24,11 +24,15 @@ void layer_norm(const KernelTable& kt, const LayerNormArgs& a) {
   if (rows == 0 || cols == 0) return;
   const long tasks = task_count(rows, rows * cols, kElemsPerTask);
   parallel_ranges(rows, tasks, [&](long r0, long r1) {
+    // Offsets of x and y, then of the residual and the sum (which share one
+    // walk when their strides agree, as they do in the layers).
     const long* strides[3] = {a.x_strides, a.y_strides, a.r_strides};
-    Odometer od(lead, a.shape, a.residual ? 3 : 2, strides, r0);
-    for (long r = r0; r < r1; ++r, od.next()) {
+    const long* sum_strides[1] = {a.sum_strides};
+    Odometer od(lead, a.shape, 3, strides, r0);
+    Odometer os(lead, a.shape, 1, sum_strides, r0);
+    for (long r = r0; r < r1; ++r, od.next(), os.next()) {
       kt.layer_norm_row(a.x + od.off[0], a.residual ? a.residual + od.off[2] : nullptr, a.shift, a.gamma, a.beta,
-                        a.y + od.off[1], cols, a.eps);
+                        a.y + od.off[1], a.sum ? a.sum + os.off[0] : nullptr, cols, a.eps);
     }
   });
 }

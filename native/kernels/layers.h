@@ -9,9 +9,10 @@
 namespace attn {
 
 // y = LayerNorm(x + residual + shift) * gamma + beta along the last axis of
-// `shape`. residual has x's shape (its own strides, 0 to broadcast); shift,
-// gamma and beta are [cols] and may be null, as may residual. y may be x or
-// the residual (same strides), otherwise apart from every input.
+// `shape`, and sum = x + residual + shift when sum is not null. residual has
+// x's shape (its own strides, 0 to broadcast); shift, gamma and beta are
+// [cols] and may be null, as may residual. y and sum may each be x or the
+// residual (same strides), otherwise apart from every input and each other.
 struct LayerNormArgs {
   int rank = 1;
   long shape[kMaxRank] = {};
@@ -24,6 +25,8 @@ struct LayerNormArgs {
   const float* beta = nullptr;
   float* y = nullptr;
   long y_strides[kMaxRank] = {};
+  float* sum = nullptr;
+  long sum_strides[kMaxRank] = {};
   float eps = 1e-5f;
 };
 

@@ -1011,7 +1011,7 @@ void test_layer_norm(const KernelTable& kt) {
         const float* sp = use_sh ? sh.data() : nullptr;
         const float* gp = use_g ? g.data() : nullptr;
         const float* bp = use_b ? b.data() : nullptr;
-        kt.layer_norm_row(x.data(), rp, sp, gp, bp, y.data(), n, 1e-5f);
+        kt.layer_norm_row(x.data(), rp, sp, gp, bp, y.data(), nullptr, n, 1e-5f);
         std::vector<double> ref(static_cast<std::size_t>(n));
         layer_norm_ref(x.data(), rp, sp, gp, bp, n, 1e-5, ref.data());
         double err = 0;
@@ -1022,20 +1022,33 @@ void test_layer_norm(const KernelTable& kt) {
                   " far " + std::to_string(far) + " err " + std::to_string(err));
         // In place over x (and over the residual) gives the same bits.
         std::vector<float> xi = x, ri = r;
-        kt.layer_norm_row(xi.data(), rp, sp, gp, bp, xi.data(), n, 1e-5f);
+        kt.layer_norm_row(xi.data(), rp, sp, gp, bp, xi.data(), nullptr, n, 1e-5f);
         bool same = std::memcmp(xi.data(), y.data(), static_cast<std::size_t>(n) * 4) == 0;
         if (use_r) {
-          kt.layer_norm_row(x.data(), ri.data(), sp, gp, bp, ri.data(), n, 1e-5f);
+          kt.layer_norm_row(x.data(), ri.data(), sp, gp, bp, ri.data(), nullptr, n, 1e-5f);
           same = same && std::memcmp(ri.data(), y.data(), static_cast<std::size_t>(n) * 4) == 0;
         }
         check(same, std::string(kt.name) + " layer_norm in place n=" + std::to_string(n));
+        // The sum output: z = (x + r) + shift in float32, here over the
+        // residual (or x) in place; y unchanged.
+        std::vector<float> zs = use_r ? r : x, y2(static_cast<std::size_t>(n));
+        kt.layer_norm_row(use_r ? x.data() : zs.data(), use_r ? zs.data() : nullptr, sp, gp, bp, y2.data(), zs.data(), n,
+                          1e-5f);
+        bool sum_ok = std::memcmp(y2.data(), y.data(), static_cast<std::size_t>(n) * 4) == 0;
+        for (long j = 0; j < n; ++j) {
+          float z = x[static_cast<std::size_t>(j)];
+          if (use_r) z = z + r[static_cast<std::size_t>(j)];
+          if (use_sh) z = z + sh[static_cast<std::size_t>(j)];
+          sum_ok = sum_ok && zs[static_cast<std::size_t>(j)] == z;
+        }
+        check(sum_ok, std::string(kt.name) + " layer_norm sum output n=" + std::to_string(n));
       }
     }
   std::printf("  %s layer_norm: max error %.2e (rows near 0), %.2e (rows with mean 1e4 or -3e5)\n", kt.name,
               worst_plain, worst_far);
   {  // A constant row with eps 1e-12: zeros (+ beta), not NaN.
     std::vector<float> x(50, 3.25f), b(50, 0.5f), y(50);
-    kt.layer_norm_row(x.data(), nullptr, nullptr, nullptr, b.data(), y.data(), 50, 1e-12f);
+    kt.layer_norm_row(x.data(), nullptr, nullptr, nullptr, b.data(), y.data(), nullptr, 50, 1e-12f);
     bool ok = true;
     for (float v : y) ok = ok && v == 0.5f;
     check(ok, std::string(kt.name) + " layer_norm of a constant row is beta");
@@ -1083,7 +1096,7 @@ void test_layer_norm(const KernelTable& kt) {
         const float* xr = x.data() + bi * S * (E + 5) + s * (E + 5);
         layer_norm_ref(xr, r.data() + s * E, sh.data(), g.data(), bt.data(), E, 1e-6, ref.data());
         std::vector<float> row(static_cast<std::size_t>(E));
-        kt.layer_norm_row(xr, r.data() + s * E, sh.data(), g.data(), bt.data(), row.data(), E, 1e-6f);
+        kt.layer_norm_row(xr, r.data() + s * E, sh.data(), g.data(), bt.data(), row.data(), nullptr, E, 1e-6f);
         for (long j = 0; j < E; ++j) {
           const float got = y[static_cast<std::size_t>((bi * S + s) * E + j)];
           err = std::fmax(err, std::fabs(got - ref[static_cast<std::size_t>(j)]));
