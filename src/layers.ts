@@ -277,8 +277,8 @@ function prepareLinear(x: unknown, weight: unknown, options: unknown, fn: string
     n = W.shape[0];
     const [sr, sc] = W.strides;
     let layout: { ld: number; transposed: number } | null = null;
-    if ((k <= 1 || sc === 1) && (n <= 1 || sr >= k)) layout = { ld: n <= 1 ? Math.max(k, 1) : sr, transposed: 0 };
-    else if ((n <= 1 || sr === 1) && (k <= 1 || sc >= n)) layout = { ld: k <= 1 ? Math.max(n, 1) : sc, transposed: 1 };
+    if ((k <= 1 || sc === 1) && (n <= 1 || sr >= k)) layout = { ld: Math.max(n <= 1 ? k : sr, 1), transposed: 0 };
+    else if ((n <= 1 || sr === 1) && (k <= 1 || sc >= n)) layout = { ld: Math.max(k <= 1 ? n : sc, 1), transposed: 1 };
     if (!layout) {
       W = W.contiguous();
       layout = { ld: Math.max(k, 1), transposed: 0 };

@@ -487,6 +487,7 @@ abstract class LayerBase {
   /** @internal */
   protected readonly workspaces = new Workspaces();
 
+  /** @internal */
   protected constructor(init: LayerInit) {
     const { config: c, weights: w } = init;
     this.dModel = c.dModel;
@@ -503,9 +504,9 @@ abstract class LayerBase {
     this.norm2 = w.norms[1];
   }
 
-  /** The MultiheadAttention modules, by their state-dict names. */
+  /** @internal The MultiheadAttention modules, by their state-dict names. */
   protected abstract attentions(): [string, MultiHeadAttention][];
-  /** The LayerNorms, by their state-dict names. */
+  /** @internal The LayerNorms, by their state-dict names. */
   protected abstract norms(): [string, LayerNormParameters][];
 
   /** The parameters under PyTorch's names (the module's own tensors, not copies). */
@@ -627,10 +628,12 @@ export class TransformerEncoderLayer extends LayerBase {
     return new TransformerEncoderLayer(config, new LayerInit(config, weights));
   }
 
+  /** @internal */
   protected attentions(): [string, MultiHeadAttention][] {
     return [['self_attn', this.selfAttn]];
   }
 
+  /** @internal */
   protected norms(): [string, LayerNormParameters][] {
     return [
       ['norm1', this.norm1],
@@ -700,6 +703,7 @@ export class TransformerDecoderLayer extends LayerBase {
     return new TransformerDecoderLayer(config, new LayerInit(config, weights));
   }
 
+  /** @internal */
   protected attentions(): [string, MultiHeadAttention][] {
     return [
       ['self_attn', this.selfAttn],
@@ -707,6 +711,7 @@ export class TransformerDecoderLayer extends LayerBase {
     ];
   }
 
+  /** @internal */
   protected norms(): [string, LayerNormParameters][] {
     return [
       ['norm1', this.norm1],
@@ -890,6 +895,7 @@ abstract class StackBase<L extends LayerBase> {
   /** @internal */
   protected readonly workspaces = new Workspaces();
 
+  /** @internal */
   protected constructor(layers: L[], norm: LayerNormParameters | undefined) {
     this.layers = Object.freeze(layers);
     this.norm = norm;

@@ -147,9 +147,10 @@ const void* mask_data(const Napi::CallbackInfo& info, std::size_t i, long kind, 
 // below 2^53; A, out and the optional bias (argument 3, at bias_offset) fit
 // their arrays; out's batch items are disjoint and out shares memory with
 // neither A nor the bias. Sets g.a, g.c and g.bias; g's shape and strides
-// must be set. `inputs` names the operands out must stay apart from.
+// must be set. `inputs` names the operands out must stay apart from, `a_name`
+// the left operand.
 void bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& a, long off_a, const F32Arg& c,
-                     long off_c, double bias_offset, const char* inputs) {
+                     long off_c, double bias_offset, const char* inputs, const char* a_name = "a") {
   Napi::Env env = info.Env();
   if (g.lda < (g.trans_a ? g.m : g.k)) throw_range(env, "lda is smaller than the rows it must hold");
   if (g.ldc < g.n) throw_range(env, "ldc is smaller than n");
@@ -161,7 +162,7 @@ void bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& 
                        static_cast<double>(g.stride_c) + 1);
   if (span > 9.0e15) throw_range(env, "gemm operands span more than 2^53 elements");
   const long ea = gemm_extent_a(g), ec = gemm_extent_c(g);
-  check_fits(env, "a", off_a, ea, a.length);
+  check_fits(env, a_name, off_a, ea, a.length);
   check_fits(env, "out", off_c, ec, c.length);
   if (g.batch > 1 && g.m > 0 && g.n > 0 && g.stride_c < (g.m - 1) * g.ldc + g.n) {
     throw_range(env, "out batch items overlap (strideC is smaller than one m x n item)");
@@ -797,7 +798,7 @@ Napi::Value linear_impl(const Napi::CallbackInfo& info, bool async) {
     off_w = p.integer(P::kWOffset, 0, kMaxIndex, "offset of weight");
     if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldw is smaller than the rows it must hold");
   }
-  bind_a_out_bias(info, g, x, off_x, c, off_c, p.number(P::kBiasOffset), "x or the weight");
+  bind_a_out_bias(info, g, x, off_x, c, off_c, p.number(P::kBiasOffset), "x or the weight", "x");
   if (pm) return run(info, async, 4, [g, pm] { sgemm_with_packed(g, *pm); });
   const long ew = gemm_extent_b(g);
   check_fits(env, "weight", off_w, ew, w.length);
