@@ -10,7 +10,7 @@
 //
 //   npm run bench                 full run (a few minutes)
 //   npm run bench -- --smoke      tiny sizes, few repeats (CI: checks it runs and agrees)
-//   npm run bench -- --only gemm  sections: gemm, softmax, attention (comma-separated)
+//   npm run bench -- --only gemm  sections: gemm, softmax, attention, layers (comma-separated)
 //   npm run bench -- --json out.json
 //   npm run bench -- --chart-from bench/out/report.json   redraw the chart only
 //
@@ -373,6 +373,131 @@ async function benchAttention(report) {
   if (!SMOKE) writeChart(rows);
 }
 
+// ---------------------------------------------------------------- Transformer encoder layer
+// A post-norm encoder layer with exact GELU, against the graph onnxruntime's
+// optimizer makes of one on CPU (what its BERT fusions produce): com.microsoft
+// Attention (QKV projection and attention) -> MatMul (output projection) ->
+// SkipLayerNormalization (residual, output bias, norm1) -> MatMul (linear1) ->
+// BiasGelu -> MatMul (linear2) -> SkipLayerNormalization (residual, bias, norm2).
+function encoderLayerModel(layer, B, S) {
+  const E = layer.dModel;
+  const F = layer.dimFeedforward;
+  const t = (x) => x.transpose().contiguous(); // ONNX MatMul and Attention take [in, out]
+  const a = layer.selfAttn;
+  return buildModel({
+    opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
+    nodes: [
+      { opType: 'Attention', domain: 'com.microsoft', inputs: ['x', 'wqkv', 'bqkv'], outputs: ['att'], attrs: { num_heads: layer.numHeads } },
+      { opType: 'MatMul', inputs: ['att', 'wo'], outputs: ['proj'] },
+      { opType: 'SkipLayerNormalization', domain: 'com.microsoft', inputs: ['proj', 'x', 'g1', 'b1', 'bo'], outputs: ['x1'], attrs: { epsilon: layer.layerNormEps } },
+      { opType: 'MatMul', inputs: ['x1', 'w1'], outputs: ['h'] },
+      { opType: 'BiasGelu', domain: 'com.microsoft', inputs: ['h', 'bf1'], outputs: ['g'] },
+      { opType: 'MatMul', inputs: ['g', 'w2'], outputs: ['f'] },
+      { opType: 'SkipLayerNormalization', domain: 'com.microsoft', inputs: ['f', 'x1', 'g2', 'b2', 'bf2'], outputs: ['y'], attrs: { epsilon: layer.layerNormEps } },
+    ],
+    inputs: [{ name: 'x', dims: [B, S, E] }],
+    outputs: [{ name: 'y', dims: [B, S, E] }],
+    initializers: [
+      { name: 'wqkv', dims: [E, 3 * E], data: t(a.inProjWeight).data },
+      { name: 'bqkv', dims: [3 * E], data: a.inProjBias.data },
+      { name: 'wo', dims: [E, E], data: t(a.outProjWeight).data },
+      { name: 'bo', dims: [E], data: a.outProjBias.data },
+      { name: 'g1', dims: [E], data: layer.norm1.weight.data },
+      { name: 'b1', dims: [E], data: layer.norm1.bias.data },
+      { name: 'w1', dims: [E, F], data: t(layer.linear1.weight).data },
+      { name: 'bf1', dims: [F], data: layer.linear1.bias.data },
+      { name: 'w2', dims: [F, E], data: t(layer.linear2.weight).data },
+      { name: 'bf2', dims: [E], data: layer.linear2.bias.data },
+      { name: 'g2', dims: [E], data: layer.norm2.weight.data },
+      { name: 'b2', dims: [E], data: layer.norm2.bias.data },
+    ],
+  });
+}
+
+/** A post-norm, exact-GELU encoder layer with every bias and norm parameter set to random values. */
+function encoderLayer({ E, heads, F, eps }, seed) {
+  const layer = new ak.TransformerEncoderLayer({ dModel: E, numHeads: heads, dimFeedforward: F, activation: 'gelu', layerNormEps: eps, seed });
+  const params = [layer.selfAttn.inProjBias, layer.selfAttn.outProjBias, layer.linear1.bias, layer.linear2.bias, layer.norm1.bias, layer.norm2.bias];
+  params.forEach((p, i) => p.assign(ak.Tensor.randn(p.shape, { seed: seed * 16 + i, std: 0.1 })));
+  for (const [i, n] of [layer.norm1, layer.norm2].entries()) n.weight.assign(ak.Tensor.uniform(n.weight.shape, { seed: seed * 16 + 8 + i, low: 0.5, high: 1.5 }));
+  layer.refreshWeights();
+  return layer;
+}
+
+async function benchLayers(report, peak) {
+  const models = SMOKE
+    ? [{ name: 'tiny', E: 64, heads: 4, F: 128, eps: 1e-12 }]
+    : [
+        { name: 'BERT-base', E: 768, heads: 12, F: 3072, eps: 1e-12 },
+        { name: 'MiniLM', E: 384, heads: 12, F: 1536, eps: 1e-12 },
+      ];
+  const shapes = SMOKE ? [[1, 16], [2, 20]] : [[1, 128], [8, 128], [1, 512]];
+  const rows = [];
+  for (const [mi, cfg] of models.entries()) {
+    const layer = encoderLayer(cfg, 40 + mi);
+    for (const threads of [1, 2]) {
+      for (const [B, S] of shapes) {
+        ak.setNumThreads(threads);
+        const { E, F } = cfg;
+        const x = ak.Tensor.randn([B, S, E], { seed: 7 });
+        const s = await session(encoderLayerModel(layer, B, S), threads);
+        const feeds = { x: ortTensor(x) };
+        const fetch = { y: new ort.Tensor('float32', new Float32Array(B * S * E), [B, S, E]) };
+        const diff = maxAbsDiff(layer.forward(x).data, (await s.run(feeds)).y.data);
+        const t = await compare({
+          ours: async () => layer.forward(x),
+          ort: async () => s.run(feeds),
+          ortPre: async () => s.run(feeds, fetch),
+        });
+        const ortBest = Math.min(t.ort, t.ortPre);
+        const flops = 2 * B * S * E * (4 * E + 2 * F) + 4 * B * S * S * E;
+        rows.push({
+          model: cfg.name,
+          dModel: E,
+          heads: cfg.heads,
+          dimFeedforward: F,
+          batch: B,
+          seq: S,
+          threads,
+          oursMs: t.ours * 1e3,
+          ortMs: ortBest * 1e3,
+          ortAllocatingMs: t.ort * 1e3,
+          ortPreallocatedMs: t.ortPre * 1e3,
+          speedup: ortBest / t.ours,
+          oursGflops: flops / t.ours / 1e9,
+          percentOfPeak: (100 * flops) / t.ours / 1e9 / (peak * threads),
+          ortPercentOfPeak: (100 * flops) / ortBest / 1e9 / (peak * threads),
+          maxAbsDiff: diff,
+          repeats: t.reps,
+        });
+        await s.release();
+      }
+    }
+  }
+  ak.setNumThreads(os.availableParallelism());
+  report.encoderLayer = rows;
+  console.log(
+    '\nTransformer encoder layer (post-norm, exact GELU, eps 1e-12): forward returning a new tensor, against onnxruntime\'s fused graph' +
+      ' (Attention, MatMul, SkipLayerNormalization, MatMul, BiasGelu, MatMul, SkipLayerNormalization)',
+  );
+  table(
+    ['model', 'batch', 'seq', 'threads', 'ours ms', 'ort ms', 'speedup', 'GFLOP/s', '% of peak', 'ort % of peak', 'max |Δ|'],
+    rows.map((r) => [
+      `${r.model} (${r.dModel}, ${r.heads}, ${r.dimFeedforward})`,
+      r.batch,
+      r.seq,
+      r.threads,
+      r.oursMs.toFixed(3),
+      r.ortMs.toFixed(3),
+      `${r.speedup.toFixed(2)}x`,
+      r.oursGflops.toFixed(1),
+      r.percentOfPeak.toFixed(1),
+      r.ortPercentOfPeak.toFixed(1),
+      r.maxAbsDiff.toExponential(1),
+    ]),
+  );
+}
+
 /** Throughput (tokens/s) against sequence length, one thread, ours and onnxruntime's. */
 function writeChart(rows) {
   const W = 820;
@@ -461,6 +586,7 @@ async function main() {
   if (want('gemm')) await benchGemm(report, peak);
   if (want('softmax')) await benchSoftmax(report);
   if (want('attention')) await benchAttention(report);
+  if (want('layers')) await benchLayers(report, peak);
 
   fs.mkdirSync(path.dirname(JSON_PATH), { recursive: true });
   fs.writeFileSync(JSON_PATH, JSON.stringify(report, null, 2) + '\n');
@@ -468,7 +594,9 @@ async function main() {
   if (SMOKE) {
     // The smoke run is also a cross-check against onnxruntime.
     const mha = report.multiheadAttention || { rows: [], decode: [] };
-    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...mha.rows, ...mha.decode].map((r) => r.maxAbsDiff);
+    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...mha.rows, ...mha.decode, ...(report.encoderLayer || [])].map(
+      (r) => r.maxAbsDiff,
+    );
     const worst = Math.max(0, ...diffs);
     if (!(worst < 1e-3)) {
       console.error(`outputs differ from onnxruntime by ${worst}`);
