@@ -236,6 +236,8 @@ export class TransformerDecoderCache {
   memoryKV: { K: Tensor; V: Tensor }[] = [];
   /** @internal The memory tensor they were projected from. */
   memory: Tensor | undefined;
+  /** @internal A forward is using the cache. */
+  busy = false;
 
   /** @internal Use createCache. */
   constructor(batch: number, layers: number, numHeads: number, headDim: number, capacity: number) {
@@ -729,13 +731,13 @@ export class TransformerDecoderLayer extends LayerBase {
   /** tgt [batch, T, dModel], memory [batch, S, dModel] (or both unbatched) → a new Tensor shaped like tgt. */
   forward(tgt: Tensor, memory: Tensor, options?: DecoderForwardOptions): Tensor {
     const p = planDecoder([this], tgt, memory, options, 'forward');
-    return withWorkspace(this.workspaces, (ws) => decoderSteps([this], undefined, p, ws, 'forward'), false);
+    return runDecoder(this.workspaces, [this], undefined, p, 'forward', false);
   }
 
   /** forward off the main thread. */
   async forwardAsync(tgt: Tensor, memory: Tensor, options?: DecoderForwardOptions): Promise<Tensor> {
     const p = planDecoder([this], tgt, memory, options, 'forwardAsync');
-    return await withWorkspace(this.workspaces, (ws) => decoderSteps([this], undefined, p, ws, 'forwardAsync'), true);
+    return await runDecoder(this.workspaces, [this], undefined, p, 'forwardAsync', true);
   }
 
   /** @internal The layer on x [B, T, E] into out (which may be x), layer `index` of the cache. */
@@ -802,8 +804,6 @@ function planEncoder(first: LayerBase, src: unknown, options: unknown, fn: strin
 interface DecoderPlan {
   tgt: Tensor;
   memory: Tensor;
-  /** memory as the caller passed it (a cache remembers which tensor it projected). */
-  given: Tensor;
   batched: boolean;
   selfMasks: AttnMasks;
   crossMasks: AttnMasks;
@@ -830,6 +830,7 @@ function planDecoder(layers: TransformerDecoderLayer[], tgt: unknown, memory: un
     if (cache.memory !== undefined && cache.memory !== memory) {
       throw new RangeError(`${fn}: cache holds the keys and values of another memory tensor; pass the same memory every step, or call cache.reset() first`);
     }
+    if (cache.busy) throw new RangeError(`${fn}: cache is in use by a forward that has not settled; one forward at a time per cache`);
   }
   const h = first.numHeads;
   const keys = (cache ? cache.length : 0) + T;
@@ -841,7 +842,27 @@ function planDecoder(layers: TransformerDecoderLayer[], tgt: unknown, memory: un
   if (opts.memoryKeyPaddingMask !== undefined) {
     crossMasks.keyPaddingMask = checkKeyPadding('memoryKeyPaddingMask', opts.memoryKeyPaddingMask, B, S, batched);
   }
-  return { tgt: t, memory: mem.t, given: memory as Tensor, batched, selfMasks, crossMasks, cache };
+  if (cache && cache.memory === undefined) {
+    cache.memory = memory as Tensor; // its keys and values are projected by the first forward
+    cache.memoryKV = [];
+  }
+  return { tgt: t, memory: mem.t, batched, selfMasks, crossMasks, cache };
+}
+
+/** The decoder's steps with a workspace from `pool`, now or off the main thread, the cache marked in use meanwhile. */
+function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: LayerNormParameters | undefined, p: DecoderPlan, fn: string, async: false): Tensor;
+function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: LayerNormParameters | undefined, p: DecoderPlan, fn: string, async: true): Promise<Tensor>;
+function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: LayerNormParameters | undefined, p: DecoderPlan, fn: string, async: boolean): Tensor | Promise<Tensor> {
+  const cache = p.cache;
+  const steps = (ws: Map<string, Tensor>) => decoderSteps(layers, norm, p, ws, fn);
+  if (!cache) return async ? withWorkspace(pool, steps, true) : withWorkspace(pool, steps, false);
+  cache.busy = true;
+  if (async) return withWorkspace(pool, steps, true).finally(() => (cache.busy = false));
+  try {
+    return withWorkspace(pool, steps, false);
+  } finally {
+    cache.busy = false;
+  }
 }
 
 /** The result shaped like the input (unbatched inputs give unbatched results). */
@@ -865,7 +886,6 @@ function* decoderSteps(layers: TransformerDecoderLayer[], norm: LayerNormParamet
     yield* layer.decode(x, out, p, i, ws, fn);
     x = out;
   }
-  if (p.cache) p.cache.memory = p.given;
   if (norm) yield* normStep(out, { ...normOf(norm, layers[0].layerNormEps), out });
   return shapedLike(out, p.batched);
 }
@@ -1001,12 +1021,12 @@ export class TransformerDecoder extends StackBase<TransformerDecoderLayer> {
   /** tgt [batch, T, dModel], memory [batch, S, dModel] (or both unbatched) → a new Tensor shaped like tgt. */
   forward(tgt: Tensor, memory: Tensor, options?: DecoderForwardOptions): Tensor {
     const p = planDecoder([...this.layers], tgt, memory, options, 'forward');
-    return withWorkspace(this.workspaces, (ws) => decoderSteps([...this.layers], this.norm, p, ws, 'forward'), false);
+    return runDecoder(this.workspaces, [...this.layers], this.norm, p, 'forward', false);
   }
 
   /** forward off the main thread. */
   async forwardAsync(tgt: Tensor, memory: Tensor, options?: DecoderForwardOptions): Promise<Tensor> {
     const p = planDecoder([...this.layers], tgt, memory, options, 'forwardAsync');
-    return await withWorkspace(this.workspaces, (ws) => decoderSteps([...this.layers], this.norm, p, ws, 'forwardAsync'), true);
+    return await runDecoder(this.workspaces, [...this.layers], this.norm, p, 'forwardAsync', true);
   }
 }

@@ -267,6 +267,21 @@ describe('incremental decoding', () => {
     dec.forward(Tensor.randn([1, 2, 16]), mem.clone(), { cache });
     expect(cache.length).toBe(2);
   });
+
+  test('one forward at a time per cache; a failed forward leaves it usable', async () => {
+    const dec = new TransformerDecoder({ dModel: 16, numHeads: 2, dimFeedforward: 16, numLayers: 2 });
+    const mem = Tensor.randn([1, 4, 16], { seed: 42 });
+    const cache = dec.createCache();
+    const pending = dec.forwardAsync(Tensor.randn([1, 1, 16]), mem, { cache });
+    expect(() => dec.forward(Tensor.randn([1, 1, 16]), mem, { cache })).toThrow(
+      'forward: cache is in use by a forward that has not settled; one forward at a time per cache',
+    );
+    await pending;
+    expect(cache.length).toBe(1);
+    expect(() => dec.forward(Tensor.randn([1, 1, 16]), mem, { cache, tgtMask: Tensor.zeros([1, 3]) })).toThrow(/tgtMask/);
+    expect(dec.forward(Tensor.randn([1, 1, 16]), mem, { cache }).shape).toEqual([1, 1, 16]);
+    expect(cache.length).toBe(2);
+  });
 });
 
 describe('state dicts', () => {
