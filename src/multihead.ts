@@ -201,15 +201,22 @@ export class Workspaces {
     if (this.free.length < 2) this.free.push(ws);
   }
 
-  /** An uninitialised temporary of `shape` named `name` in workspace `ws` (reused across calls). */
+  /**
+   * An uninitialised temporary of `shape` named `name` in workspace `ws`
+   * (reused across calls; the view too, while the shape stays the same).
+   */
   static temp(ws: Map<string, Tensor>, name: string, shape: number[]): Tensor {
+    const last = ws.get(`${name}/view`);
+    if (last && last.rank === shape.length && last.shape.every((d, i) => d === shape[i])) return last;
     const size = shape.reduce((p, d) => p * d, 1);
     let t = ws.get(name);
     if (!t || t.size < size) {
       t = Tensor.empty([Math.max(size, 1)]);
       ws.set(name, t);
     }
-    return t.narrow(0, 0, size).reshape(shape);
+    const view = t.narrow(0, 0, size).reshape(shape);
+    ws.set(`${name}/view`, view);
+    return view;
   }
 }
 
