@@ -148,6 +148,20 @@ describe('fresh modules', () => {
     expectBitwiseEqual(y1, layer.forward(x.unsqueeze(0)).select(0, 0), 'unbatched = batch of one');
   });
 
+  test('forwardAsync leaves the event loop running and gives the same bits as forward', async () => {
+    const enc = new TransformerEncoder({ dModel: 128, numHeads: 4, dimFeedforward: 512, numLayers: 2, activation: 'gelu', seed: 9 });
+    const x = Tensor.randn([4, 200, 128], { seed: 10 });
+    const sync = enc.forward(x);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    const pending = enc.forwardAsync(x);
+    await new Promise((resolve) => setImmediate(resolve));
+    const got = await pending;
+    clearInterval(timer);
+    expect(ticks).toBeGreaterThan(0);
+    expectBitwiseEqual(got, sync, 'async');
+  });
+
   test('results do not depend on the thread count', () => {
     const enc = new TransformerEncoder({ dModel: 64, numHeads: 4, dimFeedforward: 256, numLayers: 2, activation: 'gelu', seed: 7 });
     const x = Tensor.randn([4, 70, 64], { seed: 8 });
