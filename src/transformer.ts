@@ -39,6 +39,8 @@ export interface TransformerStackOptions extends TransformerLayerOptions {
   numLayers: number;
   /** A LayerNorm after the last layer (default false). */
   finalNorm?: boolean;
+  /** The final LayerNorm's eps (default layerNormEps, as nn.Transformer makes it). */
+  finalNormEps?: number;
 }
 
 export interface EncoderForwardOptions {
@@ -80,6 +82,8 @@ export interface TransformerFromStateDictOptions {
 export interface TransformerStackFromStateDictOptions extends TransformerFromStateDictOptions {
   /** Layers to read (default: as many as the state dict has, layers.0. to layers.N-1.). */
   numLayers?: number;
+  /** The final LayerNorm's eps, when there is one (default layerNormEps). */
+  finalNormEps?: number;
 }
 
 /** A linear layer's parameters: weight [out, in] (PyTorch's layout) and bias [out]. */
@@ -95,11 +99,11 @@ export interface LayerNormParameters {
 }
 
 const LAYER_OPTIONS = ['dModel', 'numHeads', 'dimFeedforward', 'activation', 'normFirst', 'layerNormEps', 'bias', 'seed'] as const;
-const STACK_OPTIONS = [...LAYER_OPTIONS, 'numLayers', 'finalNorm'] as const;
+const STACK_OPTIONS = [...LAYER_OPTIONS, 'numLayers', 'finalNorm', 'finalNormEps'] as const;
 const ENCODER_FORWARD_OPTIONS = ['srcMask', 'srcKeyPaddingMask', 'causal'] as const;
 const DECODER_FORWARD_OPTIONS = ['tgtMask', 'memoryMask', 'tgtKeyPaddingMask', 'memoryKeyPaddingMask', 'causal', 'cache'] as const;
 const FROM_STATE_DICT_OPTIONS = ['numHeads', 'activation', 'normFirst', 'layerNormEps', 'prefix'] as const;
-const STACK_FROM_STATE_DICT_OPTIONS = [...FROM_STATE_DICT_OPTIONS, 'numLayers'] as const;
+const STACK_FROM_STATE_DICT_OPTIONS = [...FROM_STATE_DICT_OPTIONS, 'numLayers', 'finalNormEps'] as const;
 const ACTIVATION_NAMES: Record<number, Activation> = { 1: 'relu', 2: 'gelu', 3: 'gelu_tanh' };
 
 // ------------------------------------------------------------ configuration
@@ -120,9 +124,9 @@ function checkActivation(value: unknown): Activation {
   return ACTIVATION_NAMES[code];
 }
 
-function checkEps(value: unknown): number {
-  const eps = checkFinite('layerNormEps', value);
-  if (eps < 0) throw new RangeError(expected('finite non-negative number', 'layerNormEps', value));
+function checkEps(value: unknown, name = 'layerNormEps'): number {
+  const eps = checkFinite(name, value);
+  if (eps < 0) throw new RangeError(expected('finite non-negative number', name, value));
   return eps;
 }
 
@@ -406,7 +410,7 @@ function readStack(
   stateDict: unknown,
   options: unknown,
   decoder: boolean,
-): { config: LayerConfig; layers: { config: LayerConfig; weights: LayerWeights }[]; norm?: LayerNormParameters } {
+): { config: LayerConfig; layers: { config: LayerConfig; weights: LayerWeights }[]; norm?: LayerNormParameters; normEps: number } {
   const opts = checkOptions<TransformerStackFromStateDictOptions>('fromStateDict', options, STACK_FROM_STATE_DICT_OPTIONS);
   if (options === undefined) throw new TypeError(expected('options object with numHeads', 'options', options));
   const prefix = opts.prefix ?? '';
@@ -439,7 +443,8 @@ function readStack(
     const weight = sd.shaped('norm.weight', [config.dModel]);
     norm = config.bias ? { weight, bias: sd.shaped('norm.bias', [config.dModel]) } : { weight };
   }
-  return { config, layers, norm };
+  const normEps = opts.finalNormEps === undefined ? config.layerNormEps : checkEps(opts.finalNormEps, 'finalNormEps');
+  return { config, layers, norm, normEps };
 }
 
 // ------------------------------------------------------------ layers
@@ -850,9 +855,9 @@ function planDecoder(layers: TransformerDecoderLayer[], tgt: unknown, memory: un
 }
 
 /** The decoder's steps with a workspace from `pool`, now or off the main thread, the cache marked in use meanwhile. */
-function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: LayerNormParameters | undefined, p: DecoderPlan, fn: string, async: false): Tensor;
-function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: LayerNormParameters | undefined, p: DecoderPlan, fn: string, async: true): Promise<Tensor>;
-function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: LayerNormParameters | undefined, p: DecoderPlan, fn: string, async: boolean): Tensor | Promise<Tensor> {
+function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: FinalNorm, p: DecoderPlan, fn: string, async: false): Tensor;
+function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: FinalNorm, p: DecoderPlan, fn: string, async: true): Promise<Tensor>;
+function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: FinalNorm, p: DecoderPlan, fn: string, async: boolean): Tensor | Promise<Tensor> {
   const cache = p.cache;
   const steps = (ws: Map<string, Tensor>) => decoderSteps(layers, norm, p, ws, fn);
   if (!cache) return async ? withWorkspace(pool, steps, true) : withWorkspace(pool, steps, false);
@@ -868,43 +873,51 @@ function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: L
 /** The result shaped like the input (unbatched inputs give unbatched results). */
 const shapedLike = (out: Tensor, batched: boolean) => (batched ? out : out.reshape(out.shape.slice(1)));
 
-function* encoderSteps(layers: TransformerEncoderLayer[], norm: LayerNormParameters | undefined, p: EncoderPlan, ws: Map<string, Tensor>, fn: string): Steps<Tensor> {
+/** The final norm of a stack and its eps, when it has one. */
+type FinalNorm = { params: LayerNormParameters; eps: number } | undefined;
+
+function* encoderSteps(layers: TransformerEncoderLayer[], norm: FinalNorm, p: EncoderPlan, ws: Map<string, Tensor>, fn: string): Steps<Tensor> {
   const out = Tensor.empty(p.src.shape);
   let x = p.src;
   for (const layer of layers) {
     yield* layer.encode(x, out, p.masks, ws, fn);
     x = out;
   }
-  if (norm) yield* normStep(out, { ...normOf(norm, layers[0].layerNormEps), out });
+  if (norm) yield* normStep(out, { ...normOf(norm.params, norm.eps), out });
   return shapedLike(out, p.batched);
 }
 
-function* decoderSteps(layers: TransformerDecoderLayer[], norm: LayerNormParameters | undefined, p: DecoderPlan, ws: Map<string, Tensor>, fn: string): Steps<Tensor> {
+function* decoderSteps(layers: TransformerDecoderLayer[], norm: FinalNorm, p: DecoderPlan, ws: Map<string, Tensor>, fn: string): Steps<Tensor> {
   const out = Tensor.empty(p.tgt.shape);
   let x = p.tgt;
   for (const [i, layer] of layers.entries()) {
     yield* layer.decode(x, out, p, i, ws, fn);
     x = out;
   }
-  if (norm) yield* normStep(out, { ...normOf(norm, layers[0].layerNormEps), out });
+  if (norm) yield* normStep(out, { ...normOf(norm.params, norm.eps), out });
   return shapedLike(out, p.batched);
 }
 
 // ------------------------------------------------------------ stacks
 
-function checkStackConfig(options: unknown, what: string): { layer: LayerConfig & { seed: number }; numLayers: number; finalNorm: boolean } {
+function checkStackConfig(options: unknown, what: string): { layer: LayerConfig & { seed: number }; numLayers: number; finalNorm: boolean; normEps: number } {
   const opts = checkOptions<TransformerStackOptions>(what, options, STACK_OPTIONS);
   const layer = checkLayerConfig(opts, options, what, MAX_STACK_SEED);
   return {
     layer,
     numLayers: checkInteger('numLayers', opts.numLayers, 1),
     finalNorm: opts.finalNorm === undefined ? false : checkBoolean('finalNorm', opts.finalNorm),
+    normEps: opts.finalNormEps === undefined ? layer.layerNormEps : checkEps(opts.finalNormEps, 'finalNormEps'),
   };
 }
 
 /** @internal Marks a stack built from a state dict. */
 class StackInit<L> {
-  constructor(readonly layers: L[], readonly norm: LayerNormParameters | undefined) {}
+  constructor(
+    readonly layers: L[],
+    readonly norm: LayerNormParameters | undefined,
+    readonly normEps: number,
+  ) {}
 }
 
 /** What the two stacks share: layers, an optional final norm, state dicts. */
@@ -912,13 +925,21 @@ abstract class StackBase<L extends LayerBase> {
   readonly layers: readonly L[];
   /** The final LayerNorm, when the stack has one. */
   readonly norm?: LayerNormParameters;
+  /** The final LayerNorm's eps. */
+  readonly normEps: number;
   /** @internal */
   protected readonly workspaces = new Workspaces();
 
   /** @internal */
-  protected constructor(layers: L[], norm: LayerNormParameters | undefined) {
-    this.layers = Object.freeze(layers);
-    this.norm = norm;
+  protected constructor(init: StackInit<L>) {
+    this.layers = Object.freeze(init.layers);
+    this.norm = init.norm;
+    this.normEps = init.normEps;
+  }
+
+  /** @internal The final norm for the steps. */
+  protected finalNorm(): FinalNorm {
+    return this.norm ? { params: this.norm, eps: this.normEps } : undefined;
   }
 
   get numLayers(): number {
@@ -952,10 +973,10 @@ abstract class StackBase<L extends LayerBase> {
   }
 }
 
-function stackLayers<L>(options: unknown, what: string, make: (o: TransformerLayerOptions) => L): { layers: L[]; norm?: LayerNormParameters } {
-  const { layer, numLayers, finalNorm } = checkStackConfig(options, what);
+function stackLayers<L>(options: unknown, what: string, make: (o: TransformerLayerOptions) => L): StackInit<L> {
+  const { layer, numLayers, finalNorm, normEps } = checkStackConfig(options, what);
   const layers = Array.from({ length: numLayers }, (_, i) => make({ ...layer, seed: layer.seed * 1024 + i }));
-  return { layers, norm: finalNorm ? initialNorm(layer.dModel, layer.bias) : undefined };
+  return new StackInit(layers, finalNorm ? initialNorm(layer.dModel, layer.bias) : undefined, normEps);
 }
 
 /** A stack of TransformerEncoderLayers with an optional final LayerNorm, as torch.nn.TransformerEncoder. */
@@ -966,7 +987,7 @@ export class TransformerEncoder extends StackBase<TransformerEncoderLayer> {
   constructor(options: TransformerStackOptions, init: StackInit<TransformerEncoderLayer>);
   constructor(options: TransformerStackOptions, init?: StackInit<TransformerEncoderLayer>) {
     const s = init instanceof StackInit ? init : stackLayers(options, 'TransformerEncoder', (o) => new TransformerEncoderLayer(o));
-    super(s.layers, s.norm);
+    super(s);
   }
 
   /**
@@ -976,21 +997,21 @@ export class TransformerEncoder extends StackBase<TransformerEncoderLayer> {
    * names unless numLayers is given.
    */
   static fromStateDict(stateDict: Record<string, Tensor> | Map<string, Tensor>, options: TransformerStackFromStateDictOptions): TransformerEncoder {
-    const { config, layers, norm } = readStack(stateDict, options, false);
+    const { config, layers, norm, normEps } = readStack(stateDict, options, false);
     const built = layers.map((l) => new TransformerEncoderLayer(l.config, new LayerInit(l.config, l.weights)));
-    return new TransformerEncoder({ ...config, numLayers: layers.length }, new StackInit(built, norm));
+    return new TransformerEncoder({ ...config, numLayers: layers.length }, new StackInit(built, norm, normEps));
   }
 
   /** src [batch, seq, dModel] (or unbatched [seq, dModel]) → a new Tensor of the same shape. */
   forward(src: Tensor, options?: EncoderForwardOptions): Tensor {
     const p = planEncoder(this.layers[0], src, options, 'forward');
-    return withWorkspace(this.workspaces, (ws) => encoderSteps([...this.layers], this.norm, p, ws, 'forward'), false);
+    return withWorkspace(this.workspaces, (ws) => encoderSteps([...this.layers], this.finalNorm(), p, ws, 'forward'), false);
   }
 
   /** forward off the main thread. */
   async forwardAsync(src: Tensor, options?: EncoderForwardOptions): Promise<Tensor> {
     const p = planEncoder(this.layers[0], src, options, 'forwardAsync');
-    return await withWorkspace(this.workspaces, (ws) => encoderSteps([...this.layers], this.norm, p, ws, 'forwardAsync'), true);
+    return await withWorkspace(this.workspaces, (ws) => encoderSteps([...this.layers], this.finalNorm(), p, ws, 'forwardAsync'), true);
   }
 }
 
@@ -1002,14 +1023,14 @@ export class TransformerDecoder extends StackBase<TransformerDecoderLayer> {
   constructor(options: TransformerStackOptions, init: StackInit<TransformerDecoderLayer>);
   constructor(options: TransformerStackOptions, init?: StackInit<TransformerDecoderLayer>) {
     const s = init instanceof StackInit ? init : stackLayers(options, 'TransformerDecoder', (o) => new TransformerDecoderLayer(o));
-    super(s.layers, s.norm);
+    super(s);
   }
 
   /** A stack from a PyTorch TransformerDecoder state dict (see TransformerEncoder.fromStateDict). */
   static fromStateDict(stateDict: Record<string, Tensor> | Map<string, Tensor>, options: TransformerStackFromStateDictOptions): TransformerDecoder {
-    const { config, layers, norm } = readStack(stateDict, options, true);
+    const { config, layers, norm, normEps } = readStack(stateDict, options, true);
     const built = layers.map((l) => new TransformerDecoderLayer(l.config, new LayerInit(l.config, l.weights)));
-    return new TransformerDecoder({ ...config, numLayers: layers.length }, new StackInit(built, norm));
+    return new TransformerDecoder({ ...config, numLayers: layers.length }, new StackInit(built, norm, normEps));
   }
 
   /** A cache for incremental decoding (DecoderForwardOptions.cache): every layer's keys and values. */
@@ -1021,12 +1042,12 @@ export class TransformerDecoder extends StackBase<TransformerDecoderLayer> {
   /** tgt [batch, T, dModel], memory [batch, S, dModel] (or both unbatched) → a new Tensor shaped like tgt. */
   forward(tgt: Tensor, memory: Tensor, options?: DecoderForwardOptions): Tensor {
     const p = planDecoder([...this.layers], tgt, memory, options, 'forward');
-    return runDecoder(this.workspaces, [...this.layers], this.norm, p, 'forward', false);
+    return runDecoder(this.workspaces, [...this.layers], this.finalNorm(), p, 'forward', false);
   }
 
   /** forward off the main thread. */
   async forwardAsync(tgt: Tensor, memory: Tensor, options?: DecoderForwardOptions): Promise<Tensor> {
     const p = planDecoder([...this.layers], tgt, memory, options, 'forwardAsync');
-    return await runDecoder(this.workspaces, [...this.layers], this.norm, p, 'forwardAsync', true);
+    return await runDecoder(this.workspaces, [...this.layers], this.finalNorm(), p, 'forwardAsync', true);
   }
 }

@@ -128,6 +128,12 @@ describe('fresh modules', () => {
       for (const l of enc.layers) y = l.forward(y, { causal: true });
       y = layerNorm(y, { weight: enc.norm!.weight, bias: enc.norm!.bias });
       expectBitwiseEqual(enc.forward(x, { causal: true }), y, `normFirst ${normFirst}`);
+      // The final norm's own eps (a custom nn.TransformerEncoder(..., norm=nn.LayerNorm(d, eps))).
+      const eps = TransformerEncoder.fromStateDict(enc.stateDict(), { numHeads: 3, normFirst, activation: 'gelu', layerNormEps: 1e-6, finalNormEps: 0.5 });
+      expect(eps.normEps).toBe(0.5);
+      let z0 = x;
+      for (const l of eps.layers) z0 = l.forward(z0);
+      expectBitwiseEqual(eps.forward(x), layerNorm(z0, { weight: enc.norm!.weight, bias: enc.norm!.bias, eps: 0.5 }), `finalNormEps, normFirst ${normFirst}`);
       const dec = new TransformerDecoder({ dModel: 24, numHeads: 3, dimFeedforward: 40, numLayers: 2, normFirst, seed: 4 });
       const mem = Tensor.randn([2, 5, 24], { seed: 5 });
       let z = x;
