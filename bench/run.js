@@ -13,7 +13,7 @@
 //
 //   npm run bench                 full run (several minutes)
 //   npm run bench -- --smoke      tiny sizes, few repeats (CI: checks it runs and agrees)
-//   npm run bench -- --only gemm  sections: gemm, softmax, attention, mha (comma-separated)
+//   npm run bench -- --only gemm  sections: gemm, softmax, attention, mha, layers (comma-separated)
 //   npm run bench -- --json out.json
 //   npm run bench -- --chart-from bench/out/report.json   redraw the chart only
 //
@@ -273,21 +273,26 @@ async function benchSoftmax(report) {
           ortPre: async () => s.run(feeds, fetch),
         });
         const ortBest = Math.min(t.ort, t.ortPre);
-        const elems = shape[0] * shape[1];
+        const flops = 2 * B * S * E * (4 * E + 2 * F) + 4 * B * S * S * E;
+        const percentOfPeak = (100 * flops) / t.ours / 1e9 / (peak * threads);
         rows.push({
-          shape,
-          data,
-          logitStd: std,
+          model: cfg.name,
+          dModel: E,
+          heads: cfg.heads,
+          dimFeedforward: F,
+          batch: B,
+          seq: S,
           threads,
           oursMs: t.ours * 1e3,
-          oursGelemPerS: elems / t.ours / 1e9,
-          oursOutMs: t.oursOut * 1e3,
-          faultsPerCall: t.faults.ours,
           ortMs: ortBest * 1e3,
           ortAllocatingMs: t.ort * 1e3,
           ortPreallocatedMs: t.ortPre * 1e3,
           speedup: ortBest / t.ours,
-          speedupOut: ortBest / t.oursOut,
+          oursGflops: flops / t.ours / 1e9,
+          percentOfPeak,
+          ortPercentOfPeak: (100 * flops) / ortBest / 1e9 / (peak * threads),
+          faultsPerCall: t.faults.ours,
+          target: meetsTarget(ortBest / t.ours, percentOfPeak),
           maxAbsDiff: diff,
           repeats: t.reps,
         });
@@ -296,247 +301,18 @@ async function benchSoftmax(report) {
     }
   }
   ak.setNumThreads(os.availableParallelism());
-  peakyRatio(rows, ['shape', 'threads']);
-  scaling(rows, ['shape', 'data']);
-  report.softmax = rows;
-  console.log('\nsoftmax along the last axis, float32; softmax(x) returning a new tensor; logits of std 1 (ordinary) and 30 (peaky)');
+  scaling(rows, ['model', 'batch', 'seq']);
+  report.encoderLayer = rows;
+  console.log(
+    '\nTransformer encoder layer (post-norm, exact GELU, eps 1e-12): forward() returning a new tensor, against onnxruntime\'s fused graph' +
+      ' (Attention, MatMul, SkipLayerNormalization, MatMul, BiasGelu, MatMul, SkipLayerNormalization)',
+  );
   printRows(rows, [
-    ['shape', (r) => r.shape.join('x')],
-    COL.data, COL.threads, COL.oursMs,
-    ['Gelem/s', (r) => r.oursGelemPerS.toFixed(2)],
-    COL.ortMs, COL.speedup, COL.peaky, COL.scaling, COL.outMs, COL.faults, COL.diff,
-  ]);
-}
-
-// ---------------------------------------------------------------- attention (the fused kernel alone)
-/** onnxruntime's com.microsoft MultiHeadAttention on [B, S, H d] inputs: attention alone, no projections. */
-function attentionModel(B, S, H, d) {
-  const D = H * d;
-  return buildModel({
-    opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
-    nodes: [{ opType: 'MultiHeadAttention', domain: 'com.microsoft', inputs: ['q', 'k', 'v'], outputs: ['o'], attrs: { num_heads: H } }],
-    inputs: ['q', 'k', 'v'].map((name) => ({ name, dims: [B, S, D] })),
-    outputs: [{ name: 'o', dims: [B, S, D] }],
-  });
-}
-
-async function benchAttention(report, peak) {
-  const [B, H, S, d] = SMOKE ? [1, 2, 40, 16] : [4, 8, 512, 64];
-  const D = H * d;
-  const rows = [];
-  for (const threads of [1, 2]) {
-    for (const [data, std] of [
-      ['ordinary', 1],
-      ['peaky', 4],
-    ]) {
-      ak.setNumThreads(threads);
-      // q, k, v as [B, S, H d] (a projection's layout), split into heads as views.
-      const q = ak.Tensor.randn([B, S, D], { seed: 11, std });
-      const k = ak.Tensor.randn([B, S, D], { seed: 12, std });
-      const v = ak.Tensor.randn([B, S, D], { seed: 13 });
-      const split = (t) => t.unflatten(2, [H, d]).permute([0, 2, 1, 3]);
-      const [qh, kh, vh] = [split(q), split(k), split(v)];
-      const outBSD = ak.Tensor.zeros([B, S, D]);
-      const out = split(outBSD);
-      const s = await session(attentionModel(B, S, H, d), threads);
-      const feeds = { q: ortTensor(q), k: ortTensor(k), v: ortTensor(v) };
-      const fetch = { o: new ort.Tensor('float32', new Float32Array(B * S * D), [B, S, D]) };
-      ak.attention(qh, kh, vh, { out });
-      const diff = maxAbsDiff(outBSD.data, (await s.run(feeds)).o.data);
-      const t = await compare({
-        ours: async () => ak.attention(qh, kh, vh),
-        oursOut: async () => ak.attention(qh, kh, vh, { out }),
-        ort: async () => s.run(feeds),
-        ortPre: async () => s.run(feeds, fetch),
-      });
-      const ortBest = Math.min(t.ort, t.ortPre);
-      const flops = 4 * B * H * S * S * d;
-      rows.push({
-        shape: [B, H, S, d],
-        data,
-        qkStd: std,
-        threads,
-        oursMs: t.ours * 1e3,
-        oursGflops: flops / t.ours / 1e9,
-        percentOfPeak: (100 * flops) / t.ours / 1e9 / (peak * threads),
-        oursOutMs: t.oursOut * 1e3,
-        faultsPerCall: t.faults.ours,
-        ortMs: ortBest * 1e3,
-        ortAllocatingMs: t.ort * 1e3,
-        ortPreallocatedMs: t.ortPre * 1e3,
-        speedup: ortBest / t.ours,
-        maxAbsDiff: diff,
-        repeats: t.reps,
-      });
-      await s.release();
-    }
-  }
-  ak.setNumThreads(os.availableParallelism());
-  peakyRatio(rows, ['threads']);
-  scaling(rows, ['data']);
-  report.attention = rows;
-  console.log(`\nfused attention softmax(QKᵀ/√d)·V, [${B}, ${H}, ${S}, ${d}], heads as views of [B, S, H·d]; attention() returning a new tensor; q and k of std 1 (ordinary) and 4 (peaky); ort: com.microsoft MultiHeadAttention`);
-  printRows(rows, [COL.data, COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.speedup, COL.peaky, COL.scaling, COL.outMs, COL.faults, COL.diff]);
-}
-
-// ---------------------------------------------------------------- multi-head attention
-function mhaModel(mha, B, S, causal, past = 0) {
-  const E = mha.embedDim;
-  const heads = mha.numHeads;
-  const wqkv = mha.inProjWeight.transpose().contiguous(); // ORT's Attention takes [E, 3E]
-  const wo = mha.outProjWeight.transpose().contiguous();
-  const inputs = [{ name: 'x', dims: [B, S, E] }];
-  const attnInputs = ['x', 'wqkv', 'bqkv'];
-  const attnOutputs = ['att'];
-  if (past > 0) {
-    inputs.push({ name: 'past', dims: [2, B, heads, past, E / heads] });
-    attnInputs.push('', 'past');
-    attnOutputs.push('present');
-  }
-  return buildModel({
-    opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
-    nodes: [
-      { opType: 'Attention', domain: 'com.microsoft', inputs: attnInputs, outputs: attnOutputs, attrs: { num_heads: heads, unidirectional: causal ? 1 : 0 } },
-      { opType: 'MatMul', inputs: ['att', 'wo'], outputs: ['proj'] },
-      { opType: 'Add', inputs: ['proj', 'bo'], outputs: ['y'] },
-    ],
-    inputs,
-    outputs: [{ name: 'y', dims: [B, S, E] }, ...(past > 0 ? [{ name: 'present', dims: [2, B, heads, past + S, E / heads] }] : [])],
-    initializers: [
-      { name: 'wqkv', dims: [E, 3 * E], data: wqkv.data },
-      { name: 'bqkv', dims: [3 * E], data: mha.inProjBias.data },
-      { name: 'wo', dims: [E, E], data: wo.data },
-      { name: 'bo', dims: [E], data: mha.outProjBias.data },
-    ],
-  });
-}
-
-function makeMha(E, heads) {
-  const mha = new ak.MultiHeadAttention({ embedDim: E, numHeads: heads, seed: 1 });
-  mha.inProjBias.assign(ak.Tensor.randn([3 * E], { seed: 5, std: 0.1 }));
-  mha.outProjBias.assign(ak.Tensor.randn([E], { seed: 6, std: 0.1 }));
-  return mha;
-}
-
-/** The rows of the block: [E, heads, batch, seq, causal, data, a target row]. */
-function mhaCases() {
-  if (SMOKE) {
-    return [
-      [512, 8, 1, 16, false, 'ordinary', true],
-      [512, 8, 2, 40, true, 'ordinary', false],
-      [512, 8, 2, 40, false, 'peaky', false],
-      [768, 12, 1, 32, false, 'ordinary', true],
-    ];
-  }
-  const cases = [];
-  const d512 = [[1, 1], [1, 16], [8, 128], [4, 512], [1, 2048]];
-  for (const [B, S] of d512) cases.push([512, 8, B, S, false, 'ordinary', S > 1]);
-  for (const [B, S] of d512) if (S > 1) cases.push([512, 8, B, S, false, 'peaky', false]);
-  for (const [B, S] of d512) if (S > 1) cases.push([512, 8, B, S, true, 'ordinary', false]);
-  for (const [B, S] of [[1, 32], [4, 128], [2, 384]]) cases.push([768, 12, B, S, false, 'ordinary', true]);
-  return cases;
-}
-
-async function benchMha(report, peak) {
-  const models = new Map();
-  const rows = [];
-  for (const threads of [1, 2]) {
-    for (const [E, heads, B, S, causal, data, targetRow] of mhaCases()) {
-      ak.setNumThreads(threads);
-      if (!models.has(E)) models.set(E, makeMha(E, heads));
-      const mha = models.get(E);
-      const x = ak.Tensor.randn([B, S, E], { seed: 2, std: data === 'peaky' ? 6 : 1 });
-      const s = await session(mhaModel(mha, B, S, causal), threads);
-      const feeds = { x: ortTensor(x) };
-      const diff = maxAbsDiff(mha.forward(x, x, x, { causal }).output.data, (await s.run(feeds)).y.data);
-      const t = await compare({
-        ours: async () => mha.forward(x, x, x, { causal }),
-        ort: async () => s.run(feeds),
-      });
-      const flops = 2 * B * S * E * 4 * E + 4 * B * S * S * E * (causal ? 0.5 : 1);
-      const percentOfPeak = (100 * flops) / t.ours / 1e9 / (peak * threads);
-      rows.push({
-        embedDim: E,
-        heads,
-        batch: B,
-        seq: S,
-        causal,
-        data,
-        inputStd: data === 'peaky' ? 6 : 1,
-        threads,
-        oursMs: t.ours * 1e3,
-        ortMs: t.ort * 1e3,
-        speedup: t.ort / t.ours,
-        oursTokensPerS: (B * S) / t.ours,
-        ortTokensPerS: (B * S) / t.ort,
-        oursGflops: flops / t.ours / 1e9,
-        percentOfPeak,
-        ortPercentOfPeak: (100 * flops) / t.ort / 1e9 / (peak * threads),
-        faultsPerCall: t.faults.ours,
-        target: targetRow ? meetsTarget(t.ort / t.ours, percentOfPeak) : undefined,
-        maxAbsDiff: diff,
-        repeats: t.reps,
-      });
-      await s.release();
-    }
-  }
-  ak.setNumThreads(os.availableParallelism());
-  scaling(rows, ['embedDim', 'batch', 'seq', 'causal', 'data']);
-  peakyRatio(rows, ['embedDim', 'batch', 'seq', 'causal', 'threads']);
-
-  // One decoding step: one new query over a cache of `past` keys.
-  const E = 512;
-  const HEADS = 8;
-  const mha = models.get(E) ?? makeMha(E, HEADS);
-  const past = SMOKE ? 64 : 4096;
-  const decode = [];
-  for (const threads of [1, 2]) {
-    ak.setNumThreads(threads);
-    const history = ak.Tensor.randn([1, past, E], { seed: 3 });
-    const cache = mha.createKVCache({ capacity: past + 8 });
-    mha.forward(history, undefined, undefined, { kvCache: cache });
-    const step = ak.Tensor.randn([1, 1, E], { seed: 4 });
-    // ORT's past state holds the same keys and values, [2, B, h, past, d]:
-    // the K and V parts of the history's projection, split into heads.
-    const pastState = new Float32Array(2 * HEADS * past * (E / HEADS));
-    const qkv = ak.matmul(history, mha.inProjWeight, { transposeB: true, bias: mha.inProjBias }); // [1, past, 3E]
-    for (let which = 0; which < 2; ++which) {
-      const part = qkv.narrow(2, (which + 1) * E, E).unflatten(2, [HEADS, E / HEADS]).permute([0, 2, 1, 3]).contiguous();
-      pastState.set(part.data, which * HEADS * past * (E / HEADS));
-    }
-    const s = await session(mhaModel(mha, 1, 1, true, past), threads);
-    const feeds = { x: ortTensor(step), past: new ort.Tensor('float32', pastState, [2, 1, HEADS, past, E / HEADS]) };
-    cache.truncate(past);
-    const ours = mha.forward(step, undefined, undefined, { kvCache: cache }).output.data;
-    const diff = maxAbsDiff(ours, (await s.run(feeds)).y.data);
-    const t = await compare({
-      ours: async () => {
-        cache.truncate(past);
-        return mha.forward(step, undefined, undefined, { kvCache: cache });
-      },
-      ort: async () => s.run(feeds),
-    });
-    decode.push({ past, threads, oursMs: t.ours * 1e3, ortMs: t.ort * 1e3, speedup: t.ort / t.ours, maxAbsDiff: diff, repeats: t.reps });
-    await s.release();
-  }
-  ak.setNumThreads(os.availableParallelism());
-  report.multiheadAttention = { rows, decode };
-
-  console.log('\nmulti-head attention block (QKV projection, attention, output projection); forward() as users call it; inputs of std 1 (ordinary) and 6 (peaky)');
-  printRows(rows, [
-    ['d_model', (r) => r.embedDim],
-    ['heads', (r) => r.heads],
+    ['model', (r) => `${r.model} (${r.dModel}, ${r.heads}, ${r.dimFeedforward})`],
     ['batch', (r) => r.batch],
     ['seq', (r) => r.seq],
-    ['causal', (r) => yesNo(r.causal)],
-    COL.data, COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.ortPeak, COL.speedup, COL.target, COL.peaky, COL.scaling, COL.faults, COL.diff,
+    COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.ortPeak, COL.speedup, COL.target, COL.scaling, COL.faults, COL.diff,
   ]);
-  console.log(`\none decoding step: 1 query over ${past} cached keys, d_model ${E}, ${HEADS} heads`);
-  table(
-    ['cached', 'threads', 'ours ms', 'ort ms', 'speedup', 'max |Δ|'],
-    decode.map((r) => [r.past, r.threads, r.oursMs.toFixed(3), r.ortMs.toFixed(3), x2(r.speedup), r.maxAbsDiff.toExponential(1)]),
-  );
-  if (!SMOKE) writeChart(rows.filter((r) => r.embedDim === E && r.data === 'ordinary' && r.seq > 1));
 }
 
 /** Throughput (tokens/s) against sequence length, one thread, ours and onnxruntime's. */
@@ -640,6 +416,7 @@ async function main() {
   if (want('softmax')) await benchSoftmax(report);
   if (want('attention')) await benchAttention(report, peak);
   if (want('mha')) await benchMha(report, peak);
+  if (want('layers')) await benchLayers(report, peak);
 
   fs.mkdirSync(path.dirname(JSON_PATH), { recursive: true });
   fs.writeFileSync(JSON_PATH, JSON.stringify(report, null, 2) + '\n');
@@ -647,7 +424,9 @@ async function main() {
   if (SMOKE) {
     // The smoke run is also a cross-check against onnxruntime.
     const mha = report.multiheadAttention || { rows: [], decode: [] };
-    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...(report.attention || []), ...mha.rows, ...mha.decode].map((r) => r.maxAbsDiff);
+    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...(report.attention || []), ...mha.rows, ...mha.decode, ...(report.encoderLayer || [])].map(
+      (r) => r.maxAbsDiff,
+    );
     const worst = Math.max(0, ...diffs);
     if (!(worst < 1e-3)) {
       console.error(`outputs differ from onnxruntime by ${worst}`);

@@ -15,6 +15,8 @@ export {
 export type { MatmulOptions, SoftmaxOptions, CpuInfo } from './ops';
 export { attention, attentionAsync } from './attention';
 export type { AttentionOptions, AttentionResult, AttentionResultWithWeights, AdditiveWeights, ScoreFunction } from './attention';
+export { layerNorm, layerNormAsync, gelu, geluAsync, relu, reluAsync, linear, linearAsync } from './layers';
+export type { Activation, LayerNormOptions, GeluOptions, ReluOptions, LinearOptions } from './layers';
 export { MultiHeadAttention, KVCache } from './multihead';
 export type {
   MultiHeadAttentionOptions,
@@ -23,5 +25,22 @@ export type {
   ForwardResultWithWeights,
   FromStateDictOptions,
 } from './multihead';
+export {
+  TransformerEncoderLayer,
+  TransformerDecoderLayer,
+  TransformerEncoder,
+  TransformerDecoder,
+  TransformerDecoderCache,
+} from './transformer';
+export type {
+  TransformerLayerOptions,
+  TransformerStackOptions,
+  EncoderForwardOptions,
+  DecoderForwardOptions,
+  TransformerFromStateDictOptions,
+  TransformerStackFromStateDictOptions,
+  LinearParameters,
+  LayerNormParameters,
+} from './transformer';
 export { loadSafetensors, saveSafetensors } from './safetensors';
 export type { SafetensorsFile } from './safetensors';

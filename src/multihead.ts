@@ -151,16 +151,26 @@ export class KVCache {
 // runSync carries them out with the sync functions, runAsync with the async
 // ones (every step whose cost grows with the data then runs off the main
 // thread).
-type Step =
+/**
+ * @internal One step of a module's forward: a matmul, an attention, a copy, a
+ * weight packing, or any other operation given in both forms ('op': run now,
+ * or off the main thread).
+ */
+export type Step =
   | { kind: 'matmul'; a: Tensor; b: Tensor | PackedMatrix; options: MatmulOptions }
   | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: AttentionOptions; causalAlways: number }
   | { kind: 'copy'; src: Tensor; dst: Tensor }
-  | { kind: 'pack'; w: Tensor };
+  | { kind: 'pack'; w: Tensor }
+  | { kind: 'op'; run: () => Tensor; runAsync: () => Promise<Tensor> };
 
-// What a step gives back: a Tensor (matmul), an AttentionResult, nothing (copy) or a PackedMatrix.
-type Steps<T> = Generator<Step, T, unknown>;
+/**
+ * @internal A forward as a sequence of steps, each resumed with its result: a
+ * Tensor (matmul, op), an AttentionResult, nothing (copy) or a PackedMatrix.
+ */
+export type Steps<T> = Generator<Step, T, unknown>;
 
-function runSync<T>(gen: Steps<T>): T {
+/** @internal Carries out the steps now. */
+export function runSync<T>(gen: Steps<T>): T {
   let r = gen.next();
   while (!r.done) {
     const s = r.value;
@@ -168,13 +178,15 @@ function runSync<T>(gen: Steps<T>): T {
     if (s.kind === 'matmul') value = matmul(s.a, s.b, s.options);
     else if (s.kind === 'attention') value = attentionWith(s.q, s.k, s.v, s.options, s.causalAlways);
     else if (s.kind === 'copy') s.dst.assign(s.src);
+    else if (s.kind === 'op') value = s.run();
     else value = packMatrix(s.w, { transpose: true });
     r = gen.next(value);
   }
   return r.value;
 }
 
-async function runAsync<T>(gen: Steps<T>): Promise<T> {
+/** @internal Carries out the steps off the main thread, one after another. */
+export async function runAsync<T>(gen: Steps<T>): Promise<T> {
   let r = gen.next();
   while (!r.done) {
     const s = r.value;
@@ -182,6 +194,7 @@ async function runAsync<T>(gen: Steps<T>): Promise<T> {
     if (s.kind === 'matmul') value = await matmulAsync(s.a, s.b, s.options);
     else if (s.kind === 'attention') value = await attentionAsyncWith(s.q, s.k, s.v, s.options, s.causalAlways);
     else if (s.kind === 'copy') await copyAsync(s.src.expand(s.dst.shape), s.dst, 'forwardAsync');
+    else if (s.kind === 'op') value = await s.runAsync();
     else value = await packMatrixAsync(s.w, { transpose: true });
     r = gen.next(value);
   }
@@ -191,6 +204,41 @@ async function runAsync<T>(gen: Steps<T>): Promise<T> {
 /** dst = src (broadcast to dst's shape). */
 function* copy(src: Tensor, dst: Tensor): Steps<void> {
   yield { kind: 'copy', src, dst };
+}
+
+/**
+ * @internal Reusable buffers for a module's internal temporaries (never
+ * returned to the caller): one set per forward in flight, so concurrent
+ * forwardAsync calls do not share them.
+ */
+export class Workspaces {
+  private free: Map<string, Tensor>[] = [];
+
+  take(): Map<string, Tensor> {
+    return this.free.pop() ?? new Map();
+  }
+
+  give(ws: Map<string, Tensor>): void {
+    if (this.free.length < 2) this.free.push(ws);
+  }
+
+  /**
+   * An uninitialised temporary of `shape` named `name` in workspace `ws`
+   * (reused across calls; the view too, while the shape stays the same).
+   */
+  static temp(ws: Map<string, Tensor>, name: string, shape: number[]): Tensor {
+    const last = ws.get(`${name}/view`);
+    if (last && last.rank === shape.length && last.shape.every((d, i) => d === shape[i])) return last;
+    const size = shape.reduce((p, d) => p * d, 1);
+    let t = ws.get(name);
+    if (!t || t.size < size) {
+      t = Tensor.empty([Math.max(size, 1)]);
+      ws.set(name, t);
+    }
+    const view = t.narrow(0, 0, size).reshape(shape);
+    ws.set(`${name}/view`, view);
+    return view;
+  }
 }
 
 /** y = x Wᵀ + b, written into `out` (x [..., in], W [out, in] packed as Wᵀ); the bias is added in the GEMM's epilogue. */
@@ -435,8 +483,8 @@ function readStateDict(stateDict: unknown, options: unknown): { options: MultiHe
 
 // ------------------------------------------------------------ forward: plan
 
-/** A checked forward call: inputs as [batch, positions, features], masks in attention()'s layouts. */
-interface ForwardPlan {
+/** @internal A checked forward call: inputs as [batch, positions, features], masks in attention()'s layouts. */
+export interface ForwardPlan {
   fn: string;
   batched: boolean;
   /** query, key and value as 3-D tensors, and whether key and value are query itself / one memory. */
@@ -458,6 +506,8 @@ interface ForwardPlan {
   extra: number;
   /** What results and temporaries are made of: plain memory for forward, the addon's for forwardAsync. */
   memory: Memory;
+  /** Keys and values [B, S, E] projected beforehand (projectMemory): only the queries are projected. */
+  memoryKV?: { K: Tensor; V: Tensor };
   note: (stage: string, t: Tensor | readonly number[]) => void;
 }
 
@@ -621,33 +671,13 @@ export class MultiHeadAttention {
   }
 
   private packedWeights = new Map<string, PackedMatrix>();
-  /** Reusable buffers for a forward's internal temporaries (never returned to the caller). */
-  private workspaces: Map<string, Tensor>[] = [];
-
-  private takeWorkspace(): Map<string, Tensor> {
-    return this.workspaces.pop() ?? new Map();
-  }
-
-  private returnWorkspace(ws: Map<string, Tensor>): void {
-    if (this.workspaces.length < 2) this.workspaces.push(ws);
-  }
-
-  /** An uninitialised temporary of `shape` from the workspace (reused across calls). */
-  private static temp(ws: Map<string, Tensor>, name: string, shape: number[]): Tensor {
-    const size = shape.reduce((p, d) => p * d, 1);
-    let t = ws.get(name);
-    if (!t || t.size < size) {
-      t = Tensor.empty([Math.max(size, 1)]);
-      ws.set(name, t);
-    }
-    return t.narrow(0, 0, size).reshape(shape);
-  }
+  private workspaces = new Workspaces();
 
   /** Bumped by refreshWeights: a packing that started before it is not kept. */
   private weightsVersion = 0;
 
-  /** The projection weight `name` packed as Wᵀ for the GEMM, packed on first use. */
-  private *packed(name: string, w: Tensor): Steps<PackedMatrix> {
+  /** @internal The projection weight `name` packed as Wᵀ for the GEMM, packed on first use. */
+  *packed(name: string, w: Tensor): Steps<PackedMatrix> {
     let p = this.packedWeights.get(name);
     if (!p) {
       const version = this.weightsVersion;
@@ -681,11 +711,11 @@ export class MultiHeadAttention {
   forward(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): ForwardResult;
   forward(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): ForwardResult {
     const plan = this.planForward(query, key, value, options, 'forward');
-    const ws = this.takeWorkspace();
+    const ws = this.workspaces.take();
     try {
       return runSync(this.compute(plan, ws));
     } finally {
-      this.returnWorkspace(ws);
+      this.workspaces.give(ws);
     }
   }
 
@@ -699,11 +729,11 @@ export class MultiHeadAttention {
   forwardAsync(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): Promise<ForwardResult>;
   async forwardAsync(query: Tensor, key?: Tensor, value?: Tensor, options?: ForwardOptions): Promise<ForwardResult> {
     const plan = this.planForward(query, key, value, options, 'forwardAsync');
-    const ws = this.takeWorkspace();
+    const ws = this.workspaces.take();
     try {
       return await runAsync(this.compute(plan, ws));
     } finally {
-      this.returnWorkspace(ws);
+      this.workspaces.give(ws);
     }
   }
 
@@ -751,8 +781,8 @@ export class MultiHeadAttention {
     if (this.addBiasKV || this.addZeroAttn) throw new RangeError(`${fn}: kvCache does not support addBiasKV or addZeroAttn`);
   }
 
-  /** Checks a forward call and lays out its inputs and masks; runs no kernel. */
-  private planForward(query: unknown, key: unknown, value: unknown, options: unknown, fn: string): ForwardPlan {
+  /** @internal Checks a forward call and lays out its inputs and masks; runs no kernel. */
+  planForward(query: unknown, key: unknown, value: unknown, options: unknown, fn: string): ForwardPlan {
     const [Q0, K0, V0] = this.checkInputs(query, key, value);
     const opts = checkOptions<ForwardOptions>(fn, options, FORWARD_OPTIONS);
     this.checkShapes(Q0, K0, V0, fn);
@@ -794,6 +824,11 @@ export class MultiHeadAttention {
     const { B, L, S, note } = p;
     const bias = this.inProjBias;
     note('input', p.q3);
+    if (p.memoryKV) {
+      // Keys and values projected once for many queries (a decoder's cross-attention cache).
+      const Q = yield* linear(p.q3, yield* this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), temp('q', [B, L, E]));
+      return { Q, ...p.memoryKV };
+    }
     if (this.inProjWeight && p.selfAttention) {
       const qkv = yield* linear(p.q3, yield* this.packed('qkv', this.inProjWeight), bias, temp('qkv', [B, L, 3 * E]));
       note('QKV = X · [W^Q W^K W^V]ᵀ', qkv);
@@ -824,9 +859,48 @@ export class MultiHeadAttention {
     return { Q, K: yield* prependRows(K, rows(this.biasK), memory), V: yield* prependRows(V, rows(this.biasV), memory) };
   }
 
+  /**
+   * @internal The keys and values of one memory [B, S, kdim] for many
+   * queries, written into `out` [B, S, 2E] (K, then V): with a packed input
+   * projection, one GEMM. Pass them as the plan's memoryKV.
+   */
+  *projectMemory(memory: Tensor, out: Tensor): Steps<{ K: Tensor; V: Tensor }> {
+    const E = this.embedDim;
+    const bias = this.inProjBias;
+    if (this.inProjWeight) {
+      yield* linear(memory, yield* this.packed('kv', this.inProjWeight.narrow(0, E, 2 * E)), bias?.narrow(0, E, 2 * E), out);
+    } else {
+      yield* linear(memory, yield* this.packed('k', this.kProjWeight), bias?.narrow(0, E, E), out.narrow(2, 0, E));
+      yield* linear(memory, yield* this.packed('v', this.vProjWeight), bias?.narrow(0, 2 * E, E), out.narrow(2, E, E));
+    }
+    return { K: out.narrow(2, 0, E), V: out.narrow(2, E, E) };
+  }
+
   /** The kernels of a planned forward, as steps that runSync or runAsync carry out. */
   private *compute(p: ForwardPlan, ws: Map<string, Tensor>): Steps<ForwardResult> {
-    const temp = (name: string, shape: number[]) => MultiHeadAttention.temp(ws, name, shape);
+    const { B, L, note } = p;
+    const E = this.embedDim;
+    const { merged, att } = yield* this.attend(p, ws);
+
+    // Output projection W^O.
+    const y = yield* linear(merged, yield* this.packed('out', this.outProjWeight), this.outProjBias, newTensor([B, L, E], 'float32', false, p.memory));
+    note('output = concat · W^O', y);
+
+    let weights = att.weights;
+    if (weights && p.extra > 0) weights = yield* extraKeysLast(weights, p.extra, p.memory);
+    if (weights && p.averageWeights) weights = yield* averageHeads(weights);
+    const output = p.batched ? y : y.reshape([L, E]);
+    if (weights && !p.batched) weights = weights.reshape(weights.shape.slice(1));
+    return weights ? { output, weights } : { output };
+  }
+
+  /**
+   * @internal The projections and attention of a planned forward: the heads
+   * merged into [B, L, E] (a view of workspace `ws`, before the output
+   * projection), and attention's result (with the weights when asked).
+   */
+  *attend(p: ForwardPlan, ws: Map<string, Tensor>): Steps<{ merged: Tensor; att: AttentionResult }> {
+    const temp = (name: string, shape: number[]) => Workspaces.temp(ws, name, shape);
     const E = this.embedDim;
     const h = this.numHeads;
     const { B, L, note } = p;
@@ -856,16 +930,6 @@ export class MultiHeadAttention {
     const att = (yield { kind: 'attention', q: Qh, k: Kh, v: Vh, options, causalAlways: p.extra }) as AttentionResult;
     note('softmax(QKᵀ/√d_k) · V per head', out);
     note('concat heads', merged);
-
-    // Output projection W^O.
-    const y = yield* linear(merged, yield* this.packed('out', this.outProjWeight), this.outProjBias, newTensor([B, L, E], 'float32', false, p.memory));
-    note('output = concat · W^O', y);
-
-    let weights = att.weights;
-    if (weights && p.extra > 0) weights = yield* extraKeysLast(weights, p.extra, p.memory);
-    if (weights && p.averageWeights) weights = yield* averageHeads(weights);
-    const output = p.batched ? y : y.reshape([L, E]);
-    if (weights && !p.batched) weights = weights.reshape(weights.shape.slice(1));
-    return weights ? { output, weights } : { output };
+    return { merged, att };
   }
 }

@@ -47,6 +47,12 @@ export interface NativeBinding {
   attentionAsync(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, params: Params): Promise<void>;
   additiveScores(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): void;
   additiveScoresAsync(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): Promise<void>;
+  layerNorm(x: F32, residual: F32 | null, shift: F32 | null, weight: F32 | null, bias: F32 | null, out: F32, sum: F32 | null, params: Params): void;
+  layerNormAsync(x: F32, residual: F32 | null, shift: F32 | null, weight: F32 | null, bias: F32 | null, out: F32, sum: F32 | null, params: Params): Promise<void>;
+  activation(x: F32, out: F32, params: Params): void;
+  activationAsync(x: F32, out: F32, params: Params): Promise<void>;
+  linear(x: F32, weight: F32 | object, out: F32, bias: F32 | null, params: Params): void;
+  linearAsync(x: F32, weight: F32 | object, out: F32, bias: F32 | null, params: Params): Promise<void>;
   l2Normalize(src: F32, dst: F32, params: Params): void;
   l2NormalizeAsync(src: F32, dst: F32, params: Params): Promise<void>;
   toFloat32(bytes: Uint8Array, dtypeCode: number, dst: F32): void;

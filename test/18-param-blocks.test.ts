@@ -4,7 +4,23 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { MultiHeadAttention, Tensor, attention, attentionAsync, matmul, matmulAsync, packMatrix, softmax, softmaxAsync } from '../src';
+import {
+  MultiHeadAttention,
+  Tensor,
+  attention,
+  attentionAsync,
+  gelu,
+  layerNorm,
+  layerNormAsync,
+  linear,
+  linearAsync,
+  matmul,
+  matmulAsync,
+  packMatrix,
+  reluAsync,
+  softmax,
+  softmaxAsync,
+} from '../src';
 import { native, type NativeBinding } from '../src/native';
 import * as params from '../src/params';
 
@@ -131,6 +147,15 @@ describe('every slot is written by the API and read by the addon', () => {
     const cache = mha.createKVCache({ batch: 1 });
     mha.forward(r([1, 2, 8], 19), undefined, undefined, { kvCache: cache, needWeights: true });
     await mha.forwardAsync(r([1, 1, 8], 20), undefined, undefined, { kvCache: cache });
+    // The Transformer layer's ops: layerNorm with every optional input and the sum output, activations, linear layers.
+    const x = r([2, 3, 5], 21);
+    layerNorm(x, { residual: r([3, 5], 22), inputBias: r([5], 23), weight: r([5], 24), bias: r([5], 25), eps: 1e-6, sumOut: Tensor.empty([2, 3, 5]) });
+    const rank8 = r([2, 1, 2, 1, 2, 1, 2, 3], 26);
+    await layerNormAsync(rank8, { residual: r([2, 1, 2, 1, 2, 1, 2, 3], 27), sumOut: Tensor.empty(rank8.shape) });
+    gelu(rank8, { approximate: 'tanh' });
+    await reluAsync(x);
+    linear(x, w.transpose().contiguous().transpose(), { bias, activation: 'gelu' }); // weight stored [in, out]
+    await linearAsync(x.narrow(1, 0, 2), packed, { activation: 'relu' });
   }
 
   beforeAll(async () => {

@@ -23,6 +23,7 @@
 #include "../kernels/attention.h"
 #include "../kernels/bounds.h"
 #include "../kernels/gemm.h"
+#include "../kernels/layers.h"
 #include "../kernels/softmax.h"
 #include "../kernels/tensor_ops.h"
 #include "../kernels/tuning.h"
@@ -75,19 +76,19 @@ const char* name_of(bool async, const char* sync_name, const char* async_name) {
 // (argument 3, at bias_offset) fit their arrays; out's elements are distinct;
 // out shares memory with neither A nor the bias. Sets g.a, g.c and g.bias;
 // g's shape and strides must be set. `inputs` names the operands out must
-// stay apart from. Returns the extents of A and out.
+// stay apart from, `a_name` the left operand. Returns the extents of A and out.
 struct AOut {
   long ea, ec;
 };
 AOut bind_a_out_bias(const Napi::CallbackInfo& info, GemmArgs& g, const F32Arg& a, long off_a, const F32Arg& c,
-                     long off_c, double bias_offset, const char* inputs) {
+                     long off_c, double bias_offset, const char* inputs, const char* a_name = "a") {
   Napi::Env env = info.Env();
   if (g.lda < (g.trans_a ? g.m : g.k)) throw_range(env, "lda is smaller than the rows it must hold");
   if (g.ldc < g.n) throw_range(env, "ldc is smaller than n");
   long ea, ec;
-  if (!gemm_extent_a(g, &ea) || ea > kMaxIndex) throw_range(env, "a: its shape and strides span more than 2^53 elements");
+  if (!gemm_extent_a(g, &ea) || ea > kMaxIndex) throw_range(env, std::string(a_name) + ": its shape and strides span more than 2^53 elements");
   if (!gemm_extent_c(g, &ec) || ec > kMaxIndex) throw_range(env, "out: its shape and strides span more than 2^53 elements");
-  check_fits(env, "a", off_a, ea, a.length);
+  check_fits(env, a_name, off_a, ea, a.length);
   check_fits(env, "out", off_c, ec, c.length);
   const long out_shape[3] = {g.batch, g.m, g.n}, out_strides[3] = {g.stride_c, g.ldc, 1};
   check_distinct(env, "out", 3, out_shape, out_strides);
@@ -656,6 +657,210 @@ Napi::Value to_float32_impl(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ------------------------------------------------------------ transformer layers
+// A strided operand of `rank` dimensions over `shape`, read from the block:
+// its strides and offset, checked to fit its array; the last axis must be
+// contiguous (stride 1) unless it has at most one element.
+struct RowView {
+  float* ptr = nullptr;
+  long strides[kMaxRank] = {};
+  long extent = 0;
+};
+
+template <class P>
+RowView read_rows(Napi::Env env, ParamReader<P>& p, const F32Arg& arr, int rank, const long* shape,
+                  typename P::Slot strides_slot, typename P::Slot offset_slot, const char* what) {
+  RowView v;
+  for (int d = 0; d < rank; ++d) v.strides[d] = p.integer(strides_slot, d, 0, kMaxIndex, what);
+  if (shape[rank - 1] > 1 && v.strides[rank - 1] != 1) {
+    throw_range(env, std::string("the last axis of ") + what + " must be contiguous (stride 1)");
+  }
+  const long off = p.integer(offset_slot, 0, kMaxIndex, what);
+  v.extent = view_extent(env, what, rank, shape, v.strides);
+  check_fits(env, what, off, v.extent, arr.length);
+  v.ptr = arr.data + off;
+  return v;
+}
+
+// An output `out` that shares memory with input `in` without being exactly
+// it (the same elements in the same layout: in place).
+bool clashes(const RowView& out, const RowView& in, int rank, const long* shape) {
+  if (!in.ptr || !overlaps(out.ptr, static_cast<std::size_t>(out.extent) * 4, in.ptr, static_cast<std::size_t>(in.extent) * 4)) {
+    return false;
+  }
+  if (out.ptr != in.ptr) return true;
+  for (int d = 0; d < rank; ++d)
+    if (shape[d] > 1 && out.strides[d] != in.strides[d]) return true;
+  return false;
+}
+
+// One row of `cols` floats at argument i (or nothing when it is absent).
+const float* optional_row(const Napi::CallbackInfo& info, std::size_t i, double offset, long cols, const char* what) {
+  if (is_absent(info[i])) return nullptr;
+  F32Arg t = get_f32(info, i, what);
+  const long off = get_int(info.Env(), offset, 0, kMaxIndex, what);
+  check_fits(info.Env(), what, off, cols, t.length);
+  return t.data + off;
+}
+
+// The rank and shape slots of a block, with the element count below 2^53.
+template <class P>
+int read_shape(Napi::Env env, ParamReader<P>& p, long* shape) {
+  const int rank = static_cast<int>(p.integer(P::kRank, 1, kMaxRank, "rank"));
+  for (int d = 0; d < rank; ++d) shape[d] = p.integer(P::kShape, d, 0, kMaxIndex, "shape");
+  element_count(env, "x", rank, shape);
+  return rank;
+}
+
+// layerNorm(x, residual | null, shift | null, weight | null, bias | null, out, sum | null, params)
+// out and sum may each be x or the residual exactly (same layout); otherwise
+// they share no memory with any input, nor with each other.
+Napi::Value layer_norm_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::LayerNorm;
+  Napi::Env env = info.Env();
+  F32Arg x = get_f32(info, 0, "x");
+  F32Arg out = get_f32(info, 5, "out");
+  ParamReader<P> p(info, 7);
+  LayerNormArgs a;
+  a.rank = read_shape(env, p, a.shape);
+  const int rank = a.rank;
+  const long cols = a.shape[rank - 1];
+  const RowView xv = read_rows(env, p, x, rank, a.shape, P::kXStrides, P::kXOffset, "x");
+  const RowView ov = read_rows(env, p, out, rank, a.shape, P::kOutStrides, P::kOutOffset, "out");
+  check_distinct(env, "out", rank, a.shape, ov.strides);
+  RowView rv;
+  if (!is_absent(info[1])) rv = read_rows(env, p, get_f32(info, 1, "residual"), rank, a.shape, P::kResidualStrides,
+                                          P::kResidualOffset, "residual");
+  RowView sv;
+  if (!is_absent(info[6])) {
+    sv = read_rows(env, p, get_f32(info, 6, "sum"), rank, a.shape, P::kSumStrides, P::kSumOffset, "sum");
+    check_distinct(env, "sum", rank, a.shape, sv.strides);
+  }
+  a.shift = optional_row(info, 2, p.number(P::kShiftOffset), cols, "shift");
+  a.gamma = optional_row(info, 3, p.number(P::kWeightOffset), cols, "weight");
+  a.beta = optional_row(info, 4, p.number(P::kBiasOffset), cols, "bias");
+  const double eps = p.number(P::kEps);
+  if (!std::isfinite(eps) || eps < 0) throw_range(env, "Expected finite non-negative number for eps but received " + std::to_string(eps));
+  a.eps = static_cast<float>(eps);
+  const std::size_t row = static_cast<std::size_t>(cols) * 4;
+  for (const RowView* o : {&ov, static_cast<const RowView*>(&sv)}) {
+    if (!o->ptr) continue;
+    const std::size_t ob = static_cast<std::size_t>(o->extent) * 4;
+    if (clashes(*o, xv, rank, a.shape) || clashes(*o, rv, rank, a.shape) ||
+        overlaps(o->ptr, ob, a.shift, a.shift ? row : 0) || overlaps(o->ptr, ob, a.gamma, a.gamma ? row : 0) ||
+        overlaps(o->ptr, ob, a.beta, a.beta ? row : 0)) {
+      throw_range(env, std::string(o == &ov ? "out" : "sum") +
+                           " must be x or the residual itself, or share no memory with the inputs");
+    }
+  }
+  if (sv.ptr && overlaps(ov.ptr, static_cast<std::size_t>(ov.extent) * 4, sv.ptr, static_cast<std::size_t>(sv.extent) * 4)) {
+    throw_range(env, "out and sum must not share memory");
+  }
+  a.x = xv.ptr;
+  for (int d = 0; d < rank; ++d) {
+    a.x_strides[d] = xv.strides[d];
+    a.y_strides[d] = ov.strides[d];
+    a.r_strides[d] = rv.strides[d];
+    a.sum_strides[d] = sv.strides[d];
+  }
+  a.residual = rv.ptr;
+  a.y = ov.ptr;
+  a.sum = sv.ptr;
+  KernelCall call(info, async, name_of(async, "layerNorm", "layerNormAsync"));
+  call.read(0, a.x, xv.extent);
+  if (a.residual) call.read(1, a.residual, rv.extent);
+  if (a.shift) call.read(2, a.shift, cols);
+  if (a.gamma) call.read(3, a.gamma, cols);
+  if (a.beta) call.read(4, a.beta, cols);
+  call.write(5, a.y, ov.extent, Layout::strided(rank, a.shape, a.y_strides), "out");
+  if (a.sum) call.write(6, a.sum, sv.extent, Layout::strided(rank, a.shape, a.sum_strides), "sum");
+  const KernelTable* kt = &kernels();
+  return call.run([kt, a] { layer_norm(*kt, a); });
+}
+
+// activation(x, out, params): out may be x itself (same layout) or share no memory with it.
+Napi::Value activation_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::Activation;
+  Napi::Env env = info.Env();
+  F32Arg x = get_f32(info, 0, "x");
+  F32Arg out = get_f32(info, 1, "out");
+  ParamReader<P> p(info, 2);
+  ActivationArgs a;
+  a.act = static_cast<int>(p.integer(P::kKind, 1, kActivationCount - 1, "activation kind"));
+  a.rank = read_shape(env, p, a.shape);
+  const RowView xv = read_rows(env, p, x, a.rank, a.shape, P::kXStrides, P::kXOffset, "x");
+  const RowView ov = read_rows(env, p, out, a.rank, a.shape, P::kOutStrides, P::kOutOffset, "out");
+  check_distinct(env, "out", a.rank, a.shape, ov.strides);
+  if (clashes(ov, xv, a.rank, a.shape)) throw_range(env, "out must be x itself or share no memory with it");
+  a.x = xv.ptr;
+  a.y = ov.ptr;
+  for (int d = 0; d < a.rank; ++d) {
+    a.x_strides[d] = xv.strides[d];
+    a.y_strides[d] = ov.strides[d];
+  }
+  KernelCall call(info, async, name_of(async, "activation", "activationAsync"));
+  call.read(0, a.x, xv.extent);
+  call.write(1, a.y, ov.extent, Layout::strided(a.rank, a.shape, a.y_strides), "out");
+  const KernelTable* kt = &kernels();
+  return call.run([kt, a] { activation(*kt, a); });
+}
+
+// linear(x, weight | packed, out, bias | null, params): out = act(x W^T + bias).
+Napi::Value linear_impl(const Napi::CallbackInfo& info, bool async) {
+  using P = params::Linear;
+  Napi::Env env = info.Env();
+  F32Arg x = get_f32(info, 0, "x");
+  std::shared_ptr<PackedMatrix> pm;
+  F32Arg w;
+  if (info[1].IsExternal()) {
+    pm = packed_arg(info, 1, "weight");
+  } else {
+    w = get_f32(info, 1, "weight");
+  }
+  F32Arg c = get_f32(info, 2, "out");
+  ParamReader<P> p(info, 4);
+  GemmArgs g;
+  g.m = p.integer(P::kM, 0, kMaxIndex, "m");
+  g.n = p.integer(P::kN, 0, kMaxIndex, "n");
+  g.k = p.integer(P::kK, 0, kMaxIndex, "k");
+  g.lda = p.integer(P::kLda, 1, kMaxIndex, "lda");
+  g.ldc = p.integer(P::kLdc, 1, kMaxIndex, "ldc");
+  g.act = static_cast<int>(p.integer(P::kActivation, 0, kActivationCount - 1, "activation"));
+  const long off_x = p.integer(P::kXOffset, 0, kMaxIndex, "offset of x");
+  const long off_c = p.integer(P::kOutOffset, 0, kMaxIndex, "offset of out");
+  long off_w = 0;
+  if (pm) {
+    if (pm->k != g.k || pm->n != g.n) {
+      throw_range(env, "the packed weight is [" + std::to_string(pm->k) + ", " + std::to_string(pm->n) + "], expected [" +
+                           std::to_string(g.k) + ", " + std::to_string(g.n) + "]");
+    }
+  } else {
+    g.ldb = p.integer(P::kLdw, 1, kMaxIndex, "ldw");
+    g.trans_b = !p.flag(P::kWTransposed, "wTransposed");  // [n, k] rows are columns of B
+    off_w = p.integer(P::kWOffset, 0, kMaxIndex, "offset of weight");
+    if (g.ldb < (g.trans_b ? g.k : g.n)) throw_range(env, "ldw is smaller than the rows it must hold");
+  }
+  const AOut e = bind_a_out_bias(info, g, x, off_x, c, off_c, p.number(P::kBiasOffset), "x or the weight", "x");
+  KernelCall call(info, async, name_of(async, "linear", "linearAsync"));
+  if (pm) {
+    register_a_out_bias(call, g, e);
+    const PackedMatrix* raw = pm.get();
+    call.hold(pm);
+    return call.run([g, raw] { sgemm_with_packed(g, *raw); });
+  }
+  long ew;
+  if (!gemm_extent_b(g, &ew) || ew > kMaxIndex) throw_range(env, "weight: its shape and strides span more than 2^53 elements");
+  check_fits(env, "weight", off_w, ew, w.length);
+  g.b = w.data + off_w;
+  if (overlaps(g.c, static_cast<std::size_t>(e.ec) * 4, g.b, static_cast<std::size_t>(ew) * 4)) {
+    throw_range(env, "out must not share memory with x or the weight");
+  }
+  call.read(1, g.b, ew);
+  register_a_out_bias(call, g, e);
+  const KernelTable* kt = &kernels();
+  return call.run([kt, g] { sgemm(*kt, g); });
+}
+
 // ------------------------------------------------------------ memory
 // allocate(bytes, zero) -> ArrayBuffer over addon-owned memory, or undefined
 // when this runtime refuses external ArrayBuffers.
@@ -833,6 +1038,12 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   fn("additiveScoresAsync",  [](const Napi::CallbackInfo& i) { return additive_scores_impl(i, true); });
   fn("l2Normalize",          [](const Napi::CallbackInfo& i) { return l2_normalize_impl(i, false); });
   fn("l2NormalizeAsync",     [](const Napi::CallbackInfo& i) { return l2_normalize_impl(i, true); });
+  fn("layerNorm",            [](const Napi::CallbackInfo& i) { return layer_norm_impl(i, false); });
+  fn("layerNormAsync",       [](const Napi::CallbackInfo& i) { return layer_norm_impl(i, true); });
+  fn("activation",           [](const Napi::CallbackInfo& i) { return activation_impl(i, false); });
+  fn("activationAsync",      [](const Napi::CallbackInfo& i) { return activation_impl(i, true); });
+  fn("linear",               [](const Napi::CallbackInfo& i) { return linear_impl(i, false); });
+  fn("linearAsync",          [](const Napi::CallbackInfo& i) { return linear_impl(i, true); });
   fn("toFloat32",            to_float32_impl);
   fn("fill",                 fill_impl);
   fn("allocate",             allocate_impl);

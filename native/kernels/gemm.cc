@@ -53,10 +53,11 @@ struct Problem {
   long ldc;
   float alpha, beta;
   const float* bias;
+  int act;
 };
 
-// C = beta * C (+ bias), for the degenerate cases (k == 0 or alpha == 0).
-void scale_c(const Problem& p) {
+// C = act(beta * C (+ bias)), for the degenerate cases (k == 0 or alpha == 0).
+void scale_c(const KernelTable& kt, const Problem& p) {
   for (long i = 0; i < p.m; ++i) {
     float* row = p.c + i * p.ldc;
     if (p.beta == 0.0f) {
@@ -66,6 +67,7 @@ void scale_c(const Problem& p) {
     }
     if (p.bias)
       for (long j = 0; j < p.n; ++j) row[j] += p.bias[j];
+    if (p.act != kActNone) kt.activation_array(p.act, row, row, p.n);
   }
 }
 
@@ -164,6 +166,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
     for (long pc = 0; pc < p.k; pc += blk.kc) {
       const long kc = min_l(blk.kc, p.k - pc);
       const float beta = pc == 0 ? p.beta : 1.0f;
+      const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
 
       if (pre) {
         bpack = pre->data + pre->offset(jc, pc);
@@ -191,7 +194,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
           const int mrows = static_cast<int>(min_l(mr, mcur - ir));
           const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
           micro(kc, apack + ir * kc, bpack + jr * kc, p.c + (ic + ir) * p.ldc + jc + jr, p.ldc, p.alpha, beta,
-                mrows, ncols, bias);
+                mrows, ncols, bias, act);
         };
         for (long ic = r0; ic < r1; ic += mc) {
           const long mcur = min_l(mc, r1 - ic);
@@ -213,8 +216,8 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
 }
 
 void gemm_small(const KernelTable& kt, const Problem& p, bool dot, int nt) {
-  SmallGemm g{dot,   p.m,    p.n,    p.k, p.a.p,   p.a.rs, p.a.cs,
-              p.b.p, p.b.rs, p.b.cs, p.c, p.ldc, p.alpha, p.beta, p.bias};
+  SmallGemm g{dot,   p.m,    p.n,    p.k,     p.a.p,  p.a.rs, p.a.cs, p.b.p,
+              p.b.rs, p.b.cs, p.c, p.ldc, p.alpha, p.beta, p.bias, p.act};
   if (nt <= 1) {
     kt.gemm_small(g, 0, p.m, 0, p.n);
     return;
@@ -251,7 +254,7 @@ bool use_small(const KernelTable& kt, const Problem& p, bool* dot) {
 void gemm_one(const KernelTable& kt, const Problem& p, bool parallel, const PackedMatrix* pre = nullptr) {
   if (p.m <= 0 || p.n <= 0) return;
   if (p.k <= 0 || p.alpha == 0.0f) {
-    scale_c(p);
+    scale_c(kt, p);
     return;
   }
   const int nt = threads_for(gemm_work(p), parallel);
@@ -276,6 +279,7 @@ Problem problem_of(const GemmArgs& g, long item, const PackedMatrix* pre = nullp
   p.alpha = g.alpha;
   p.beta = g.beta;
   p.bias = g.bias;
+  p.act = g.act;
   return p;
 }
 

@@ -22,6 +22,9 @@ struct GemmArgs {
   long batch = 1;
   // Added to every row of C (n floats, shared by the batch), or null.
   const float* bias = nullptr;
+  // Applied last, in the micro-kernel's stores: C = act(alpha A B + beta C +
+  // bias). An Activation (kernel_table.h).
+  int act = kActNone;
 };
 
 // Cache blocking of the blocked (packing) path: rows of A, depth, and columns

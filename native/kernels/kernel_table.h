@@ -11,6 +11,16 @@ namespace attn {
 
 enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
+// Elementwise activations, as the GEMM epilogue and activation_array take
+// them (plain ints in the table's signatures).
+enum Activation : int {
+  kActNone = 0,
+  kActRelu = 1,      // max(x, 0)
+  kActGelu = 2,      // x Phi(x) = x (1 + erf(x / sqrt 2)) / 2
+  kActGeluTanh = 3,  // x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2
+};
+constexpr int kActivationCount = 4;
+
 
 // Unpacked GEMM on a sub-range of C: C[i0:i1, j0:j1] = alpha * A B + beta * C.
 // Element (i, k) of A is a[i * rsa + k * csa]; element (k, j) of B is
@@ -28,6 +38,7 @@ struct SmallGemm {
   long ldc;
   float alpha, beta;
   const float* bias;  // per column of C, or null
+  int act;            // Activation applied last: C = act(alpha A B + beta C + bias)
 };
 
 struct KernelTable {
@@ -37,18 +48,19 @@ struct KernelTable {
 
   // Packed GEMM micro-kernel: an m x n tile of C (m <= mr, n <= nr) from kc
   // steps of packed A (mr floats per step, the first m used) and packed B (nr
-  // floats per step): C = alpha * acc + beta * C (+ bias[0:n] when bias is not
-  // null); C is not read when beta == 0. A row's result does not depend on m.
+  // floats per step): C = act(alpha * acc + beta * C (+ bias[0:n] when bias
+  // is not null)), act an Activation (kActNone: none); C is not read when
+  // beta == 0. A row's result does not depend on m.
   int mr, nr;
   // Keys per block of the fused attention kernel (a multiple of nr): the row
   // stride of its score tile.
   long attn_key_block;
   void (*gemm_micro)(long kc, const float* a, const float* b, float* c, long ldc,
-                     float alpha, float beta, int m, int n, const float* bias);
+                     float alpha, float beta, int m, int n, const float* bias, int act);
   // The same, prefetching the panels into L1 ahead of use (for cores whose L1
   // prefetcher does not keep up; see tuning.h). Bitwise the same results.
   void (*gemm_micro_prefetch)(long kc, const float* a, const float* b, float* c, long ldc,
-                              float alpha, float beta, int m, int n, const float* bias);
+                              float alpha, float beta, int m, int n, const float* bias, int act);
   // Packs a panel for the micro-kernel: dst[k * w + l] = src[l * ls + k * ks]
   // for l < lanes (zero up to w), k < kc. w is mr (A) or nr (B).
   void (*pack_panel)(const float* src, long ls, long ks, long lanes, long kc, int w, float* dst);
@@ -62,9 +74,22 @@ struct KernelTable {
                       const float* fmask, const std::uint8_t* umask, const float* next_x,
                       float* next_y);
 
-  // y[i] = exp(x[i]) and tanh(x[i]); exposed for accuracy tests.
+  // y[i] = exp(x[i]), tanh(x[i]) and erf(x[i]); exposed for accuracy tests.
   void (*exp_array)(const float* x, float* y, long n);
   void (*tanh_array)(const float* x, float* y, long n);
+  void (*erf_array)(const float* x, float* y, long n);
+  // y[i] = act(x[i]) for an Activation act; y may be x.
+  void (*activation_array)(int act, const float* x, float* y, long n);
+
+  // One LayerNorm row of n entries: z = x (+ r) (+ shift), then
+  // y = (z - mean(z)) / sqrt(var(z) + eps) (* gamma) (+ beta), and z itself
+  // into sum when it is not null (a pre-norm layer's residual stream). r,
+  // shift, gamma, beta and sum may be null; y and sum may each be x or r,
+  // not each other. The statistics are taken in float32 from z minus the
+  // row's first entry (exact for rows far from 0), so a large mean costs no
+  // accuracy.
+  void (*layer_norm_row)(const float* x, const float* r, const float* shift, const float* gamma,
+                         const float* beta, float* y, float* sum, long n, float eps);
 
   // Additive attention scores for one query row:
   // out[j] = sum_h w[h] * tanh(qb[h] + pk[j * pk_stride + h]), j < sk, h < hd.

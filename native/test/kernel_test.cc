@@ -20,6 +20,7 @@
 #include "../kernels/attention.h"
 #include "../kernels/bounds.h"
 #include "../kernels/gemm.h"
+#include "../kernels/layers.h"
 #include "../kernels/softmax.h"
 #include "../kernels/tensor_ops.h"
 #include "../runtime/cpu.h"
@@ -760,8 +761,8 @@ void test_micro_variants(const KernelTable& kt) {
         c2 = c1;
         const float beta = (m + n) % 2 ? 0.0f : 0.5f;
         const float* bp = m % 3 == 0 ? bias.data() : nullptr;
-        kt.gemm_micro(kc, a.data(), b.data(), c1.data(), ldc, 1.25f, beta, m, n, bp);
-        kt.gemm_micro_prefetch(kc, a.data(), b.data(), c2.data(), ldc, 1.25f, beta, m, n, bp);
+        kt.gemm_micro(kc, a.data(), b.data(), c1.data(), ldc, 1.25f, beta, m, n, bp, kActNone);
+        kt.gemm_micro_prefetch(kc, a.data(), b.data(), c2.data(), ldc, 1.25f, beta, m, n, bp, kActNone);
         same = same && std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0;
         ++cases;
       }
@@ -923,6 +924,364 @@ void test_fp_env(const KernelTable& kt) {
               "): " + std::to_string(flushed) + " of 256 tasks on " + std::to_string(threads_seen) + " threads");
   }
   ThreadPool::global().resize(before_threads);
+}
+
+// ---------------------------------------------------------------- activations
+double gelu_ref(double x) { return 0.5 * x * std::erfc(-x / std::sqrt(2.0)); }
+double gelu_tanh_ref(double x) {
+  const double y = std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
+  return x / (1.0 + std::exp(-2.0 * y));
+}
+
+// Dense sweeps: worst ulp against float64 references. erf over [-6, 6];
+// GELU over [-13, 14] (below -13.2, x Phi(x) is subnormal); GELU's tanh form
+// over [-1, 10], and in [-20, -1] the relative error divided by the
+// function's condition number |x f'(x) / f(x)| (about |x| (1 + 0.13 x^2)
+// there: a 1-ulp change of x moves the result that many ulp, and rounding
+// sqrt(2 / pi) x (1 + 0.044715 x^2) to float32 does as much).
+void test_erf_gelu(const KernelTable& kt) {
+  auto sweep = [](double lo, double hi, double step, std::initializer_list<float> extra) {
+    std::vector<float> xs;
+    for (double x = lo; x <= hi; x += step) xs.push_back(static_cast<float>(x));
+    for (float x : extra) xs.push_back(x);
+    return xs;
+  };
+  const float inf = std::numeric_limits<float>::infinity();
+  {
+    std::vector<float> xs = sweep(-6.0, 6.0, 1.1e-5, {0.0f, -0.0f, 1e-30f, -1e-38f, 0.4999999f, 0.5f, 0.5000001f,
+                                                      3.9f, 3.92f, 10.0f, 10.1f, 11.0f, -30.0f});
+    std::vector<float> y(xs.size());
+    kt.erf_array(xs.data(), y.data(), static_cast<long>(xs.size()));
+    float wx = 0;
+    const double worst = worst_ulp(xs, y, [](double x) { return std::erf(x); }, &wx);
+    check(worst <= 4.0, std::string(kt.name) + " erf max error " + std::to_string(worst) + " ulp at x=" +
+                            std::to_string(wx) + " (want <= 4)");
+    std::printf("  %s erf: max %.3f ulp over %zu points\n", kt.name, worst, xs.size());
+    std::vector<float> sp = {inf, -inf, std::nanf("")}, ys(3);
+    kt.erf_array(sp.data(), ys.data(), 3);
+    check(ys[0] == 1.0f && ys[1] == -1.0f && std::isnan(ys[2]), std::string(kt.name) + " erf(inf, -inf, nan)");
+  }
+  {
+    std::vector<float> xs = sweep(-13.0, 14.0, 2.3e-5, {0.0f, -0.0f, 1e-30f, -1e-30f, 14.2f, 20.0f});
+    std::vector<float> y(xs.size());
+    kt.activation_array(kActGelu, xs.data(), y.data(), static_cast<long>(xs.size()));
+    float wx = 0;
+    const double worst = worst_ulp(xs, y, gelu_ref, &wx);
+    check(worst <= 8.0, std::string(kt.name) + " gelu max error " + std::to_string(worst) + " ulp at x=" +
+                            std::to_string(wx) + " (want <= 8)");
+    std::vector<float> tail = sweep(-15.0, -13.0, 1e-4, {}), yt(tail.size());
+    kt.activation_array(kActGelu, tail.data(), yt.data(), static_cast<long>(tail.size()));
+    double sub = 0;
+    for (std::size_t i = 0; i < tail.size(); ++i) sub = std::fmax(sub, std::fabs(yt[i] - gelu_ref(tail[i])));
+    check(sub < 1e-43, std::string(kt.name) + " gelu subnormal tail error " + std::to_string(sub));
+    std::printf("  %s gelu: max %.3f ulp over %zu points in [-13, 14]\n", kt.name, worst, xs.size());
+    std::vector<float> sp = {inf, -inf, std::nanf(""), -20.0f, -100.0f}, ys(5);
+    kt.activation_array(kActGelu, sp.data(), ys.data(), 5);
+    check(ys[0] == inf && ys[1] == 0.0f && std::signbit(ys[1]) && std::isnan(ys[2]) && ys[3] == 0.0f && ys[4] == 0.0f,
+          std::string(kt.name) + " gelu(inf, -inf, nan, -20, -100) = (inf, -0, nan, -0, -0)");
+  }
+  {
+    std::vector<float> xs = sweep(-1.0, 10.0, 1.3e-5, {0.0f, -0.0f, 1e-30f, -1e-30f, inf});
+    std::vector<float> y(xs.size());
+    kt.activation_array(kActGeluTanh, xs.data(), y.data(), static_cast<long>(xs.size()));
+    float wx = 0;
+    const double worst = worst_ulp(xs, y, gelu_tanh_ref, &wx);
+    check(worst <= 6.0, std::string(kt.name) + " gelu (tanh) max error " + std::to_string(worst) + " ulp at x=" +
+                            std::to_string(wx) + " (want <= 6)");
+    std::vector<float> tail = sweep(-20.0, -1.0, 1e-4, {}), yt(tail.size());
+    kt.activation_array(kActGeluTanh, tail.data(), yt.data(), static_cast<long>(tail.size()));
+    double scaled = 0;
+    for (std::size_t i = 0; i < tail.size(); ++i) {
+      const double x = tail[i], want = gelu_tanh_ref(x);
+      if (std::fabs(want) < 1e-37) continue;
+      const double cond = std::fabs(x) * (1 + 0.134145 * x * x) + 1;
+      scaled = std::fmax(scaled, ulp_distance(yt[i], want) / cond);
+    }
+    check(scaled <= 2.0, std::string(kt.name) + " gelu (tanh) tail error " + std::to_string(scaled) +
+                             " ulp per unit of condition number");
+    float ninf = -inf, out = 1;
+    kt.activation_array(kActGeluTanh, &ninf, &out, 1);
+    check(out == 0.0f, std::string(kt.name) + " gelu (tanh) of -inf is 0");
+    std::printf("  %s gelu (tanh): max %.3f ulp in [-1, 10], %.3f ulp x condition number below\n", kt.name, worst, scaled);
+  }
+  {
+    std::vector<float> xs = {-2.0f, -0.0f, 0.0f, 3.5f, -inf, inf, std::nanf("")}, ys(xs.size());
+    kt.activation_array(kActRelu, xs.data(), ys.data(), static_cast<long>(xs.size()));
+    check(ys[0] == 0 && ys[1] == 0 && ys[2] == 0 && ys[3] == 3.5f && ys[4] == 0 && ys[5] == inf && std::isnan(ys[6]),
+          std::string(kt.name) + " relu");
+  }
+  // Every length up to a few vectors, in place and not, for each kind.
+  for (int act = kActRelu; act < kActivationCount; ++act)
+    for (long n = 0; n <= 3 * kt.vector_width + 1; ++n) {
+      std::vector<float> a(static_cast<std::size_t>(n) + 1), b(static_cast<std::size_t>(n) + 1, -7.0f);
+      for (long i = 0; i <= n; ++i) a[static_cast<std::size_t>(i)] = 0.37f * static_cast<float>(i) - 2.0f;
+      kt.activation_array(act, a.data(), b.data(), n);
+      std::vector<float> c = a;
+      kt.activation_array(act, c.data(), c.data(), n);
+      bool ok = b[static_cast<std::size_t>(n)] == -7.0f && c[static_cast<std::size_t>(n)] == a[static_cast<std::size_t>(n)];
+      for (long i = 0; i < n; ++i) {
+        const double x = a[static_cast<std::size_t>(i)];
+        const double want = act == kActRelu ? std::fmax(x, 0.0) : act == kActGelu ? gelu_ref(x) : gelu_tanh_ref(x);
+        ok = ok && std::fabs(b[static_cast<std::size_t>(i)] - want) <= 1e-6 * (1 + std::fabs(want)) &&
+             std::memcmp(&b[static_cast<std::size_t>(i)], &c[static_cast<std::size_t>(i)], 4) == 0;
+      }
+      check(ok, std::string(kt.name) + " activation " + std::to_string(act) + " tail n=" + std::to_string(n));
+    }
+}
+
+// The GEMM epilogue: C = act(alpha A B + beta C + bias) on the packed and the
+// unpacked paths, bitwise equal to the plain GEMM followed by the activation
+// pass, within tolerance of a float64 reference, the same for any thread
+// count, and applied once when K spans several blocks.
+void test_gemm_activation(const KernelTable& kt) {
+  struct Case {
+    long m, n, k;
+    bool tb;
+    float beta;
+  };
+  const Case cases[] = {{1, 37, 19, false, 0.0f},    {3, 5, 2, true, 0.0f},     {31, 67, 129, false, 0.5f},
+                        {97, 131, 300, true, 0.0f},  {130, 257, 2100, true, 0.0f}, {15, 33, 17, false, 1.0f},
+                        {64, 64, 0, false, 1.0f},    {200, 45, 77, false, 0.0f}};
+  const int before = ThreadPool::global().size();
+  for (const Case& c : cases)
+    for (int act = kActRelu; act < kActivationCount; ++act) {
+      const long lda = c.k + 3, ldb = (c.tb ? c.k : c.n) + 1, ldc = c.n + 2;
+      std::vector<float> A(static_cast<std::size_t>(c.m * lda + 1)), Bm(static_cast<std::size_t>((c.tb ? c.n : c.k) * ldb + 1)),
+          bias(static_cast<std::size_t>(c.n)), C0(static_cast<std::size_t>(c.m * ldc));
+      Rng rng(static_cast<std::uint64_t>(c.m * 7 + c.n * 3 + c.k + act));
+      rng.fill(A);
+      rng.fill(Bm);
+      rng.fill(bias);
+      rng.fill(C0);
+      auto run = [&](int a_act, int threads) {
+        std::vector<float> C = C0;
+        GemmArgs g;
+        g.m = c.m;
+        g.n = c.n;
+        g.k = c.k;
+        g.trans_b = c.tb;
+        g.alpha = 0.75f;
+        g.beta = c.beta;
+        g.a = A.data();
+        g.lda = lda;
+        g.b = Bm.data();
+        g.ldb = ldb;
+        g.c = C.data();
+        g.ldc = ldc;
+        g.bias = bias.data();
+        g.act = a_act;
+        ThreadPool::global().resize(threads);
+        sgemm(kt, g);
+        return C;
+      };
+      const std::vector<float> fused = run(act, 1), fused3 = run(act, 3);
+      std::vector<float> plain = run(kActNone, 1);
+      for (long i = 0; i < c.m; ++i) kt.activation_array(act, plain.data() + i * ldc, plain.data() + i * ldc, c.n);
+      const std::string what = std::string(kt.name) + " gemm act " + std::to_string(act) + " m=" + std::to_string(c.m) +
+                               " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k);
+      check(std::memcmp(fused.data(), plain.data(), fused.size() * 4) == 0, what + ": equals gemm then activation");
+      check(std::memcmp(fused.data(), fused3.data(), fused.size() * 4) == 0, what + ": same bits on 3 threads");
+      double worst = 0;
+      for (long i = 0; i < c.m; ++i)
+        for (long j = 0; j < c.n; ++j) {
+          double acc = 0, mag = 0;
+          for (long p = 0; p < c.k; ++p) {
+            const double av = A[static_cast<std::size_t>(i * lda + p)];
+            const double bv = c.tb ? Bm[static_cast<std::size_t>(j * ldb + p)] : Bm[static_cast<std::size_t>(p * ldb + j)];
+            acc += av * bv;
+            mag += std::fabs(av * bv);
+          }
+          const std::size_t ci = static_cast<std::size_t>(i * ldc + j);
+          const double pre = 0.75 * acc + c.beta * static_cast<double>(C0[ci]) + bias[static_cast<std::size_t>(j)];
+          const double want = act == kActRelu ? std::fmax(pre, 0.0) : act == kActGelu ? gelu_ref(pre) : gelu_tanh_ref(pre);
+          const double tol = 1.2 * 4e-7 * (0.75 * mag + std::fabs(c.beta) + 2.0) * (2.0 + std::sqrt(static_cast<double>(c.k)));
+          worst = std::fmax(worst, std::fabs(fused[ci] - want) / tol);
+        }
+      check(worst <= 1.0, what + ": error " + std::to_string(worst) + " of tolerance");
+    }
+  ThreadPool::global().resize(before);
+}
+
+// ---------------------------------------------------------------- LayerNorm
+// Reference: z = x + r + shift in float64 from the float32 inputs, two-pass
+// statistics in float64.
+void layer_norm_ref(const float* x, const float* r, const float* sh, const float* g, const float* b, long n, double eps,
+                    double* y) {
+  std::vector<double> z(static_cast<std::size_t>(n));
+  double mean = 0;
+  for (long j = 0; j < n; ++j) {
+    z[static_cast<std::size_t>(j)] = static_cast<double>(x[j]) + (r ? r[j] : 0.0) + (sh ? sh[j] : 0.0);
+    mean += z[static_cast<std::size_t>(j)];
+  }
+  mean /= static_cast<double>(n);
+  double var = 0;
+  for (long j = 0; j < n; ++j) var += (z[static_cast<std::size_t>(j)] - mean) * (z[static_cast<std::size_t>(j)] - mean);
+  var /= static_cast<double>(n);
+  const double rstd = 1.0 / std::sqrt(var + eps);
+  for (long j = 0; j < n; ++j) y[j] = (z[static_cast<std::size_t>(j)] - mean) * rstd * (g ? g[j] : 1.0) + (b ? b[j] : 0.0);
+}
+
+void test_layer_norm(const KernelTable& kt) {
+  // Rows of every awkward length, with each optional input on or off, and
+  // rows far from 0 (mean 1e4, spread 1; and mean -3e5 spread 0.01 with the
+  // mean split between x and the residual).
+  std::vector<long> lens = {1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 255, 384, 768, 1000, 1031};
+  double worst_plain = 0, worst_far = 0;
+  for (long n : lens)
+    for (int variant = 0; variant < 16; ++variant) {
+      const bool use_r = variant & 1, use_sh = variant & 2, use_g = variant & 4, use_b = variant & 8;
+      for (int far = 0; far < 3; ++far) {
+        Rng rng(static_cast<std::uint64_t>(n * 16 + variant + far * 1000));
+        std::vector<float> x(static_cast<std::size_t>(n)), r(static_cast<std::size_t>(n)), sh(static_cast<std::size_t>(n)),
+            g(static_cast<std::size_t>(n)), b(static_cast<std::size_t>(n)), y(static_cast<std::size_t>(n) + 1, 42.0f);
+        rng.fill(x);
+        rng.fill(r);
+        rng.fill(sh);
+        rng.fill(g);
+        rng.fill(b);
+        if (far == 1) {
+          for (float& v : x) v = 1e4f + 3.0f * v;
+        } else if (far == 2) {
+          for (float& v : x) v = -2e5f + 0.01f * v;
+          for (float& v : r) v = -1e5f + 0.02f * v;
+        }
+        const float* rp = use_r ? r.data() : nullptr;
+        const float* sp = use_sh ? sh.data() : nullptr;
+        const float* gp = use_g ? g.data() : nullptr;
+        const float* bp = use_b ? b.data() : nullptr;
+        kt.layer_norm_row(x.data(), rp, sp, gp, bp, y.data(), nullptr, n, 1e-5f);
+        std::vector<double> ref(static_cast<std::size_t>(n));
+        layer_norm_ref(x.data(), rp, sp, gp, bp, n, 1e-5, ref.data());
+        double err = 0;
+        for (long j = 0; j < n; ++j) err = std::fmax(err, std::fabs(y[static_cast<std::size_t>(j)] - ref[static_cast<std::size_t>(j)]));
+        (far ? worst_far : worst_plain) = std::fmax(far ? worst_far : worst_plain, err);
+        check(err < 4e-6 && y[static_cast<std::size_t>(n)] == 42.0f,
+              std::string(kt.name) + " layer_norm n=" + std::to_string(n) + " variant " + std::to_string(variant) +
+                  " far " + std::to_string(far) + " err " + std::to_string(err));
+        // In place over x (and over the residual) gives the same bits.
+        std::vector<float> xi = x, ri = r;
+        kt.layer_norm_row(xi.data(), rp, sp, gp, bp, xi.data(), nullptr, n, 1e-5f);
+        bool same = std::memcmp(xi.data(), y.data(), static_cast<std::size_t>(n) * 4) == 0;
+        if (use_r) {
+          kt.layer_norm_row(x.data(), ri.data(), sp, gp, bp, ri.data(), nullptr, n, 1e-5f);
+          same = same && std::memcmp(ri.data(), y.data(), static_cast<std::size_t>(n) * 4) == 0;
+        }
+        check(same, std::string(kt.name) + " layer_norm in place n=" + std::to_string(n));
+        // The sum output: z = (x + r) + shift in float32, here over the
+        // residual (or x) in place; y unchanged.
+        std::vector<float> zs = use_r ? r : x, y2(static_cast<std::size_t>(n));
+        kt.layer_norm_row(use_r ? x.data() : zs.data(), use_r ? zs.data() : nullptr, sp, gp, bp, y2.data(), zs.data(), n,
+                          1e-5f);
+        bool sum_ok = std::memcmp(y2.data(), y.data(), static_cast<std::size_t>(n) * 4) == 0;
+        for (long j = 0; j < n; ++j) {
+          float z = x[static_cast<std::size_t>(j)];
+          if (use_r) z = z + r[static_cast<std::size_t>(j)];
+          if (use_sh) z = z + sh[static_cast<std::size_t>(j)];
+          sum_ok = sum_ok && zs[static_cast<std::size_t>(j)] == z;
+        }
+        check(sum_ok, std::string(kt.name) + " layer_norm sum output n=" + std::to_string(n));
+      }
+    }
+  std::printf("  %s layer_norm: max error %.2e (rows near 0), %.2e (rows with mean 1e4 or -3e5)\n", kt.name,
+              worst_plain, worst_far);
+  {  // A constant row with eps 1e-12: zeros (+ beta), not NaN.
+    std::vector<float> x(50, 3.25f), b(50, 0.5f), y(50);
+    kt.layer_norm_row(x.data(), nullptr, nullptr, nullptr, b.data(), y.data(), nullptr, 50, 1e-12f);
+    bool ok = true;
+    for (float v : y) ok = ok && v == 0.5f;
+    check(ok, std::string(kt.name) + " layer_norm of a constant row is beta");
+  }
+  {  // The driver: strided rank-3 rows, a residual broadcast over the batch, in parallel = serially.
+    const long B = 3, S = 37, E = 67;
+    std::vector<float> x(static_cast<std::size_t>(B * S * (E + 5))), r(static_cast<std::size_t>(S * E)), g(E), bt(E),
+        sh(E), y(static_cast<std::size_t>(B * S * E));
+    Rng rng(99);
+    rng.fill(x);
+    rng.fill(r);
+    rng.fill(g);
+    rng.fill(bt);
+    rng.fill(sh);
+    LayerNormArgs a;
+    a.rank = 3;
+    a.shape[0] = B;
+    a.shape[1] = S;
+    a.shape[2] = E;
+    a.x = x.data();
+    a.x_strides[0] = S * (E + 5);
+    a.x_strides[1] = E + 5;
+    a.x_strides[2] = 1;
+    a.residual = r.data();
+    a.r_strides[0] = 0;
+    a.r_strides[1] = E;
+    a.r_strides[2] = 1;
+    a.shift = sh.data();
+    a.gamma = g.data();
+    a.beta = bt.data();
+    a.y = y.data();
+    a.y_strides[0] = S * E;
+    a.y_strides[1] = E;
+    a.y_strides[2] = 1;
+    a.eps = 1e-6f;
+    const int before = ThreadPool::global().size();
+    ThreadPool::global().resize(3);
+    layer_norm(kt, a);
+    ThreadPool::global().resize(before);
+    double err = 0;
+    bool same = true;
+    for (long bi = 0; bi < B; ++bi)
+      for (long s = 0; s < S; ++s) {
+        std::vector<double> ref(static_cast<std::size_t>(E));
+        const float* xr = x.data() + bi * S * (E + 5) + s * (E + 5);
+        layer_norm_ref(xr, r.data() + s * E, sh.data(), g.data(), bt.data(), E, 1e-6, ref.data());
+        std::vector<float> row(static_cast<std::size_t>(E));
+        kt.layer_norm_row(xr, r.data() + s * E, sh.data(), g.data(), bt.data(), row.data(), nullptr, E, 1e-6f);
+        for (long j = 0; j < E; ++j) {
+          const float got = y[static_cast<std::size_t>((bi * S + s) * E + j)];
+          err = std::fmax(err, std::fabs(got - ref[static_cast<std::size_t>(j)]));
+          same = same && got == row[static_cast<std::size_t>(j)];
+        }
+      }
+    check(err < 2e-6 && same, std::string(kt.name) + " layer_norm driver (strided, broadcast residual, 3 threads) err " +
+                                  std::to_string(err));
+  }
+  {  // The activation driver: a strided view, and a contiguous tensor split into chunks.
+    const long R = 9, C = 45;
+    std::vector<float> x(static_cast<std::size_t>(R * (C + 3))), y(static_cast<std::size_t>(R * C));
+    Rng rng(5);
+    for (float& v : x) v = 4.0f * rng.next();
+    ActivationArgs a;
+    a.act = kActGelu;
+    a.rank = 2;
+    a.shape[0] = R;
+    a.shape[1] = C;
+    a.x = x.data();
+    a.x_strides[0] = C + 3;
+    a.x_strides[1] = 1;
+    a.y = y.data();
+    a.y_strides[0] = C;
+    a.y_strides[1] = 1;
+    activation(kt, a);
+    double err = 0;
+    for (long i = 0; i < R; ++i)
+      for (long j = 0; j < C; ++j)
+        err = std::fmax(err, std::fabs(y[static_cast<std::size_t>(i * C + j)] - gelu_ref(x[static_cast<std::size_t>(i * (C + 3) + j)])));
+    std::vector<float> big(200003), out(200003);
+    for (float& v : big) v = 6.0f * rng.next();
+    ActivationArgs b;
+    b.act = kActGeluTanh;
+    b.rank = 1;
+    b.shape[0] = static_cast<long>(big.size());
+    b.x = big.data();
+    b.x_strides[0] = 1;
+    b.y = out.data();
+    b.y_strides[0] = 1;
+    const int before = ThreadPool::global().size();
+    ThreadPool::global().resize(3);
+    activation(kt, b);
+    ThreadPool::global().resize(before);
+    for (std::size_t i = 0; i < big.size(); ++i) err = std::fmax(err, std::fabs(out[i] - gelu_tanh_ref(big[i])) / (1 + std::fabs(big[i])));
+    check(err < 1e-6, std::string(kt.name) + " activation driver err " + std::to_string(err));
+  }
 }
 
 void test_tensor_ops() {
@@ -1095,6 +1454,9 @@ int main(int argc, char** argv) {
     test_attention(*kt);
     test_fused(*kt);
     test_fp_env(*kt);
+    test_erf_gelu(*kt);
+    test_gemm_activation(*kt);
+    test_layer_norm(*kt);
     // The one entry the tests above do not reach (the benchmark's peak).
     const double flops = kt->fma_peak(1000);
     check(flops > 0 && flops == static_cast<double>(static_cast<long>(flops)) &&

@@ -280,3 +280,77 @@ export function multiheadRef(
     }
   return { output, weights: att.weights };
 }
+
+// ---------------------------------------------------------------- layers
+
+/** erfc(x) in float64: the Maclaurin series below 2.5 (1 - erf), a Lentz continued fraction above (relative error ~1e-14). */
+export function erfcRef(x: number): number {
+  if (Number.isNaN(x)) return NaN;
+  if (x < 0) return 2 - erfcRef(-x);
+  if (x < 2.5) {
+    let term = x;
+    let sum = x;
+    for (let n = 1; n < 200 && Math.abs(term) > 1e-18 * Math.abs(sum); ++n) {
+      term *= (-x * x) / n;
+      sum += term / (2 * n + 1);
+    }
+    return 1 - (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  if (x > 27) return 0;
+  // erfc(x) = e^(-x^2) / sqrt(pi) / (x + (1/2) / (x + 1 / (x + (3/2) / (x + 2 / (x + ...)))))
+  let f = x;
+  let c = x;
+  let d = 0;
+  for (let n = 1; n < 500; ++n) {
+    const a = n / 2;
+    d = x + a * d;
+    d = 1 / d;
+    c = x + a / c;
+    const delta = c * d;
+    f *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  return Math.exp(-x * x) / Math.sqrt(Math.PI) / f;
+}
+
+export const erfRef = (x: number): number => 1 - erfcRef(x);
+/** GELU, x Φ(x) = x erfc(-x / √2) / 2. */
+export const geluRef = (x: number): number => (x === -Infinity ? -0 : 0.5 * x * erfcRef(-x / Math.SQRT2));
+/** GELU's tanh form, 0.5 x (1 + tanh(y)) = x / (1 + e^(-2y)), y = √(2/π) (x + 0.044715 x³). */
+export const geluTanhRef = (x: number): number => {
+  if (x === -Infinity) return -0;
+  const y = Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3);
+  return x / (1 + Math.exp(-2 * y));
+};
+
+/**
+ * LayerNorm along the last axis in float64 of z = x + residual + inputBias
+ * (residual broadcast to x's shape), two-pass statistics.
+ */
+export function layerNormRef(
+  x: Tensor,
+  opts: { weight?: Tensor; bias?: Tensor; eps?: number; residual?: Tensor; inputBias?: Tensor } = {},
+): Float64Array {
+  const xv = values(x);
+  const n = x.shape[x.rank - 1];
+  const rv = opts.residual ? values(opts.residual.expand(x.shape)) : null;
+  const g = opts.weight ? values(opts.weight) : null;
+  const b = opts.bias ? values(opts.bias) : null;
+  const s = opts.inputBias ? values(opts.inputBias) : null;
+  const eps = opts.eps ?? 1e-5;
+  const out = new Float64Array(xv.length);
+  for (let r = 0; r * n < xv.length; ++r) {
+    const z = new Float64Array(n);
+    let mean = 0;
+    for (let j = 0; j < n; ++j) {
+      z[j] = xv[r * n + j] + (rv ? rv[r * n + j] : 0) + (s ? s[j] : 0);
+      mean += z[j];
+    }
+    mean /= n;
+    let v = 0;
+    for (let j = 0; j < n; ++j) v += (z[j] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(v / n + eps);
+    for (let j = 0; j < n; ++j) out[r * n + j] = (z[j] - mean) * rstd * (g ? g[j] : 1) + (b ? b[j] : 0);
+  }
+  return out;
+}

@@ -53,4 +53,3 @@ export function expectBitwiseEqual(a: Tensor, b: Tensor, label = ''): void {
     if (x[i] !== y[i]) expect.fail(`${label} differs at element ${i}: ${av[i]} vs ${bv[i]}`);
   }
 }
-
