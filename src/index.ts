@@ -25,3 +25,5 @@ export type {
 } from './multihead';
 export { loadSafetensors, saveSafetensors } from './safetensors';
 export type { SafetensorsFile } from './safetensors';
+export { Batcher, BatcherError } from './batcher';
+export type { BatcherOptions, BatcherRunOptions, BatcherStats, PackedModule, PackedForward, PackedOptions, PackedResult } from './batcher';
