@@ -1,0 +1,157 @@
+#!/usr/bin/env node
+'use strict';
+// Drives the embedding service of serve.js over loopback with autocannon:
+// each mode starts the service in child processes, warms it up, then keeps
+// `connections` clients in closed loops (each sends its next request when the
+// answer arrives) for `duration` seconds, with sequences of 8 to 128 tokens.
+// Prints requests/s, tokens/s and p50/p99 latency per mode, as a table.
+//
+//   npm run loadtest
+//   npm run loadtest -- --duration 5 --connections 32 --modes batched,one-at-a-time
+//
+// Modes: batched (one process, every CPU's thread), one-at-a-time (the same,
+// one request per batch), cluster-batched and cluster-one-at-a-time (one
+// process per CPU of one kernel thread each, examples/cluster.js).
+
+const { spawn } = require('node:child_process');
+const os = require('node:os');
+const path = require('node:path');
+
+let autocannon;
+try {
+  autocannon = require('autocannon');
+} catch {
+  console.error('The load test needs autocannon: npm install --save-dev autocannon');
+  process.exit(1);
+}
+
+const argv = process.argv.slice(2);
+const value = (name, fallback) => {
+  const i = argv.indexOf(name);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : fallback;
+};
+const DURATION = Number(value('--duration', 10));
+const WARMUP = Number(value('--warmup', Math.min(2, DURATION)));
+const CONNECTIONS = Number(value('--connections', 32));
+const MODES = value('--modes', 'batched,one-at-a-time,cluster-batched,cluster-one-at-a-time').split(',');
+const EMBED_DIM = 768;
+const CPUS = os.availableParallelism();
+
+const SERVERS = {
+  batched: { script: 'serve.js', args: [], layout: `1 x ${CPUS}` },
+  'one-at-a-time': { script: 'serve.js', args: ['--no-batch'], layout: `1 x ${CPUS}` },
+  'cluster-batched': { script: 'cluster.js', args: ['--threads', '1'], layout: `${CPUS} x 1` },
+  'cluster-one-at-a-time': { script: 'cluster.js', args: ['--threads', '1', '--no-batch'], layout: `${CPUS} x 1` },
+};
+for (const m of MODES) {
+  if (!SERVERS[m]) {
+    console.error(`unknown mode '${m}'; expected some of ${Object.keys(SERVERS).join(', ')}`);
+    process.exit(1);
+  }
+}
+
+/** Request bodies: [S, E] float32 little-endian, S uniform in 8..128, from a fixed seed. */
+function bodies(count) {
+  let state = 12345;
+  const next = () => (state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  return Array.from({ length: count }, () => {
+    const S = 8 + Math.floor(next() * 121);
+    const buf = Buffer.alloc(4 * S * EMBED_DIM);
+    for (let i = 0; i < S * EMBED_DIM; ++i) buf.writeFloatLE(2 * next() - 1, 4 * i);
+    return { S, buf };
+  });
+}
+
+/** Starts a mode's service on a free port; resolves with its URL and the child process. */
+function startServer(mode) {
+  const { script, args } = SERVERS[mode];
+  const child = spawn(process.execPath, [path.join(__dirname, script), '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const processes = script === 'cluster.js' ? CPUS : 1;
+    child.stdout.on('data', (d) => {
+      out += d;
+      // Every process prints where it listens (the cluster's all on one port).
+      const listening = [...out.matchAll(/serving on (http:\/\/\S+)/g)];
+      if (listening.length >= processes) resolve({ url: listening[0][1], child });
+    });
+    child.on('exit', (code) => reject(new Error(`${script} exited with ${code} before listening:\n${out}`)));
+  });
+}
+
+function stopServer(child) {
+  return new Promise((resolve) => {
+    child.removeAllListeners('exit');
+    child.on('exit', resolve);
+    child.kill('SIGTERM');
+  });
+}
+
+/** One autocannon run; counts the tokens of the answered requests. */
+async function drive(url, pool, seconds) {
+  let tokens = 0;
+  let sent = 0;
+  const result = await autocannon({
+    url,
+    connections: CONNECTIONS,
+    duration: seconds,
+    requests: [
+      {
+        method: 'POST',
+        setupRequest: (req, context) => {
+          const b = pool[sent++ % pool.length];
+          context.tokens = b.S;
+          return { ...req, body: b.buf, headers: { 'content-type': 'application/octet-stream' } };
+        },
+        onResponse: (status, body, context) => {
+          if (status === 200) tokens += context.tokens;
+        },
+      },
+    ],
+  });
+  return { result, tokens };
+}
+
+function table(header, rows) {
+  const all = [header, ...rows].map((r) => r.map(String));
+  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i].length)));
+  const line = (r) => '| ' + r.map((c, i) => c.padStart(widths[i])).join(' | ') + ' |';
+  console.log(line(all[0]));
+  console.log('|' + widths.map((w) => '-'.repeat(w + 1) + ':').join('|') + '|');
+  for (const r of all.slice(1)) console.log(line(r));
+}
+
+async function main() {
+  const pool = bodies(256);
+  console.log(`load test: ${CONNECTIONS} connections in closed loops, ${DURATION} s per mode after ${WARMUP} s of warm-up, ` + `sequences of 8-128 tokens, d_model ${EMBED_DIM}, ${CPUS} CPUs`);
+  const rows = [];
+  for (const mode of MODES) {
+    const { url, child } = await startServer(mode);
+    try {
+      if (WARMUP > 0) await drive(url, pool, WARMUP);
+      const { result, tokens } = await drive(url, pool, DURATION);
+      const seconds = result.duration;
+      const failures = result.errors + result.timeouts + result.non2xx;
+      rows.push([
+        mode,
+        SERVERS[mode].layout,
+        CONNECTIONS,
+        (result.requests.total / seconds).toFixed(1),
+        Math.round(tokens / seconds),
+        result.latency.p50.toFixed(1),
+        result.latency.p99.toFixed(1),
+        failures,
+      ]);
+    } finally {
+      await stopServer(child);
+    }
+  }
+  console.log();
+  table(['mode', 'processes x threads', 'connections', 'requests/s', 'tokens/s', 'p50 ms', 'p99 ms', 'failed'], rows);
+  if (rows.some((r) => r[7] !== 0)) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
