@@ -10,7 +10,7 @@
 //
 //   npm run bench                 full run (a few minutes)
 //   npm run bench -- --smoke      tiny sizes, few repeats (CI: checks it runs and agrees)
-//   npm run bench -- --only gemm  sections: gemm, softmax, attention (comma-separated)
+//   npm run bench -- --only gemm  sections: gemm, softmax, attention, serving (comma-separated)
 //   npm run bench -- --json out.json
 //   npm run bench -- --chart-from bench/out/report.json   redraw the chart only
 //
@@ -22,6 +22,7 @@ const path = require('node:path');
 const ak = require('../dist');
 const { native } = require('../dist/native');
 const { buildModel } = require('./onnx');
+const { table } = require('../examples/table');
 
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);
@@ -256,7 +257,10 @@ async function benchSoftmax(report) {
 const E = 512;
 const HEADS = 8;
 
+// B and S may be names (symbolic dimensions); d_model and heads are the module's.
 function mhaModel(mha, B, S, causal, past = 0) {
+  const E = mha.embedDim;
+  const HEADS = mha.numHeads;
   const wqkv = mha.inProjWeight.transpose().contiguous(); // ORT's Attention takes [E, 3E]
   const wo = mha.outProjWeight.transpose().contiguous();
   const inputs = [{ name: 'x', dims: [B, S, E] }];
@@ -423,14 +427,162 @@ function writeChart(rows) {
   console.log(`chart: ${path.relative(process.cwd(), file)}`);
 }
 
-// ---------------------------------------------------------------- output
-function table(header, rows) {
-  const all = [header, ...rows].map((r) => r.map(String));
-  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i].length)));
-  const line = (r) => '| ' + r.map((c, i) => c.padStart(widths[i])).join(' | ') + ' |';
-  console.log(line(all[0]));
-  console.log('|' + widths.map((w) => '-'.repeat(w + 1) + ':').join('|') + '|');
-  for (const r of all.slice(1)) console.log(line(r));
+// ---------------------------------------------------------------- serving
+// Many small requests: CLIENTS clients in closed loops (each sends its next
+// request when the answer arrives), in this process, sequences of 8 to 128
+// tokens from a fixed seed, 2 threads. Ours through a Batcher (packed
+// batches), ours one request at a time, and onnxruntime one request at a time
+// (as a Node service calls it today: session.run per request). The model is
+// one place (servingModel): the multi-head attention block for now.
+const SERVING = { clients: 32, minTokens: 8, maxTokens: 128, threads: 2 };
+
+/** Our module, onnxruntime's graph of the same weights, and the useful flops of a request of S tokens. */
+function servingModel() {
+  const d = 768;
+  const mha = new ak.MultiHeadAttention({ embedDim: d, numHeads: 12, seed: 1 });
+  mha.inProjBias.assign(ak.Tensor.randn([3 * d], { seed: 5, std: 0.1 }));
+  mha.outProjBias.assign(ak.Tensor.randn([d], { seed: 6, std: 0.1 }));
+  return {
+    name: `multi-head attention block, d_model ${d}, 12 heads`,
+    embedDim: d,
+    module: mha,
+    forwardAsync: async (x) => (await mha.forwardAsync(x)).output,
+    onnx: mhaModel(mha, 1, 'S', false),
+    flops: (S) => 8 * d * d * S + 4 * S * S * d,
+  };
+}
+
+/** Request inputs [S, E], S uniform in [minTokens, maxTokens], from a fixed seed. */
+function servingRequests(count, E) {
+  let state = 2024;
+  const next = () => (state = (state * 48271) % 2147483647) / 2147483647;
+  const span = SERVING.maxTokens - SERVING.minTokens + 1;
+  return Array.from({ length: count }, (_, i) => ak.Tensor.randn([SERVING.minTokens + Math.floor(next() * span), E], { seed: 100 + i }));
+}
+
+/** f, one call at a time: each waits for the one before it. */
+function oneAtATime(f) {
+  let tail = Promise.resolve();
+  return (x) => {
+    const run = tail.then(() => f(x));
+    tail = run.catch(() => {});
+    return run;
+  };
+}
+
+/**
+ * CLIENTS closed loops over `requests` for `seconds` (client c's i-th request
+ * is requests[(c · 7 + i) mod n]): latencies in ms and tokens answered.
+ */
+async function closedLoops(answer, requests, seconds, stats) {
+  const end = now() + seconds;
+  await Promise.all(
+    Array.from({ length: SERVING.clients }, async (_, c) => {
+      for (let i = 0; now() < end; ++i) {
+        const x = requests[(c * 7 + i) % requests.length];
+        const t0 = now();
+        await answer(x);
+        stats.latencies.push((now() - t0) * 1e3);
+        stats.tokens += x.shape[0];
+        stats.flops += stats.flopsOf(x.shape[0]);
+      }
+    }),
+  );
+}
+
+const percentile = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
+};
+
+async function benchServing(report, peak) {
+  ak.setNumThreads(SERVING.threads);
+  const model = servingModel();
+  const E = model.embedDim;
+  const requests = servingRequests(SMOKE ? 40 : 256, E);
+  const s = await session(model.onnx, SERVING.threads);
+  const ortAnswer = async (x) => (await s.run({ x: new ort.Tensor('float32', x.data, [1, x.shape[0], E]) })).y.data;
+  const batcher = new ak.Batcher(model.module, { maxBatchTokens: 8192, maxDelayMs: 1 });
+  const systems = {
+    batcher: (x) => batcher.run(x),
+    oursOneByOne: oneAtATime(model.forwardAsync),
+    ortOneByOne: oneAtATime(ortAnswer),
+  };
+
+  // Outputs: the first CLIENTS requests at once through the batcher (packed
+  // together), and one at a time through each side, against onnxruntime's.
+  const sample = requests.slice(0, SERVING.clients);
+  const packed = await Promise.all(sample.map((x) => batcher.run(x)));
+  const diffs = { batcher: 0, oursOneByOne: 0 };
+  for (let i = 0; i < sample.length; ++i) {
+    const ref = await ortAnswer(sample[i]);
+    diffs.batcher = Math.max(diffs.batcher, maxAbsDiff(packed[i].data, ref));
+    diffs.oursOneByOne = Math.max(diffs.oursOneByOne, maxAbsDiff((await model.forwardAsync(sample[i])).data, ref));
+  }
+
+  // Warm up, then rounds in which each system takes its turn (the same machine noise for all).
+  const rounds = SMOKE ? 1 : 3;
+  const seconds = SMOKE ? 0.3 : 4;
+  const stats = Object.fromEntries(Object.keys(systems).map((k) => [k, { latencies: [], tokens: 0, flops: 0, time: 0, flopsOf: model.flops }]));
+  for (const answer of Object.values(systems)) await closedLoops(answer, requests, SMOKE ? 0.05 : 1, { latencies: [], tokens: 0, flops: 0, flopsOf: model.flops });
+  const before = batcher.stats();
+  for (let r = 0; r < rounds; ++r) {
+    for (const [name, answer] of Object.entries(systems)) {
+      await sleep(5);
+      const t0 = now();
+      await closedLoops(answer, requests, seconds / rounds, stats[name]);
+      stats[name].time += now() - t0;
+    }
+  }
+  const after = batcher.stats();
+  await batcher.close();
+  await s.release();
+  ak.setNumThreads(os.availableParallelism());
+
+  const rows = Object.entries(stats).map(([name, st]) => ({
+    system: name,
+    requests: st.latencies.length,
+    tokensPerS: st.tokens / st.time,
+    requestsPerS: st.latencies.length / st.time,
+    p50Ms: percentile(st.latencies, 50),
+    p99Ms: percentile(st.latencies, 99),
+    usefulGflops: st.flops / st.time / 1e9,
+    percentOfPeak: (100 * st.flops) / st.time / 1e9 / (peak * SERVING.threads),
+    maxAbsDiff: name === 'ortOneByOne' ? 0 : diffs[name],
+  }));
+  const ortRow = rows.find((r) => r.system === 'ortOneByOne');
+  for (const r of rows) r.throughputVsOrt = r.tokensPerS / ortRow.tokensPerS;
+  const batches = after.batches - before.batches;
+  report.serving = {
+    model: model.name,
+    ...SERVING,
+    seconds,
+    rounds,
+    meanBatchRequests: batches ? (after.requests - before.requests) / batches : 0,
+    meanBatchTokens: batches ? (after.tokens - before.tokens) / batches : 0,
+    rows,
+  };
+
+  const labels = { batcher: 'ours, Batcher', oursOneByOne: 'ours, one at a time', ortOneByOne: 'onnxruntime, one at a time' };
+  console.log(
+    `\nserving: ${SERVING.clients} clients in closed loops, ${SERVING.minTokens}-${SERVING.maxTokens} tokens per request, ` +
+      `${model.name}, ${SERVING.threads} threads; Batcher: ${report.serving.meanBatchRequests.toFixed(1)} requests ` +
+      `(${report.serving.meanBatchTokens.toFixed(0)} tokens) per batch`,
+  );
+  table(
+    ['system', 'requests', 'tokens/s', 'vs ort', 'p50 ms', 'p99 ms', 'useful GFLOP/s', '% of peak', 'max |Δ| vs ort'],
+    rows.map((r) => [
+      labels[r.system],
+      r.requests,
+      r.tokensPerS.toFixed(0),
+      `${r.throughputVsOrt.toFixed(2)}x`,
+      r.p50Ms.toFixed(2),
+      r.p99Ms.toFixed(2),
+      r.usefulGflops.toFixed(1),
+      r.percentOfPeak.toFixed(1),
+      r.system === 'ortOneByOne' ? '' : r.maxAbsDiff.toExponential(1),
+    ]),
+  );
 }
 
 async function main() {
@@ -461,6 +613,7 @@ async function main() {
   if (want('gemm')) await benchGemm(report, peak);
   if (want('softmax')) await benchSoftmax(report);
   if (want('attention')) await benchAttention(report);
+  if (want('serving')) await benchServing(report, peak);
 
   fs.mkdirSync(path.dirname(JSON_PATH), { recursive: true });
   fs.writeFileSync(JSON_PATH, JSON.stringify(report, null, 2) + '\n');
@@ -468,7 +621,8 @@ async function main() {
   if (SMOKE) {
     // The smoke run is also a cross-check against onnxruntime.
     const mha = report.multiheadAttention || { rows: [], decode: [] };
-    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...mha.rows, ...mha.decode].map((r) => r.maxAbsDiff);
+    const serving = report.serving ? report.serving.rows : [];
+    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...mha.rows, ...mha.decode, ...serving].map((r) => r.maxAbsDiff);
     const worst = Math.max(0, ...diffs);
     if (!(worst < 1e-3)) {
       console.error(`outputs differ from onnxruntime by ${worst}`);

@@ -16,6 +16,7 @@
 const { spawn } = require('node:child_process');
 const os = require('node:os');
 const path = require('node:path');
+const { table } = require('./table');
 
 let autocannon;
 try {
@@ -110,15 +111,6 @@ async function drive(url, pool, seconds) {
     ],
   });
   return { result, tokens };
-}
-
-function table(header, rows) {
-  const all = [header, ...rows].map((r) => r.map(String));
-  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i].length)));
-  const line = (r) => '| ' + r.map((c, i) => c.padStart(widths[i])).join(' | ') + ' |';
-  console.log(line(all[0]));
-  console.log('|' + widths.map((w) => '-'.repeat(w + 1) + ':').join('|') + '|');
-  for (const r of all.slice(1)) console.log(line(r));
 }
 
 async function main() {
