@@ -316,17 +316,21 @@ export class Batcher {
     const only = batch[0].x!;
     if (batch.length === 1 && only.isContiguous()) return only;
     const n = tokens * E;
-    // Reuse the buffer up to maxBatchTokens (the module has finished with it:
-    // one batch runs at a time); a longer request gets one of its own.
-    if (this.input.length < n || n > this.maxBatchTokens * E) {
-      this.input = new Float32Array(n);
+    // One buffer for every batch up to maxBatchTokens (the module has finished
+    // with it: one batch runs at a time); a longer request gets one of its own.
+    let buffer: Float32Array;
+    if (tokens > this.maxBatchTokens) {
+      buffer = new Float32Array(n);
+    } else {
+      if (this.input.length < n) this.input = new Float32Array(Math.min(this.maxBatchTokens * E, Math.max(n, 2 * this.input.length)));
+      buffer = this.input;
     }
-    const packed = new Tensor(this.input.subarray(0, n), [tokens, E]);
+    const packed = new Tensor(buffer.subarray(0, n), [tokens, E]);
     let row = 0;
     for (const r of batch) {
       const x = r.x!;
       if (x.isContiguous()) {
-        this.input.set(x.data.subarray(x.offset, x.offset + r.tokens * E) as Float32Array, row * E);
+        buffer.set(x.data.subarray(x.offset, x.offset + r.tokens * E) as Float32Array, row * E);
       } else {
         packed.narrow(0, row, r.tokens).assign(x);
       }

@@ -177,13 +177,15 @@ describe('Batcher scheduling', () => {
   test('a request longer than maxBatchTokens runs alone', async () => {
     const g = gatedModule();
     const b = new Batcher(g.forward, { embedDim: 2, maxBatchTokens: 8, maxDelayMs: 0 });
-    const p = [b.run(rand([3, 2])), b.run(rand([30, 2])), b.run(rand([2, 2]))];
+    const long = rand([30, 4]).narrow(1, 1, 2); // strided: packed into a buffer of its own
+    const p = [b.run(rand([3, 2])), b.run(long), b.run(rand([2, 2]))];
     for (let n = 1; n <= 3; ++n) {
       await g.started(n);
       g.release();
     }
-    await Promise.all(p);
+    const out = await Promise.all(p);
     expect(g.batches).toEqual([[3], [30], [2]]);
+    expect(maxDiff(out[1], plusOne(long))).toBe(0);
   });
 
   test('a full queue rejects at once (backpressure)', async () => {
