@@ -4,10 +4,12 @@
 // each mode starts the service in child processes, warms it up, then keeps
 // `connections` clients in closed loops (each sends its next request when the
 // answer arrives) for `duration` seconds, with sequences of 8 to 128 tokens.
-// Prints requests/s, tokens/s and p50/p99 latency per mode, as a table.
+// The modes take turns in `rounds` rounds (so that all see the same machine
+// noise). Prints requests/s and tokens/s over all rounds, and the median over
+// the rounds of each round's p50 and p99 latency, per mode, as a table.
 //
 //   npm run loadtest
-//   npm run loadtest -- --duration 5 --connections 32 --modes batched,one-at-a-time
+//   npm run loadtest -- --duration 5 --rounds 1 --connections 32 --modes batched,one-at-a-time
 //
 // Modes: batched (one process, every CPU's thread), one-at-a-time (the same,
 // one request per batch), cluster-batched and cluster-one-at-a-time (one
@@ -34,6 +36,7 @@ const value = (name, fallback) => {
 const DURATION = Number(value('--duration', 10));
 const WARMUP = Number(value('--warmup', Math.min(2, DURATION)));
 const CONNECTIONS = Number(value('--connections', 32));
+const ROUNDS = Number(value('--rounds', 3));
 const MODES = value('--modes', 'batched,one-at-a-time,cluster-batched,cluster-one-at-a-time').split(',');
 const EMBED_DIM = 768;
 const CPUS = os.availableParallelism();
@@ -113,31 +116,37 @@ async function drive(url, pool, seconds) {
   return { result, tokens };
 }
 
+const median = (xs) => [...xs].sort((a, b) => a - b)[(xs.length - 1) >> 1];
+
 async function main() {
   const pool = bodies(256);
-  console.log(`load test: ${CONNECTIONS} connections in closed loops, ${DURATION} s per mode after ${WARMUP} s of warm-up, ` + `sequences of 8-128 tokens, d_model ${EMBED_DIM}, ${CPUS} CPUs`);
-  const rows = [];
-  for (const mode of MODES) {
-    const { url, child } = await startServer(mode);
-    try {
-      if (WARMUP > 0) await drive(url, pool, WARMUP);
-      const { result, tokens } = await drive(url, pool, DURATION);
-      const seconds = result.duration;
-      const failures = result.errors + result.timeouts + result.non2xx;
-      rows.push([
-        mode,
-        SERVERS[mode].layout,
-        CONNECTIONS,
-        (result.requests.total / seconds).toFixed(1),
-        Math.round(tokens / seconds),
-        result.latency.p50.toFixed(1),
-        result.latency.p99.toFixed(1),
-        failures,
-      ]);
-    } finally {
-      await stopServer(child);
+  console.log(
+    `load test: ${CONNECTIONS} connections in closed loops, ${DURATION} s per mode in ${ROUNDS} round(s), after ${WARMUP} s of warm-up each, ` +
+      `sequences of 8-128 tokens, d_model ${EMBED_DIM}, ${CPUS} CPUs`,
+  );
+  const totals = Object.fromEntries(MODES.map((m) => [m, { seconds: 0, requests: 0, tokens: 0, p50: [], p99: [], failed: 0 }]));
+  for (let round = 0; round < ROUNDS; ++round) {
+    for (const mode of MODES) {
+      const { url, child } = await startServer(mode);
+      try {
+        if (WARMUP > 0) await drive(url, pool, WARMUP);
+        const { result, tokens } = await drive(url, pool, DURATION / ROUNDS);
+        const t = totals[mode];
+        t.seconds += result.duration;
+        t.requests += result.requests.total;
+        t.tokens += tokens;
+        t.p50.push(result.latency.p50);
+        t.p99.push(result.latency.p99);
+        t.failed += result.errors + result.timeouts + result.non2xx;
+      } finally {
+        await stopServer(child);
+      }
     }
   }
+  const rows = MODES.map((mode) => {
+    const t = totals[mode];
+    return [mode, SERVERS[mode].layout, CONNECTIONS, (t.requests / t.seconds).toFixed(1), Math.round(t.tokens / t.seconds), median(t.p50).toFixed(1), median(t.p99).toFixed(1), t.failed];
+  });
   console.log();
   table(['mode', 'processes x threads', 'connections', 'requests/s', 'tokens/s', 'p50 ms', 'p99 ms', 'failed'], rows);
   if (rows.some((r) => r[7] !== 0)) process.exitCode = 1;
