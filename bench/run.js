@@ -523,15 +523,18 @@ async function benchServing(report, peak) {
   // Warm up, then rounds in which each system takes its turn (the same machine noise for all).
   const rounds = SMOKE ? 1 : 3;
   const seconds = SMOKE ? 0.3 : 4;
-  const stats = Object.fromEntries(Object.keys(systems).map((k) => [k, { latencies: [], tokens: 0, flops: 0, time: 0, flopsOf: model.flops }]));
+  const stats = Object.fromEntries(Object.keys(systems).map((k) => [k, { latencies: [], tokens: 0, flops: 0, time: 0, cpu: 0, flopsOf: model.flops }]));
   for (const answer of Object.values(systems)) await closedLoops(answer, requests, SMOKE ? 0.05 : 1, { latencies: [], tokens: 0, flops: 0, flopsOf: model.flops });
   const before = batcher.stats();
   for (let r = 0; r < rounds; ++r) {
     for (const [name, answer] of Object.entries(systems)) {
       await sleep(5);
       const t0 = now();
+      const c0 = process.cpuUsage();
       await closedLoops(answer, requests, seconds / rounds, stats[name]);
+      const c = process.cpuUsage(c0);
       stats[name].time += now() - t0;
+      stats[name].cpu += (c.user + c.system) / 1e6;
     }
   }
   const after = batcher.stats();
@@ -548,6 +551,8 @@ async function benchServing(report, peak) {
     p99Ms: percentile(st.latencies, 99),
     usefulGflops: st.flops / st.time / 1e9,
     percentOfPeak: (100 * st.flops) / st.time / 1e9 / (peak * SERVING.threads),
+    // Every thread of the process (both sides' pools, spinning included): less sensitive to other load than wall time.
+    cpuMsPer1kTokens: (1e6 * st.cpu) / st.tokens,
     maxAbsDiff: name === 'ortOneByOne' ? 0 : diffs[name],
   }));
   const ortRow = rows.find((r) => r.system === 'ortOneByOne');
@@ -570,7 +575,7 @@ async function benchServing(report, peak) {
       `(${report.serving.meanBatchTokens.toFixed(0)} tokens) per batch`,
   );
   table(
-    ['system', 'requests', 'tokens/s', 'vs ort', 'p50 ms', 'p99 ms', 'useful GFLOP/s', '% of peak', 'max |Δ| vs ort'],
+    ['system', 'requests', 'tokens/s', 'vs ort', 'p50 ms', 'p99 ms', 'useful GFLOP/s', '% of peak', 'CPU ms / 1k tokens', 'max |Δ| vs ort'],
     rows.map((r) => [
       labels[r.system],
       r.requests,
@@ -580,6 +585,7 @@ async function benchServing(report, peak) {
       r.p99Ms.toFixed(2),
       r.usefulGflops.toFixed(1),
       r.percentOfPeak.toFixed(1),
+      r.cpuMsPer1kTokens.toFixed(1),
       r.system === 'ortOneByOne' ? '' : r.maxAbsDiff.toExponential(1),
     ]),
   );
