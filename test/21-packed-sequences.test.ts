@@ -135,7 +135,7 @@ describe('attention over packed sequences', () => {
     return expect(attentionAsync(q, q, q, { sequenceLengths: [4, 4] })).rejects.toThrow('sum to 8');
   });
 
-  test('the addon checks the offsets itself', () => {
+  test('the addon checks the offsets itself', async () => {
     const T = 10;
     const d = 4;
     const buf = () => new Float32Array(T * d);
@@ -161,6 +161,16 @@ describe('attention over packed sequences', () => {
     expect(run(Int32Array.from([0, 10]), params(0))).toThrow('sequenceOffsets was given but the sequences slot is 0');
     expect(run(Int32Array.from([0, 10]), params(-1))).toThrow(RangeError);
     expect(run(Int32Array.from([0, 10]), params(1, { keys: 9 }))).toThrow('packed sequences need as many keys as queries (10) but received 9');
+    // The async form copies the offsets: changing them after the call changes nothing.
+    const q = new Float32Array(T * d).map((_, i) => Math.sin(i));
+    const sync = buf();
+    native.attention(q, q, q, sync, null, null, null, null, Int32Array.from([0, 3, 10]), params(2));
+    const later = buf();
+    const offsets = Int32Array.from([0, 3, 10]);
+    const pending = native.attentionAsync(q, q, q, later, null, null, null, null, offsets, params(2));
+    offsets.set([0, 2 ** 30, -7]);
+    await pending;
+    expect(Array.from(later)).toEqual(Array.from(sync));
     const mask = new Uint8Array(T * T);
     expect(run(Int32Array.from([0, 10]), params(1, { maskKind: 2, maskStrides: [0, 0, T, 1] }), mask)).toThrow(
       'packed sequences take no mask, key padding, weights or scores',
