@@ -13,7 +13,7 @@
 //
 //   npm run bench                 full run (several minutes)
 //   npm run bench -- --smoke      tiny sizes, few repeats (CI: checks it runs and agrees)
-//   npm run bench -- --only gemm  sections: gemm, softmax, attention, mha, layers (comma-separated)
+//   npm run bench -- --only gemm  sections: gemm, softmax, attention, mha, layers, serving (comma-separated)
 //   npm run bench -- --json out.json
 //   npm run bench -- --chart-from bench/out/report.json   redraw the chart only
 //
@@ -25,6 +25,7 @@ const path = require('node:path');
 const ak = require('../dist');
 const { native } = require('../dist/native');
 const { buildModel } = require('./onnx');
+const { table } = require('../examples/table');
 
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);
@@ -273,6 +274,349 @@ async function benchSoftmax(report) {
           ortPre: async () => s.run(feeds, fetch),
         });
         const ortBest = Math.min(t.ort, t.ortPre);
+        const elems = shape[0] * shape[1];
+        rows.push({
+          shape,
+          data,
+          logitStd: std,
+          threads,
+          oursMs: t.ours * 1e3,
+          oursGelemPerS: elems / t.ours / 1e9,
+          oursOutMs: t.oursOut * 1e3,
+          faultsPerCall: t.faults.ours,
+          ortMs: ortBest * 1e3,
+          ortAllocatingMs: t.ort * 1e3,
+          ortPreallocatedMs: t.ortPre * 1e3,
+          speedup: ortBest / t.ours,
+          speedupOut: ortBest / t.oursOut,
+          maxAbsDiff: diff,
+          repeats: t.reps,
+        });
+        await s.release();
+      }
+    }
+  }
+  ak.setNumThreads(os.availableParallelism());
+  peakyRatio(rows, ['shape', 'threads']);
+  scaling(rows, ['shape', 'data']);
+  report.softmax = rows;
+  console.log('\nsoftmax along the last axis, float32; softmax(x) returning a new tensor; logits of std 1 (ordinary) and 30 (peaky)');
+  printRows(rows, [
+    ['shape', (r) => r.shape.join('x')],
+    COL.data, COL.threads, COL.oursMs,
+    ['Gelem/s', (r) => r.oursGelemPerS.toFixed(2)],
+    COL.ortMs, COL.speedup, COL.peaky, COL.scaling, COL.outMs, COL.faults, COL.diff,
+  ]);
+}
+
+// ---------------------------------------------------------------- attention (the fused kernel alone)
+/** onnxruntime's com.microsoft MultiHeadAttention on [B, S, H d] inputs: attention alone, no projections. */
+function attentionModel(B, S, H, d) {
+  const D = H * d;
+  return buildModel({
+    opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
+    nodes: [{ opType: 'MultiHeadAttention', domain: 'com.microsoft', inputs: ['q', 'k', 'v'], outputs: ['o'], attrs: { num_heads: H } }],
+    inputs: ['q', 'k', 'v'].map((name) => ({ name, dims: [B, S, D] })),
+    outputs: [{ name: 'o', dims: [B, S, D] }],
+  });
+}
+
+async function benchAttention(report, peak) {
+  const [B, H, S, d] = SMOKE ? [1, 2, 40, 16] : [4, 8, 512, 64];
+  const D = H * d;
+  const rows = [];
+  for (const threads of [1, 2]) {
+    for (const [data, std] of [
+      ['ordinary', 1],
+      ['peaky', 4],
+    ]) {
+      ak.setNumThreads(threads);
+      // q, k, v as [B, S, H d] (a projection's layout), split into heads as views.
+      const q = ak.Tensor.randn([B, S, D], { seed: 11, std });
+      const k = ak.Tensor.randn([B, S, D], { seed: 12, std });
+      const v = ak.Tensor.randn([B, S, D], { seed: 13 });
+      const split = (t) => t.unflatten(2, [H, d]).permute([0, 2, 1, 3]);
+      const [qh, kh, vh] = [split(q), split(k), split(v)];
+      const outBSD = ak.Tensor.zeros([B, S, D]);
+      const out = split(outBSD);
+      const s = await session(attentionModel(B, S, H, d), threads);
+      const feeds = { q: ortTensor(q), k: ortTensor(k), v: ortTensor(v) };
+      const fetch = { o: new ort.Tensor('float32', new Float32Array(B * S * D), [B, S, D]) };
+      ak.attention(qh, kh, vh, { out });
+      const diff = maxAbsDiff(outBSD.data, (await s.run(feeds)).o.data);
+      const t = await compare({
+        ours: async () => ak.attention(qh, kh, vh),
+        oursOut: async () => ak.attention(qh, kh, vh, { out }),
+        ort: async () => s.run(feeds),
+        ortPre: async () => s.run(feeds, fetch),
+      });
+      const ortBest = Math.min(t.ort, t.ortPre);
+      const flops = 4 * B * H * S * S * d;
+      rows.push({
+        shape: [B, H, S, d],
+        data,
+        qkStd: std,
+        threads,
+        oursMs: t.ours * 1e3,
+        oursGflops: flops / t.ours / 1e9,
+        percentOfPeak: (100 * flops) / t.ours / 1e9 / (peak * threads),
+        oursOutMs: t.oursOut * 1e3,
+        faultsPerCall: t.faults.ours,
+        ortMs: ortBest * 1e3,
+        ortAllocatingMs: t.ort * 1e3,
+        ortPreallocatedMs: t.ortPre * 1e3,
+        speedup: ortBest / t.ours,
+        maxAbsDiff: diff,
+        repeats: t.reps,
+      });
+      await s.release();
+    }
+  }
+  ak.setNumThreads(os.availableParallelism());
+  peakyRatio(rows, ['threads']);
+  scaling(rows, ['data']);
+  report.attention = rows;
+  console.log(`\nfused attention softmax(QKᵀ/√d)·V, [${B}, ${H}, ${S}, ${d}], heads as views of [B, S, H·d]; attention() returning a new tensor; q and k of std 1 (ordinary) and 4 (peaky); ort: com.microsoft MultiHeadAttention`);
+  printRows(rows, [COL.data, COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.speedup, COL.peaky, COL.scaling, COL.outMs, COL.faults, COL.diff]);
+}
+
+// ---------------------------------------------------------------- multi-head attention
+function mhaModel(mha, B, S, causal, past = 0) {
+  const E = mha.embedDim;
+  const heads = mha.numHeads;
+  const wqkv = mha.inProjWeight.transpose().contiguous(); // ORT's Attention takes [E, 3E]
+  const wo = mha.outProjWeight.transpose().contiguous();
+  const inputs = [{ name: 'x', dims: [B, S, E] }];
+  const attnInputs = ['x', 'wqkv', 'bqkv'];
+  const attnOutputs = ['att'];
+  if (past > 0) {
+    inputs.push({ name: 'past', dims: [2, B, heads, past, E / heads] });
+    attnInputs.push('', 'past');
+    attnOutputs.push('present');
+  }
+  return buildModel({
+    opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
+    nodes: [
+      { opType: 'Attention', domain: 'com.microsoft', inputs: attnInputs, outputs: attnOutputs, attrs: { num_heads: heads, unidirectional: causal ? 1 : 0 } },
+      { opType: 'MatMul', inputs: ['att', 'wo'], outputs: ['proj'] },
+      { opType: 'Add', inputs: ['proj', 'bo'], outputs: ['y'] },
+    ],
+    inputs,
+    outputs: [{ name: 'y', dims: [B, S, E] }, ...(past > 0 ? [{ name: 'present', dims: [2, B, heads, past + S, E / heads] }] : [])],
+    initializers: [
+      { name: 'wqkv', dims: [E, 3 * E], data: wqkv.data },
+      { name: 'bqkv', dims: [3 * E], data: mha.inProjBias.data },
+      { name: 'wo', dims: [E, E], data: wo.data },
+      { name: 'bo', dims: [E], data: mha.outProjBias.data },
+    ],
+  });
+}
+
+function makeMha(E, heads) {
+  const mha = new ak.MultiHeadAttention({ embedDim: E, numHeads: heads, seed: 1 });
+  mha.inProjBias.assign(ak.Tensor.randn([3 * E], { seed: 5, std: 0.1 }));
+  mha.outProjBias.assign(ak.Tensor.randn([E], { seed: 6, std: 0.1 }));
+  return mha;
+}
+
+/** The rows of the block: [E, heads, batch, seq, causal, data, a target row]. */
+function mhaCases() {
+  if (SMOKE) {
+    return [
+      [512, 8, 1, 16, false, 'ordinary', true],
+      [512, 8, 2, 40, true, 'ordinary', false],
+      [512, 8, 2, 40, false, 'peaky', false],
+      [768, 12, 1, 32, false, 'ordinary', true],
+    ];
+  }
+  const cases = [];
+  const d512 = [[1, 1], [1, 16], [8, 128], [4, 512], [1, 2048]];
+  for (const [B, S] of d512) cases.push([512, 8, B, S, false, 'ordinary', S > 1]);
+  for (const [B, S] of d512) if (S > 1) cases.push([512, 8, B, S, false, 'peaky', false]);
+  for (const [B, S] of d512) if (S > 1) cases.push([512, 8, B, S, true, 'ordinary', false]);
+  for (const [B, S] of [[1, 32], [4, 128], [2, 384]]) cases.push([768, 12, B, S, false, 'ordinary', true]);
+  return cases;
+}
+
+async function benchMha(report, peak) {
+  const models = new Map();
+  const rows = [];
+  for (const threads of [1, 2]) {
+    for (const [E, heads, B, S, causal, data, targetRow] of mhaCases()) {
+      ak.setNumThreads(threads);
+      if (!models.has(E)) models.set(E, makeMha(E, heads));
+      const mha = models.get(E);
+      const x = ak.Tensor.randn([B, S, E], { seed: 2, std: data === 'peaky' ? 6 : 1 });
+      const s = await session(mhaModel(mha, B, S, causal), threads);
+      const feeds = { x: ortTensor(x) };
+      const diff = maxAbsDiff(mha.forward(x, x, x, { causal }).output.data, (await s.run(feeds)).y.data);
+      const t = await compare({
+        ours: async () => mha.forward(x, x, x, { causal }),
+        ort: async () => s.run(feeds),
+      });
+      const flops = 2 * B * S * E * 4 * E + 4 * B * S * S * E * (causal ? 0.5 : 1);
+      const percentOfPeak = (100 * flops) / t.ours / 1e9 / (peak * threads);
+      rows.push({
+        embedDim: E,
+        heads,
+        batch: B,
+        seq: S,
+        causal,
+        data,
+        inputStd: data === 'peaky' ? 6 : 1,
+        threads,
+        oursMs: t.ours * 1e3,
+        ortMs: t.ort * 1e3,
+        speedup: t.ort / t.ours,
+        oursTokensPerS: (B * S) / t.ours,
+        ortTokensPerS: (B * S) / t.ort,
+        oursGflops: flops / t.ours / 1e9,
+        percentOfPeak,
+        ortPercentOfPeak: (100 * flops) / t.ort / 1e9 / (peak * threads),
+        faultsPerCall: t.faults.ours,
+        target: targetRow ? meetsTarget(t.ort / t.ours, percentOfPeak) : undefined,
+        maxAbsDiff: diff,
+        repeats: t.reps,
+      });
+      await s.release();
+    }
+  }
+  ak.setNumThreads(os.availableParallelism());
+  scaling(rows, ['embedDim', 'batch', 'seq', 'causal', 'data']);
+  peakyRatio(rows, ['embedDim', 'batch', 'seq', 'causal', 'threads']);
+
+  // One decoding step: one new query over a cache of `past` keys.
+  const E = 512;
+  const HEADS = 8;
+  const mha = models.get(E) ?? makeMha(E, HEADS);
+  const past = SMOKE ? 64 : 4096;
+  const decode = [];
+  for (const threads of [1, 2]) {
+    ak.setNumThreads(threads);
+    const history = ak.Tensor.randn([1, past, E], { seed: 3 });
+    const cache = mha.createKVCache({ capacity: past + 8 });
+    mha.forward(history, undefined, undefined, { kvCache: cache });
+    const step = ak.Tensor.randn([1, 1, E], { seed: 4 });
+    // ORT's past state holds the same keys and values, [2, B, h, past, d]:
+    // the K and V parts of the history's projection, split into heads.
+    const pastState = new Float32Array(2 * HEADS * past * (E / HEADS));
+    const qkv = ak.matmul(history, mha.inProjWeight, { transposeB: true, bias: mha.inProjBias }); // [1, past, 3E]
+    for (let which = 0; which < 2; ++which) {
+      const part = qkv.narrow(2, (which + 1) * E, E).unflatten(2, [HEADS, E / HEADS]).permute([0, 2, 1, 3]).contiguous();
+      pastState.set(part.data, which * HEADS * past * (E / HEADS));
+    }
+    const s = await session(mhaModel(mha, 1, 1, true, past), threads);
+    const feeds = { x: ortTensor(step), past: new ort.Tensor('float32', pastState, [2, 1, HEADS, past, E / HEADS]) };
+    cache.truncate(past);
+    const ours = mha.forward(step, undefined, undefined, { kvCache: cache }).output.data;
+    const diff = maxAbsDiff(ours, (await s.run(feeds)).y.data);
+    const t = await compare({
+      ours: async () => {
+        cache.truncate(past);
+        return mha.forward(step, undefined, undefined, { kvCache: cache });
+      },
+      ort: async () => s.run(feeds),
+    });
+    decode.push({ past, threads, oursMs: t.ours * 1e3, ortMs: t.ort * 1e3, speedup: t.ort / t.ours, maxAbsDiff: diff, repeats: t.reps });
+    await s.release();
+  }
+  ak.setNumThreads(os.availableParallelism());
+  report.multiheadAttention = { rows, decode };
+
+  console.log('\nmulti-head attention block (QKV projection, attention, output projection); forward() as users call it; inputs of std 1 (ordinary) and 6 (peaky)');
+  printRows(rows, [
+    ['d_model', (r) => r.embedDim],
+    ['heads', (r) => r.heads],
+    ['batch', (r) => r.batch],
+    ['seq', (r) => r.seq],
+    ['causal', (r) => yesNo(r.causal)],
+    COL.data, COL.threads, COL.oursMs, COL.gflops, COL.peak, COL.ortMs, COL.ortPeak, COL.speedup, COL.target, COL.peaky, COL.scaling, COL.faults, COL.diff,
+  ]);
+  console.log(`\none decoding step: 1 query over ${past} cached keys, d_model ${E}, ${HEADS} heads`);
+  table(
+    ['cached', 'threads', 'ours ms', 'ort ms', 'speedup', 'max |Δ|'],
+    decode.map((r) => [r.past, r.threads, r.oursMs.toFixed(3), r.ortMs.toFixed(3), x2(r.speedup), r.maxAbsDiff.toExponential(1)]),
+  );
+  if (!SMOKE) writeChart(rows.filter((r) => r.embedDim === E && r.data === 'ordinary' && r.seq > 1));
+}
+
+// ---------------------------------------------------------------- Transformer encoder layer
+// A post-norm encoder layer with exact GELU, against the graph onnxruntime's
+// optimizer makes of one on CPU (what its BERT fusions produce): com.microsoft
+// Attention (QKV projection and attention) -> MatMul (output projection) ->
+// SkipLayerNormalization (residual, output bias, norm1) -> MatMul (linear1) ->
+// BiasGelu -> MatMul (linear2) -> SkipLayerNormalization (residual, bias, norm2).
+function encoderLayerModel(layer, B, S) {
+  const E = layer.dModel;
+  const F = layer.dimFeedforward;
+  const t = (x) => x.transpose().contiguous(); // ONNX MatMul and Attention take [in, out]
+  const a = layer.selfAttn;
+  return buildModel({
+    opsets: [{ version: 17 }, { domain: 'com.microsoft', version: 1 }],
+    nodes: [
+      { opType: 'Attention', domain: 'com.microsoft', inputs: ['x', 'wqkv', 'bqkv'], outputs: ['att'], attrs: { num_heads: layer.numHeads } },
+      { opType: 'MatMul', inputs: ['att', 'wo'], outputs: ['proj'] },
+      { opType: 'SkipLayerNormalization', domain: 'com.microsoft', inputs: ['proj', 'x', 'g1', 'b1', 'bo'], outputs: ['x1'], attrs: { epsilon: layer.layerNormEps } },
+      { opType: 'MatMul', inputs: ['x1', 'w1'], outputs: ['h'] },
+      { opType: 'BiasGelu', domain: 'com.microsoft', inputs: ['h', 'bf1'], outputs: ['g'] },
+      { opType: 'MatMul', inputs: ['g', 'w2'], outputs: ['f'] },
+      { opType: 'SkipLayerNormalization', domain: 'com.microsoft', inputs: ['f', 'x1', 'g2', 'b2', 'bf2'], outputs: ['y'], attrs: { epsilon: layer.layerNormEps } },
+    ],
+    inputs: [{ name: 'x', dims: [B, S, E] }],
+    outputs: [{ name: 'y', dims: [B, S, E] }],
+    initializers: [
+      { name: 'wqkv', dims: [E, 3 * E], data: t(a.inProjWeight).data },
+      { name: 'bqkv', dims: [3 * E], data: a.inProjBias.data },
+      { name: 'wo', dims: [E, E], data: t(a.outProjWeight).data },
+      { name: 'bo', dims: [E], data: a.outProjBias.data },
+      { name: 'g1', dims: [E], data: layer.norm1.weight.data },
+      { name: 'b1', dims: [E], data: layer.norm1.bias.data },
+      { name: 'w1', dims: [E, F], data: t(layer.linear1.weight).data },
+      { name: 'bf1', dims: [F], data: layer.linear1.bias.data },
+      { name: 'w2', dims: [F, E], data: t(layer.linear2.weight).data },
+      { name: 'bf2', dims: [E], data: layer.linear2.bias.data },
+      { name: 'g2', dims: [E], data: layer.norm2.weight.data },
+      { name: 'b2', dims: [E], data: layer.norm2.bias.data },
+    ],
+  });
+}
+
+/** A post-norm, exact-GELU encoder layer with every bias and norm parameter set to random values. */
+function encoderLayer({ E, heads, F, eps }, seed) {
+  const layer = new ak.TransformerEncoderLayer({ dModel: E, numHeads: heads, dimFeedforward: F, activation: 'gelu', layerNormEps: eps, seed });
+  const params = [layer.selfAttn.inProjBias, layer.selfAttn.outProjBias, layer.linear1.bias, layer.linear2.bias, layer.norm1.bias, layer.norm2.bias];
+  params.forEach((p, i) => p.assign(ak.Tensor.randn(p.shape, { seed: seed * 16 + i, std: 0.1 })));
+  for (const [i, n] of [layer.norm1, layer.norm2].entries()) n.weight.assign(ak.Tensor.uniform(n.weight.shape, { seed: seed * 16 + 8 + i, low: 0.5, high: 1.5 }));
+  layer.refreshWeights();
+  return layer;
+}
+
+async function benchLayers(report, peak) {
+  const models = SMOKE
+    ? [{ name: 'tiny', E: 64, heads: 4, F: 128, eps: 1e-12 }]
+    : [
+        { name: 'BERT-base', E: 768, heads: 12, F: 3072, eps: 1e-12 },
+        { name: 'MiniLM', E: 384, heads: 12, F: 1536, eps: 1e-12 },
+      ];
+  const shapes = SMOKE ? [[1, 16], [2, 20]] : [[1, 128], [8, 128], [1, 512]];
+  const rows = [];
+  for (const [mi, cfg] of models.entries()) {
+    const layer = encoderLayer(cfg, 40 + mi);
+    for (const threads of [1, 2]) {
+      for (const [B, S] of shapes) {
+        ak.setNumThreads(threads);
+        const { E, F } = cfg;
+        const x = ak.Tensor.randn([B, S, E], { seed: 7 });
+        const s = await session(encoderLayerModel(layer, B, S), threads);
+        const feeds = { x: ortTensor(x) };
+        const fetch = { y: new ort.Tensor('float32', new Float32Array(B * S * E), [B, S, E]) };
+        const diff = maxAbsDiff(layer.forward(x).data, (await s.run(feeds)).y.data);
+        const t = await compare({
+          ours: async () => layer.forward(x),
+          ort: async () => s.run(feeds),
+          ortPre: async () => s.run(feeds, fetch),
+        });
+        const ortBest = Math.min(t.ort, t.ortPre);
         const flops = 2 * B * S * E * (4 * E + 2 * F) + 4 * B * S * S * E;
         const percentOfPeak = (100 * flops) / t.ours / 1e9 / (peak * threads);
         rows.push({
@@ -365,14 +709,168 @@ function writeChart(rows) {
   console.log(`chart: ${path.relative(process.cwd(), file)}`);
 }
 
-// ---------------------------------------------------------------- output
-function table(header, rows) {
-  const all = [header, ...rows].map((r) => r.map(String));
-  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i].length)));
-  const line = (r) => '| ' + r.map((c, i) => c.padStart(widths[i])).join(' | ') + ' |';
-  console.log(line(all[0]));
-  console.log('|' + widths.map((w) => '-'.repeat(w + 1) + ':').join('|') + '|');
-  for (const r of all.slice(1)) console.log(line(r));
+// ---------------------------------------------------------------- serving
+// Many small requests: CLIENTS clients in closed loops (each sends its next
+// request when the answer arrives), in this process, sequences of 8 to 128
+// tokens from a fixed seed, 2 threads. Ours through a Batcher (packed
+// batches), ours one request at a time, and onnxruntime one request at a time
+// (as a Node service calls it today: session.run per request). The model is
+// one place (servingModel): the multi-head attention block for now.
+const SERVING = { clients: 32, minTokens: 8, maxTokens: 128, threads: 2 };
+
+/** Our module, onnxruntime's graph of the same weights, and the useful flops of a request of S tokens. */
+function servingModel() {
+  const d = 768;
+  const mha = new ak.MultiHeadAttention({ embedDim: d, numHeads: 12, seed: 1 });
+  mha.inProjBias.assign(ak.Tensor.randn([3 * d], { seed: 5, std: 0.1 }));
+  mha.outProjBias.assign(ak.Tensor.randn([d], { seed: 6, std: 0.1 }));
+  return {
+    name: `multi-head attention block, d_model ${d}, 12 heads`,
+    embedDim: d,
+    module: mha,
+    forwardAsync: async (x) => (await mha.forwardAsync(x)).output,
+    onnx: mhaModel(mha, 1, 'S', false),
+    flops: (S) => 8 * d * d * S + 4 * S * S * d,
+  };
+}
+
+/** Request inputs [S, E], S uniform in [minTokens, maxTokens], from a fixed seed. */
+function servingRequests(count, E) {
+  let state = 2024;
+  const next = () => (state = (state * 48271) % 2147483647) / 2147483647;
+  const span = SERVING.maxTokens - SERVING.minTokens + 1;
+  return Array.from({ length: count }, (_, i) => ak.Tensor.randn([SERVING.minTokens + Math.floor(next() * span), E], { seed: 100 + i }));
+}
+
+/** f, one call at a time: each waits for the one before it. */
+function oneAtATime(f) {
+  let tail = Promise.resolve();
+  return (x) => {
+    const run = tail.then(() => f(x));
+    tail = run.catch(() => {});
+    return run;
+  };
+}
+
+/**
+ * CLIENTS closed loops over `requests` for `seconds` (client c's i-th request
+ * is requests[(c · 7 + i) mod n]): latencies in ms and tokens answered.
+ */
+async function closedLoops(answer, requests, seconds, stats) {
+  const end = now() + seconds;
+  await Promise.all(
+    Array.from({ length: SERVING.clients }, async (_, c) => {
+      for (let i = 0; now() < end; ++i) {
+        const x = requests[(c * 7 + i) % requests.length];
+        const t0 = now();
+        await answer(x);
+        stats.latencies.push((now() - t0) * 1e3);
+        stats.tokens += x.shape[0];
+        stats.flops += stats.flopsOf(x.shape[0]);
+      }
+    }),
+  );
+}
+
+const percentile = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
+};
+
+async function benchServing(report, peak) {
+  ak.setNumThreads(SERVING.threads);
+  const model = servingModel();
+  const E = model.embedDim;
+  const requests = servingRequests(SMOKE ? 40 : 256, E);
+  const s = await session(model.onnx, SERVING.threads);
+  const ortAnswer = async (x) => (await s.run({ x: new ort.Tensor('float32', x.data, [1, x.shape[0], E]) })).y.data;
+  const batcher = new ak.Batcher(model.module, { maxBatchTokens: 8192, maxDelayMs: 1 });
+  const systems = {
+    batcher: (x) => batcher.run(x),
+    oursOneByOne: oneAtATime(model.forwardAsync),
+    ortOneByOne: oneAtATime(ortAnswer),
+  };
+
+  // Outputs: the first CLIENTS requests at once through the batcher (packed
+  // together), and one at a time through each side, against onnxruntime's.
+  const sample = requests.slice(0, SERVING.clients);
+  const packed = await Promise.all(sample.map((x) => batcher.run(x)));
+  const diffs = { batcher: 0, oursOneByOne: 0 };
+  for (let i = 0; i < sample.length; ++i) {
+    const ref = await ortAnswer(sample[i]);
+    diffs.batcher = Math.max(diffs.batcher, maxAbsDiff(packed[i].data, ref));
+    diffs.oursOneByOne = Math.max(diffs.oursOneByOne, maxAbsDiff((await model.forwardAsync(sample[i])).data, ref));
+  }
+
+  // Warm up, then rounds in which each system takes its turn (the same machine noise for all).
+  const rounds = SMOKE ? 1 : 3;
+  const seconds = SMOKE ? 0.3 : 4;
+  const stats = Object.fromEntries(Object.keys(systems).map((k) => [k, { latencies: [], tokens: 0, flops: 0, time: 0, cpu: 0, flopsOf: model.flops }]));
+  for (const answer of Object.values(systems)) await closedLoops(answer, requests, SMOKE ? 0.05 : 1, { latencies: [], tokens: 0, flops: 0, flopsOf: model.flops });
+  const before = batcher.stats();
+  for (let r = 0; r < rounds; ++r) {
+    for (const [name, answer] of Object.entries(systems)) {
+      await sleep(5);
+      const t0 = now();
+      const c0 = process.cpuUsage();
+      await closedLoops(answer, requests, seconds / rounds, stats[name]);
+      const c = process.cpuUsage(c0);
+      stats[name].time += now() - t0;
+      stats[name].cpu += (c.user + c.system) / 1e6;
+    }
+  }
+  const after = batcher.stats();
+  await batcher.close();
+  await s.release();
+  ak.setNumThreads(os.availableParallelism());
+
+  const rows = Object.entries(stats).map(([name, st]) => ({
+    system: name,
+    requests: st.latencies.length,
+    tokensPerS: st.tokens / st.time,
+    requestsPerS: st.latencies.length / st.time,
+    p50Ms: percentile(st.latencies, 50),
+    p99Ms: percentile(st.latencies, 99),
+    usefulGflops: st.flops / st.time / 1e9,
+    percentOfPeak: (100 * st.flops) / st.time / 1e9 / (peak * SERVING.threads),
+    // Every thread of the process (both sides' pools, spinning included): less sensitive to other load than wall time.
+    cpuMsPer1kTokens: (1e6 * st.cpu) / st.tokens,
+    maxAbsDiff: name === 'ortOneByOne' ? 0 : diffs[name],
+  }));
+  const ortRow = rows.find((r) => r.system === 'ortOneByOne');
+  for (const r of rows) r.throughputVsOrt = r.tokensPerS / ortRow.tokensPerS;
+  const batches = after.batches - before.batches;
+  report.serving = {
+    model: model.name,
+    ...SERVING,
+    seconds,
+    rounds,
+    meanBatchRequests: batches ? (after.requests - before.requests) / batches : 0,
+    meanBatchTokens: batches ? (after.tokens - before.tokens) / batches : 0,
+    rows,
+  };
+
+  const labels = { batcher: 'ours, Batcher', oursOneByOne: 'ours, one at a time', ortOneByOne: 'onnxruntime, one at a time' };
+  console.log(
+    `\nserving: ${SERVING.clients} clients in closed loops, ${SERVING.minTokens}-${SERVING.maxTokens} tokens per request, ` +
+      `${model.name}, ${SERVING.threads} threads; Batcher: ${report.serving.meanBatchRequests.toFixed(1)} requests ` +
+      `(${report.serving.meanBatchTokens.toFixed(0)} tokens) per batch`,
+  );
+  table(
+    ['system', 'requests', 'tokens/s', 'vs ort', 'p50 ms', 'p99 ms', 'useful GFLOP/s', '% of peak', 'CPU ms / 1k tokens', 'max |Δ| vs ort'],
+    rows.map((r) => [
+      labels[r.system],
+      r.requests,
+      r.tokensPerS.toFixed(0),
+      `${r.throughputVsOrt.toFixed(2)}x`,
+      r.p50Ms.toFixed(2),
+      r.p99Ms.toFixed(2),
+      r.usefulGflops.toFixed(1),
+      r.percentOfPeak.toFixed(1),
+      r.cpuMsPer1kTokens.toFixed(1),
+      r.system === 'ortOneByOne' ? '' : r.maxAbsDiff.toExponential(1),
+    ]),
+  );
 }
 
 async function main() {
@@ -417,6 +915,7 @@ async function main() {
   if (want('attention')) await benchAttention(report, peak);
   if (want('mha')) await benchMha(report, peak);
   if (want('layers')) await benchLayers(report, peak);
+  if (want('serving')) await benchServing(report, peak);
 
   fs.mkdirSync(path.dirname(JSON_PATH), { recursive: true });
   fs.writeFileSync(JSON_PATH, JSON.stringify(report, null, 2) + '\n');
@@ -424,9 +923,16 @@ async function main() {
   if (SMOKE) {
     // The smoke run is also a cross-check against onnxruntime.
     const mha = report.multiheadAttention || { rows: [], decode: [] };
-    const diffs = [...(report.sgemm || []), ...(report.softmax || []), ...(report.attention || []), ...mha.rows, ...mha.decode, ...(report.encoderLayer || [])].map(
-      (r) => r.maxAbsDiff,
-    );
+    const serving = report.serving ? report.serving.rows : [];
+    const diffs = [
+      ...(report.sgemm || []),
+      ...(report.softmax || []),
+      ...(report.attention || []),
+      ...mha.rows,
+      ...mha.decode,
+      ...(report.encoderLayer || []),
+      ...serving,
+    ].map((r) => r.maxAbsDiff);
     const worst = Math.max(0, ...diffs);
     if (!(worst < 1e-3)) {
       console.error(`outputs differ from onnxruntime by ${worst}`);

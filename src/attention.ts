@@ -8,7 +8,7 @@ import { matmul, matmulAsync, maskKind } from './ops';
 import { additiveScoresParams, attentionParams, l2NormalizeParams } from './params';
 import { NOW, Staging, type Prep } from './staging';
 import { Tensor, checkTensor, checkWritable, sharesMemory } from './tensor';
-import { checkBoolean, checkFinite, checkOptions, expected, sameShape, shapeString } from './validate';
+import { checkBoolean, checkFinite, checkOptions, checkSequenceLengths, expected, sameShape, shapeString } from './validate';
 
 export type ScoreFunction = 'scaled_dot' | 'dot' | 'cosine' | 'additive';
 
@@ -41,6 +41,14 @@ export interface AttentionOptions {
   additive?: AdditiveWeights;
   /** Where to write the output ([..., queries, dv]; may be a strided view). */
   out?: Tensor;
+  /**
+   * Packed variable-length sequences: the positions of q, k and v (as many
+   * keys as queries) hold sequences of these lengths one after another, and
+   * each attends only within itself (causal: within itself). Positive
+   * integers summing to the position count; fused path only (no weights,
+   * masks or additive score).
+   */
+  sequenceLengths?: readonly number[] | Int32Array;
 }
 
 export interface AttentionResult {
@@ -56,7 +64,7 @@ export interface AttentionResultWithWeights extends AttentionResult {
   weights: Tensor;
 }
 
-const OPTIONS = ['score', 'scale', 'attnMask', 'keyPaddingMask', 'causal', 'needWeights', 'additive', 'out'] as const;
+const OPTIONS = ['score', 'scale', 'attnMask', 'keyPaddingMask', 'causal', 'needWeights', 'additive', 'out', 'sequenceLengths'] as const;
 const SCORES: readonly ScoreFunction[] = ['scaled_dot', 'dot', 'cosine', 'additive'];
 
 // ------------------------------------------------------------ plan
@@ -84,6 +92,8 @@ interface AttentionPlan {
   keyPadding: Tensor | null;
   /** The checked weights of the additive score. */
   additive: AdditiveWeights | null;
+  /** Cumulative offsets of packed sequences along the positions (n + 1 entries), or null. */
+  sequenceOffsets: Int32Array | null;
 }
 
 /**
@@ -223,6 +233,22 @@ function additiveFor(a: AdditiveWeights | undefined, dq: number, dk: number, fn:
   };
 }
 
+/** The offsets of packed sequences (sequenceLengths), checked against the call: same positions for queries and keys, fused path only. */
+function packedOffsets(opts: Partial<AttentionOptions>, sq: number, sk: number, r: number, fn: string): Int32Array | null {
+  if (opts.sequenceLengths === undefined) return null;
+  const { offsets } = checkSequenceLengths(opts.sequenceLengths, sq, fn);
+  if (sk !== sq) {
+    throw new RangeError(`${fn}: with sequenceLengths, k and v hold the same positions as q, but k.shape[${r - 2}] is ${sk} and q.shape[${r - 2}] is ${sq}`);
+  }
+  for (const option of ['attnMask', 'keyPaddingMask', 'additive'] as const) {
+    if (opts[option] !== undefined) throw new RangeError(`${fn}: sequenceLengths cannot be combined with ${option}`);
+  }
+  if (opts.needWeights === true) {
+    throw new RangeError(`${fn}: sequenceLengths cannot be combined with needWeights (packed sequences run in the fused kernel, which builds no weights)`);
+  }
+  return offsets;
+}
+
 /** Checks an attention call (attention and attentionAsync) and lays it out for the kernel. */
 function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn: string, prep: Prep, causalAlways = 0): AttentionPlan {
   const [Q, K, V] = checkOperands(q, k, v, fn);
@@ -237,6 +263,7 @@ function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn:
   const causal = opts.causal === undefined ? false : checkBoolean('causal', opts.causal);
   const needWeights = opts.needWeights === undefined ? false : checkBoolean('needWeights', opts.needWeights);
   const scale = scaleFor(opts, score, dk, fn);
+  const sequenceOffsets = packedOffsets(opts, sq, sk, r, fn);
   const lead = Q.shape.slice(0, -2);
   const M = opts.attnMask === undefined ? null : checkMask(opts.attnMask, [...lead, sq, sk], fn);
   const P = opts.keyPaddingMask === undefined ? null : checkKeyPadding(opts.keyPaddingMask, r >= 3 ? [lead[0], sk] : [sk]);
@@ -258,6 +285,7 @@ function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn:
     mask: M ? maskFor(M, [...lead, sq, sk], prep) : null,
     keyPadding: P ? prep.contiguous(prep.input(P, 'keyPaddingMask')) : null,
     additive: score === 'additive' ? additiveFor(opts.additive, dq, dk, fn, prep) : null,
+    sequenceOffsets,
   };
 }
 
@@ -372,6 +400,7 @@ function attentionArgs(plan: AttentionPlan, s: ScoreInputs): Parameters<NativeBi
     weightsOffset: weights ? weights.offset : 0,
     hasScores: s.scores ? 1 : 0,
     scoresOffset: s.scores ? s.scores.offset : 0,
+    sequences: plan.sequenceOffsets ? plan.sequenceOffsets.length - 1 : 0,
   });
   return [
     s.q.data as Float32Array,
@@ -382,6 +411,7 @@ function attentionArgs(plan: AttentionPlan, s: ScoreInputs): Parameters<NativeBi
     kp ? kp.data : null,
     weights ? (weights.data as Float32Array) : null,
     s.scores ? (s.scores.data as Float32Array) : null,
+    plan.sequenceOffsets,
     params,
   ];
 }

@@ -44,3 +44,5 @@ export type {
 } from './transformer';
 export { loadSafetensors, saveSafetensors } from './safetensors';
 export type { SafetensorsFile } from './safetensors';
+export { Batcher, BatcherError } from './batcher';
+export type { BatcherOptions, BatcherRunOptions, BatcherStats, PackedModule, PackedForward, PackedOptions, PackedResult } from './batcher';

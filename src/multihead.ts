@@ -6,7 +6,7 @@ import { attentionAsyncWith, attentionWith, type AttentionOptions, type Attentio
 import { matmul, matmulAsync, packMatrix, packMatrixAsync, PackedMatrix, type MatmulOptions } from './ops';
 import { copyAsync } from './staging';
 import { type Memory, Tensor, checkTensor, newTensor } from './tensor';
-import { checkBoolean, checkInteger, checkOptions, describe, expected, sameShape, shapeString } from './validate';
+import { checkBoolean, checkInteger, checkOptions, checkSequenceLengths, describe, expected, sameShape, shapeString } from './validate';
 
 export interface MultiHeadAttentionOptions {
   /** Model width E (d_model). */
@@ -42,6 +42,15 @@ export interface ForwardOptions {
   kvCache?: KVCache;
   /** Called with the name and shape of each intermediate stage (for explanations and debugging). */
   trace?: (stage: string, shape: readonly number[]) => void;
+  /**
+   * Packed variable-length self-attention: query is [totalTokens, embedDim],
+   * sequences of these lengths one after another (positive integers summing
+   * to totalTokens). The projections run as one GEMM over all tokens, and each
+   * sequence attends only within itself (causal: within itself): the output
+   * rows of a sequence are those of running it alone. Not with key/value,
+   * masks, a kvCache, needWeights, addBiasKV or addZeroAttn.
+   */
+  sequenceLengths?: readonly number[] | Int32Array;
 }
 
 export interface ForwardResult {
@@ -64,7 +73,7 @@ export interface FromStateDictOptions {
   addZeroAttn?: boolean;
 }
 
-const FORWARD_OPTIONS = ['keyPaddingMask', 'attnMask', 'causal', 'needWeights', 'averageWeights', 'kvCache', 'trace'] as const;
+const FORWARD_OPTIONS = ['keyPaddingMask', 'attnMask', 'causal', 'needWeights', 'averageWeights', 'kvCache', 'trace', 'sequenceLengths'] as const;
 const CTOR_OPTIONS = ['embedDim', 'numHeads', 'kdim', 'vdim', 'bias', 'addBiasKV', 'addZeroAttn', 'seed'] as const;
 const KNOWN_PARAMS = [
   'in_proj_weight',
@@ -508,6 +517,8 @@ export interface ForwardPlan {
   memory: Memory;
   /** Keys and values [B, S, E] projected beforehand (projectMemory): only the queries are projected. */
   memoryKV?: { K: Tensor; V: Tensor };
+  /** Lengths of the packed sequences of a [totalTokens, E] query, checked. */
+  sequenceLengths: Int32Array | undefined;
   note: (stage: string, t: Tensor | readonly number[]) => void;
 }
 
@@ -781,11 +792,28 @@ export class MultiHeadAttention {
     if (this.addBiasKV || this.addZeroAttn) throw new RangeError(`${fn}: kvCache does not support addBiasKV or addZeroAttn`);
   }
 
+  /** Packed input ([totalTokens, E] self-attention with sequenceLengths), checked; its lengths. */
+  private checkPacked(opts: Partial<ForwardOptions>, Q0: Tensor, query: unknown, key: unknown, value: unknown, fn: string): Int32Array {
+    if (Q0.rank !== 2) {
+      throw new RangeError(`${fn}: with sequenceLengths, query is the packed tokens [totalTokens, embedDim]; received ${describe(Q0)}`);
+    }
+    if ((key !== undefined && key !== query) || (value !== undefined && value !== query)) {
+      throw new RangeError(`${fn}: sequenceLengths is for self-attention; pass only the query (key and value are the query)`);
+    }
+    for (const option of ['kvCache', 'attnMask', 'keyPaddingMask'] as const) {
+      if (opts[option] !== undefined) throw new RangeError(`${fn}: sequenceLengths cannot be combined with ${option}`);
+    }
+    if (opts.needWeights === true) throw new RangeError(`${fn}: sequenceLengths cannot be combined with needWeights`);
+    if (this.addBiasKV || this.addZeroAttn) throw new RangeError(`${fn}: sequenceLengths does not support addBiasKV or addZeroAttn`);
+    return checkSequenceLengths(opts.sequenceLengths, Q0.shape[0], fn).lengths;
+  }
+
   /** @internal Checks a forward call and lays out its inputs and masks; runs no kernel. */
   planForward(query: unknown, key: unknown, value: unknown, options: unknown, fn: string): ForwardPlan {
     const [Q0, K0, V0] = this.checkInputs(query, key, value);
     const opts = checkOptions<ForwardOptions>(fn, options, FORWARD_OPTIONS);
     this.checkShapes(Q0, K0, V0, fn);
+    const sequenceLengths = opts.sequenceLengths === undefined ? undefined : this.checkPacked(opts, Q0, query, key, value, fn);
     const flags = checkForwardOptions(opts);
     const batched = Q0.rank === 3;
     const lift = (t: Tensor) => (batched ? t : t.unsqueeze(0));
@@ -809,6 +837,7 @@ export class MultiHeadAttention {
       keyPaddingMask: undefined,
       extra,
       memory: fn === 'forwardAsync' ? 'owned' : 'plain',
+      sequenceLengths,
       ...flags,
     };
     // Masks cover the keys given and cached, before the extra ones.
@@ -921,12 +950,12 @@ export class MultiHeadAttention {
     // Attention per head, written straight into the merged [B, L, E] layout.
     const merged = temp('merged', [B, L, E]);
     const out = splitHeads(merged, h);
-    const { causal, needWeights } = p;
+    const { causal, needWeights, sequenceLengths } = p;
     // The masks cover the keys given (and cached); the extra keys are never masked.
     const attnMask = p.attnMask && p.extra > 0 ? yield* padKeysFront(p.attnMask, p.extra, p.memory) : p.attnMask;
     const keyPaddingMask =
       p.keyPaddingMask && p.extra > 0 ? yield* padKeysFront(p.keyPaddingMask, p.extra, p.memory) : p.keyPaddingMask;
-    const options = { attnMask, keyPaddingMask, causal, needWeights, out };
+    const options = { attnMask, keyPaddingMask, causal, needWeights, out, sequenceLengths };
     const att = (yield { kind: 'attention', q: Qh, k: Kh, v: Vh, options, causalAlways: p.extra }) as AttentionResult;
     note('softmax(QKᵀ/√d_k) · V per head', out);
     note('concat heads', merged);

@@ -43,8 +43,8 @@ export interface NativeBinding {
   softmaxAsync(x: F32, out: F32, mask: Mask, params: Params): Promise<void>;
   copyStrided(src: F32 | Uint8Array, dst: F32 | Uint8Array, params: Params): void;
   copyStridedAsync(src: F32 | Uint8Array, dst: F32 | Uint8Array, params: Params): Promise<void>;
-  attention(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, params: Params): void;
-  attentionAsync(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, params: Params): Promise<void>;
+  attention(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, sequenceOffsets: Int32Array | null, params: Params): void;
+  attentionAsync(q: F32, k: F32, v: F32, out: F32, mask: Mask, keyPadding: Mask, weights: F32 | null, scores: F32 | null, sequenceOffsets: Int32Array | null, params: Params): Promise<void>;
   additiveScores(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): void;
   additiveScoresAsync(pq: F32, pk: F32, w: F32, bias: F32 | null, scores: F32, params: Params): Promise<void>;
   layerNorm(x: F32, residual: F32 | null, shift: F32 | null, weight: F32 | null, bias: F32 | null, out: F32, sum: F32 | null, params: Params): void;

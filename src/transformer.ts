@@ -11,7 +11,7 @@
 // the feed-forward's first GEMM writes activations directly.
 import { activationCode, layerNorm, layerNormAsync, linear, linearAsync, type Activation, type LayerNormOptions, type LinearOptions } from './layers';
 import { KVCache, MultiHeadAttention, Workspaces, runAsync, runSync, type ForwardPlan, type Steps } from './multihead';
-import { packMatrix, type MatmulOptions, type PackedMatrix } from './ops';
+import { type MatmulOptions, type PackedMatrix } from './ops';
 import { Tensor, checkTensor } from './tensor';
 import { checkBoolean, checkFinite, checkInteger, checkOptions, expected, sameShape, shapeString } from './validate';
 

@@ -93,3 +93,35 @@ export function checkedProduct(name: string, shape: readonly number[]): number {
   }
   return n;
 }
+
+/** Packed sequences, checked: their lengths (a copy) and cumulative offsets (lengths.length + 1 entries, from 0). */
+export interface PackedSequences {
+  lengths: Int32Array;
+  offsets: Int32Array;
+}
+
+/**
+ * Checks `sequenceLengths` of packed variable-length input: an Array of
+ * positive integers or an Int32Array, at least one, summing to `tokens` (the
+ * packed input's token count).
+ */
+export function checkSequenceLengths(value: unknown, tokens: number, fn: string, name = 'sequenceLengths'): PackedSequences {
+  if (!Array.isArray(value) && !(value instanceof Int32Array)) {
+    throw new TypeError(expected('Array of positive integers or Int32Array', name, value));
+  }
+  const n = value.length;
+  if (n === 0) throw new RangeError(expected('at least one sequence length', name, value));
+  const lengths = new Int32Array(n);
+  const offsets = new Int32Array(n + 1);
+  let sum = 0;
+  for (let i = 0; i < n; ++i) {
+    const len = value[i] as unknown;
+    if (typeof len !== 'number' || !Number.isInteger(len) || len < 1) checkInteger(`${name}[${i}]`, len, 1);
+    sum += len as number;
+    if (sum > 0x7fffffff) throw new RangeError(`${fn}: ${name} sum to more than 2^31 - 1 tokens`);
+    lengths[i] = len as number;
+    offsets[i + 1] = sum;
+  }
+  if (sum !== tokens) throw new RangeError(`${fn}: ${name} sum to ${sum} but the packed input holds ${tokens} tokens`);
+  return { lengths, offsets };
+}

@@ -142,6 +142,8 @@ describe('every slot is written by the API and read by the addon', () => {
     const additive = { wq: r([7, 4], 15), wk: r([7, 4], 16), w: r([7], 17), bias: r([7], 18) };
     attention(q, k, v, { score: 'additive', additive, needWeights: true });
     await attentionAsync(q, k, v, { score: 'additive', additive: { ...additive, bias: undefined } });
+    // Packed sequences.
+    attention(q, q, q, { sequenceLengths: [1, 2], causal: true });
     // The module on top, with a cache.
     const mha = new MultiHeadAttention({ embedDim: 8, numHeads: 2, seed: 3 });
     const cache = mha.createKVCache({ batch: 1 });

@@ -136,7 +136,7 @@ describe('outputs whose elements share memory are refused', () => {
     expect(() => native.softmax(x, x, null, sp([0, 1]))).toThrow(`out: ${OVERLAP}`);
     expect(() => native.softmax(x, new Float32Array(9), null, sp([2, 1]))).toThrow(`out: ${OVERLAP}`);
     const ap = attentionFields({ outStrides: [0, 12, 4] });
-    expect(() => native.attention(new Float32Array(48), new Float32Array(80), new Float32Array(80), new Float32Array(48), null, null, null, null, attentionParams(ap))).toThrow(`out: ${OVERLAP}`);
+    expect(() => native.attention(new Float32Array(48), new Float32Array(80), new Float32Array(80), new Float32Array(48), null, null, null, null, null, attentionParams(ap))).toThrow(`out: ${OVERLAP}`);
     const cp = copyStridedParams({ rank: 2, srcOffset: 0, dstOffset: 0, shape: [2, 3], srcStrides: [3, 1], dstStrides: [1, 1] });
     expect(() => native.copyStrided(new Float32Array(6), new Float32Array(6), cp)).toThrow(`dst: ${OVERLAP}`);
   });
@@ -149,7 +149,7 @@ function attentionFields(change: Partial<Parameters<typeof attentionParams>[0]> 
     qStrides: [24, 12, 4], qOffset: 0, kStrides: [40, 20, 4], kOffset: 0, vStrides: [40, 20, 4], vOffset: 0,
     outStrides: [24, 12, 4], outOffset: 0, scale: 0.5, causal: 0, causalAlways: 0,
     maskKind: 0, maskStrides: [], maskOffset: 0, keyPaddingKind: 0, keyPaddingBatchStride: 0, keyPaddingOffset: 0,
-    hasWeights: 0, weightsOffset: 0, hasScores: 0, scoresOffset: 0,
+    hasWeights: 0, weightsOffset: 0, hasScores: 0, scoresOffset: 0, sequences: 0,
     ...change,
   };
 }
@@ -159,8 +159,8 @@ describe('bounds computed with checked arithmetic', () => {
     const q = new Float32Array(48);
     const kv = new Float32Array(80);
     const p = attentionParams(attentionFields({ keyPaddingKind: 2, keyPaddingBatchStride: 2 ** 53 - 1 }));
-    expect(() => native.attention(q, kv, kv, new Float32Array(48), null, new Uint8Array(10), null, null, p)).toThrow(RangeError);
-    expect(() => native.attention(q, kv, kv, new Float32Array(48), null, new Uint8Array(10), null, null, p)).toThrow('keyPaddingMask');
+    expect(() => native.attention(q, kv, kv, new Float32Array(48), null, new Uint8Array(10), null, null, null, p)).toThrow(RangeError);
+    expect(() => native.attention(q, kv, kv, new Float32Array(48), null, new Uint8Array(10), null, null, null, p)).toThrow('keyPaddingMask');
   });
 
   test('gemm, softmax and copy extents that overflow a long are refused with the operand named', () => {

@@ -76,6 +76,15 @@ U8Arg get_u8(const Napi::CallbackInfo& info, std::size_t i, const char* what) {
   return U8Arg{arr.Data(), arr.ElementLength()};
 }
 
+I32Arg get_i32(const Napi::CallbackInfo& info, std::size_t i, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw_type(info.Env(), std::string("Expected Int32Array for ") + what + " but received " + describe(v));
+  }
+  auto arr = v.As<Napi::Int32Array>();
+  return I32Arg{arr.Data(), arr.ElementLength()};
+}
+
 const double* get_params(const Napi::CallbackInfo& info, std::size_t i, std::size_t count,
                          const char* what) {
   Napi::Value v = info[i];

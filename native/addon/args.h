@@ -21,6 +21,11 @@ struct U8Arg {
   std::size_t length = 0;
 };
 
+struct I32Arg {
+  std::int32_t* data = nullptr;
+  std::size_t length = 0;
+};
+
 // "Float32Array", "a number", "undefined"... for error messages.
 std::string describe(const Napi::Value& v);
 
@@ -29,6 +34,7 @@ std::string describe(const Napi::Value& v);
 
 F32Arg get_f32(const Napi::CallbackInfo& info, std::size_t i, const char* what);
 U8Arg get_u8(const Napi::CallbackInfo& info, std::size_t i, const char* what);
+I32Arg get_i32(const Napi::CallbackInfo& info, std::size_t i, const char* what);
 bool is_f32(const Napi::Value& v);
 // An optional argument that was not given: null or undefined.
 bool is_absent(const Napi::Value& v);

@@ -454,12 +454,39 @@ void check_work(Napi::Env env, const char* fn, long batch, long heads, long sq, 
   }
 }
 
-// attention(q, k, v, out, mask | null, keyPadding | null, weights | null, scores | null, params)
+// The packed sequences' offsets at argument `arg`: an Int32Array of n + 1
+// entries, 0 first, strictly increasing (no empty sequence), the last equal to
+// `positions`. Copied, so a running job never reads an array the caller can
+// still change.
+std::vector<long> sequence_offsets(const Napi::CallbackInfo& info, std::size_t arg, long n, long positions) {
+  Napi::Env env = info.Env();
+  const I32Arg o = get_i32(info, arg, "sequenceOffsets");
+  if (o.length != static_cast<std::size_t>(n) + 1) {
+    throw_range(env, "Expected " + std::to_string(n + 1) + " entries in sequenceOffsets (sequences + 1) but received " +
+                         std::to_string(o.length));
+  }
+  std::vector<long> off(o.data, o.data + o.length);
+  if (off[0] != 0) throw_range(env, "sequenceOffsets[0] is " + std::to_string(off[0]) + ", expected 0");
+  for (long s = 0; s < n; ++s) {
+    if (off[static_cast<std::size_t>(s) + 1] <= off[static_cast<std::size_t>(s)]) {
+      throw_range(env, "sequenceOffsets must increase strictly (every sequence holds a position): entry " +
+                           std::to_string(s + 1) + " is " + std::to_string(off[static_cast<std::size_t>(s) + 1]) +
+                           " after " + std::to_string(off[static_cast<std::size_t>(s)]));
+    }
+  }
+  if (off.back() != positions) {
+    throw_range(env, "sequenceOffsets ends at " + std::to_string(off.back()) + " but q, k, v and out hold " +
+                         std::to_string(positions) + " positions");
+  }
+  return off;
+}
+
+// attention(q, k, v, out, mask | null, keyPadding | null, weights | null, scores | null, sequenceOffsets | null, params)
 Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
   using P = params::Attention;
   Napi::Env env = info.Env();
   const char* fn = name_of(async, "attention", "attentionAsync");
-  ParamReader<P> p(info, 8);
+  ParamReader<P> p(info, 9);
   AttentionArgs a;
   read_positions(p, a);
   a.dk = p.integer(P::kDk, 0, kMaxIndex, "key dimension");
@@ -534,6 +561,21 @@ Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
       overlaps(o.ptr, o.bytes(), v.ptr, v.bytes()) || overlaps(o.ptr, o.bytes(), a.mask, mask_bytes)) {
     throw_range(env, "out must not share memory with q, k, v or the mask");
   }
+  const long sequences = p.integer(P::kSequences, 0, kMaxIndex, "sequences");
+  std::vector<long> offsets;
+  if (sequences > 0) {
+    if (has_weights || has_scores || mkind != 0 || kkind != 0 || a.causal_always != 0) {
+      throw_range(env, "packed sequences take no mask, key padding, weights, scores or always-visible keys");
+    }
+    if (a.sk != a.sq) {
+      throw_range(env, "packed sequences need as many keys as queries (" + std::to_string(a.sq) + ") but received " +
+                           std::to_string(a.sk));
+    }
+    offsets = sequence_offsets(info, 8, sequences, a.sq);
+    a.sequences = sequences;
+  } else if (!is_absent(info[8])) {
+    throw_range(env, "sequenceOffsets was given but the sequences slot is 0");
+  }
   KernelCall call(info, async, fn);
   a.q = q.ptr;
   a.k = k.ptr;
@@ -552,9 +594,13 @@ Napi::Value attention_impl(const Napi::CallbackInfo& info, bool async) {
   const KernelTable* kt = &kernels();
   // Fused (flash) whenever the weights are not wanted and the scores are a dot
   // product; the explicit path builds the [queries, keys] weights, or starts
-  // from given scores.
+  // from given scores. Packed sequences' offsets travel with the job (copied).
   if (has_weights || has_scores) return call.run([kt, a] { attention_explicit(*kt, a); });
-  return call.run([kt, a] { attention_fused(*kt, a); });
+  return call.run([kt, a, offsets] {
+    AttentionArgs job = a;
+    job.seq_offsets = offsets.empty() ? nullptr : offsets.data();
+    attention_fused(*kt, job);
+  });
 }
 
 // additiveScores(pq, pk, w, bias | null | undefined, scores, params)

@@ -206,34 +206,89 @@ inline float lanes_sum(const float* l, long w) {
   return s;
 }
 
+// A run of positions attended over as one sequence: batch item b, queries at
+// rows [q0, q0 + sq) of q and out, keys at rows [k0, k0 + sk) of k and v, the
+// first kvl of which can carry weight (uint8 key padding as a length); under
+// causal masking its first `always` keys are visible to every query.
+struct Segment {
+  long b, q0, k0, sq, sk, kvl, always;
+};
+
+// Keys query i of a segment may see: [0, segment_keys(...)).
+inline long segment_keys(bool causal, const Segment& s, long i) {
+  return causal ? causal_keys(i, s.sq, s.sk, s.always) : s.sk;
+}
+
+// The segments of a call: each batch item whole, or with seq_offsets each
+// packed sequence of each batch item.
+std::vector<Segment> flash_segments(const AttentionArgs& a, const std::vector<long>& kv_len) {
+  std::vector<Segment> segs;
+  if (a.seq_offsets) {
+    segs.reserve(static_cast<std::size_t>(a.batch * a.sequences));
+    for (long b = 0; b < a.batch; ++b)
+      for (long s = 0; s < a.sequences; ++s) {
+        const long q0 = a.seq_offsets[s], n = a.seq_offsets[s + 1] - q0;
+        segs.push_back({b, q0, q0, n, n, n, 0});
+      }
+  } else {
+    segs.reserve(static_cast<std::size_t>(a.batch));
+    for (long b = 0; b < a.batch; ++b) segs.push_back({b, 0, 0, a.sq, a.sk, kv_len.empty() ? a.sk : kv_len[static_cast<std::size_t>(b)], a.causal_always});
+  }
+  return segs;
+}
+
+// One task of the flash path: head h of segment seg, its queries [i_begin, i_end).
+struct FlashTask {
+  long seg, h, i_begin, i_end;
+  double cost;  // query rows times the keys each query block visits
+};
+
+// The tasks of a call, heaviest first. Whole heads of a segment per task when
+// there are enough (segment, head) pairs to keep the threads busy (K^T packed
+// once per head); otherwise each head's queries are split, into more pieces
+// with causal masking, where the work per piece varies. The split decides how
+// often K^T is packed, never what a query row computes.
+std::vector<FlashTask> flash_tasks(const AttentionArgs& a, const std::vector<Segment>& segs, long bq) {
+  const long units = static_cast<long>(segs.size()) * a.heads;
+  const long threads = ThreadPool::global().size();
+  const long want = threads <= 1 ? 1 : std::max(1L, (threads * (a.causal ? 4 : 2) + units - 1) / units);
+  const long min_blocks = std::max(1L, (kMinChunkQueries + bq - 1) / bq);
+  std::vector<FlashTask> tasks;
+  for (std::size_t g = 0; g < segs.size(); ++g) {
+    const Segment& s = segs[g];
+    const long blocks = (s.sq + bq - 1) / bq;
+    const long per_task = std::max(min_blocks, (blocks + want - 1) / want);
+    for (long i_begin = 0; i_begin < s.sq; i_begin += per_task * bq) {
+      const long i_end = std::min(s.sq, i_begin + per_task * bq);
+      double cost = 0;
+      for (long i0 = i_begin; i0 < i_end; i0 += bq) {
+        const long rows = std::min(bq, i_end - i0);
+        cost += static_cast<double>(rows) * static_cast<double>(std::min(s.kvl, segment_keys(a.causal, s, i0 + rows - 1)));
+      }
+      for (long h = 0; h < a.heads; ++h) tasks.push_back({static_cast<long>(g), h, i_begin, i_end, cost});
+    }
+  }
+  std::stable_sort(tasks.begin(), tasks.end(), [](const FlashTask& x, const FlashTask& y) { return x.cost > y.cost; });
+  return tasks;
+}
+
 void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vector<long>& kv_len, bool kpm_general) {
   const long mr = kt.mr, nr = kt.nr, bk_max = kt.attn_key_block;
   const long bq = 4 * mr;
-  const long blocks = (a.sq + bq - 1) / bq;
-  const long heads = a.batch * a.heads;
-  // Whole heads per task when there are enough of them to keep the threads
-  // busy (K^T packed once per head); otherwise split each head's queries,
-  // into more pieces with causal masking, where the work per piece varies.
-  const long threads = ThreadPool::global().size();
-  const long want = threads <= 1 ? 1 : std::max(1L, (threads * (a.causal ? 4 : 2) + heads - 1) / heads);
-  const long min_blocks = std::max(1L, (kMinChunkQueries + bq - 1) / bq);
-  const long per_task = std::max(min_blocks, (blocks + want - 1) / want);
-  const long chunks = (blocks + per_task - 1) / per_task;
-  const long tasks = heads * chunks;
+  const std::vector<Segment> segs = flash_segments(a, kv_len);
+  const std::vector<FlashTask> tasks = flash_tasks(a, segs, bq);
 
   auto run = [&](long t) {
-    // Heaviest first: with causal masking, later chunks see more keys.
-    const long c = a.causal ? chunks - 1 - t / heads : t / heads;
-    const long bh = t % heads;
-    const long b = bh / a.heads, h = bh % a.heads;
-    const long i_begin = c * per_task * bq;
-    const long i_end = std::min(a.sq, i_begin + per_task * bq);
-    const long kvl = kv_len.empty() ? a.sk : kv_len[static_cast<std::size_t>(b)];
-    const long kend_task = std::min(kvl, visible_keys(a, i_end - 1));
-    const float* qh = a.q + b * a.q_strides[0] + h * a.q_strides[1];
-    const float* kh = a.k + b * a.k_strides[0] + h * a.k_strides[1];
-    const float* vh = a.v + b * a.v_strides[0] + h * a.v_strides[1];
-    float* outh = a.out + b * a.out_strides[0] + h * a.out_strides[1];
+    const FlashTask& task = tasks[static_cast<std::size_t>(t)];
+    const Segment& seg = segs[static_cast<std::size_t>(task.seg)];
+    const long b = seg.b, h = task.h;
+    const long i_begin = task.i_begin, i_end = task.i_end;
+    auto visible = [&](long i) { return segment_keys(a.causal, seg, i); };
+    const long kend_task = std::min(seg.kvl, visible(i_end - 1));
+    const float* qh = a.q + b * a.q_strides[0] + h * a.q_strides[1] + seg.q0 * a.q_strides[2];
+    const float* kh = a.k + b * a.k_strides[0] + h * a.k_strides[1] + seg.k0 * a.k_strides[2];
+    const float* vh = a.v + b * a.v_strides[0] + h * a.v_strides[1] + seg.k0 * a.v_strides[2];
+    float* outh = a.out + b * a.out_strides[0] + h * a.out_strides[1] + seg.q0 * a.out_strides[2];
 
     // K^T and V for every key this task can see, in nr-wide panels: K^T as
     // panels of dk rows, V as panels of kend_task rows (each P V pass then
@@ -281,7 +336,7 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     std::vector<long> valid(static_cast<std::size_t>(bq));
 
     for (long i0 = i_begin; i0 < i_end; i0 += bq) {
-      const long rows = std::min(bq, a.sq - i0);
+      const long rows = std::min(bq, seg.sq - i0);
       // The next block's queries, into L2 while this block computes.
       if (i0 + bq < i_end)
         prefetch_rows<2>(qh + (i0 + bq) * a.q_strides[2], a.q_strides[2], std::min(bq, i_end - i0 - bq), a.dk);
@@ -292,20 +347,20 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
       for (long r = 0; r < rows; ++r) m[r] = -INFINITY;
       std::fill(l, l + rows * w, 0.0f);
       std::fill(o, o + rows * a.dv, 0.0f);
-      const long kend = std::min(kend_task, visible_keys(a, i0 + rows - 1));
+      const long kend = std::min(kend_task, visible(i0 + rows - 1));
       for (long j0 = 0; j0 < kend; j0 += bk_max) {
         const long bk = std::min(bk_max, kend - j0);
         pack_keys(std::min(kend_task, j0 + bk_max));
         // S = scale * log2(e) * Q K^T for this block of keys, with row maxima.
         kt.attn_scores(a.dk, qp, ktp + j0 * a.dk, rows, bk, tile, bmax);
         // Rows that reach the causal diagonal inside this block see fewer keys.
-        const bool partial = a.causal && visible_keys(a, i0) < j0 + bk;
+        const bool partial = a.causal && visible(i0) < j0 + bk;
         if (partial)
           for (long r = 0; r < rows; ++r)
-            valid[static_cast<std::size_t>(r)] = std::clamp(visible_keys(a, i0 + r) - j0, 0L, bk);
+            valid[static_cast<std::size_t>(r)] = std::clamp(visible(i0 + r) - j0, 0L, bk);
         const long* vp = partial ? valid.data() : nullptr;
         const bool masked = a.mask_kind != MaskKind::kNone || kpm_general;
-        if (masked) mask_tile(kt, a, kpm_general, b, h, i0, j0, tile, bk_max, rows, bk, vp);
+        if (masked) mask_tile(kt, a, kpm_general, b, h, seg.q0 + i0, seg.k0 + j0, tile, bk_max, rows, bk, vp);
         // The kernel's row maxima hold when every entry of the block is live.
         kt.attn_online_softmax(tile, bk_max, rows, bk, vp, masked || partial ? nullptr : bmax, m, l, rescale);
         // O = O * rescale + P V.
@@ -314,7 +369,7 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
       kt.attn_finish(a.dv, o, a.dv, l, rows, outh + i0 * a.out_strides[2], a.out_strides[2]);
     }
   };
-  parallel_for(tasks, run);
+  parallel_for(static_cast<long>(tasks.size()), run);
 }
 
 // Few queries over many keys: key chunks in parallel, then a merge of the
@@ -397,7 +452,7 @@ void attention_fused(const KernelTable& kt, const AttentionArgs& a) {
   const FlushDenormals fp;
   const std::vector<long> kv_len = padding_lengths(a);
   const bool kpm_general = a.kpm_kind != MaskKind::kNone && kv_len.empty();
-  if (a.sq <= kDecodeQueries) {
+  if (a.sq <= kDecodeQueries && !a.seq_offsets) {
     fused_decode(kt, a, kv_len, kpm_general);
   } else {
     fused_flash(kt, a, kv_len, kpm_general);

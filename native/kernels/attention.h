@@ -40,6 +40,15 @@ struct AttentionArgs {
   // Optional precomputed scores in place of scale * Q K^T ([batch, head,
   // query, key] contiguous); q, k and dk are then unused.
   const float* scores = nullptr;
+  // Packed variable-length sequences (fused path only): when set, sq == sk and
+  // the positions of every (batch, head) hold `sequences` sequences one after
+  // another, sequence s at positions [seq_offsets[s], seq_offsets[s + 1]) of q,
+  // k, v and out. Attention stays inside each sequence (causal: within it) and
+  // computes nothing across. seq_offsets has sequences + 1 entries, from 0,
+  // strictly increasing, the last equal to sq; no mask, key padding, weights
+  // or scores with it.
+  const long* seq_offsets = nullptr;
+  long sequences = 0;
 };
 
 // The explicit path: scores for a block of queries, masked softmax, then P V.
@@ -56,7 +65,10 @@ void attention_explicit(const KernelTable& kt, const AttentionArgs& a);
 // (zeros then ones) becomes a per-batch key count; other masks are applied
 // per tile. Up to 4 queries (decoding): the keys are split into chunks whose
 // partial (max, sum, output) triples are merged. Requires weights == null and
-// scores == null. Results do not depend on the thread count.
+// scores == null. With seq_offsets, each sequence is computed as if it were
+// alone (the same blocks from its first position), and the work is spread
+// over (sequence, head, query blocks), heaviest first. Results do not depend
+// on the thread count.
 void attention_fused(const KernelTable& kt, const AttentionArgs& a);
 
 // Additive (Bahdanau) attention scores over [batch, head]:

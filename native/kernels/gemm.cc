@@ -156,7 +156,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
   // A shallower product than kc leaves room in L2: more rows per A block
   // keep its share (each B micro-panel is then fetched from L3 fewer times).
   const long mc = kc_max < blk.kc && !blocking_overridden()
-                      ? max_l(blk.mc, min_l(1024, round_down(blk.mc * blk.kc / kc_max, mr)))
+                      ? max_l(blk.mc, min_l(round_down(1024, mr), round_down(blk.mc * blk.kc / kc_max, mr)))
                       : blk.mc;
   float* bpack = pre ? nullptr : tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
 
@@ -187,7 +187,8 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
         const long r0 = split_point(p.m, tm, ti, mr), r1 = split_point(p.m, tm, ti + 1, mr);
         const long c0 = split_point(ncur, tn, tj, nr), c1 = split_point(ncur, tn, tj + 1, nr);
         if (r1 <= r0 || c1 <= c0) return;
-        float* apack = tl_pack_a.get(static_cast<std::size_t>(mc * kc));
+        // pack_a fills whole mr-row panels: room for mc rounded up to mr.
+        float* apack = tl_pack_a.get(static_cast<std::size_t>(ceil_div(mc, mr) * mr * kc));
         // One tile: rows [ic + ir, +mr) x columns [jr, +nr) of this block.
         auto tile = [&](long ic, long mcur, long ir, long jr) {
           const int ncols = static_cast<int>(min_l(nr, c1 - jr));

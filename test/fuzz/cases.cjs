@@ -970,11 +970,11 @@ function rawAttention(R) {
     qStrides: qs, qOffset: oq, kStrides: ks, kOffset: okk, vStrides: vs, vOffset: ov, outStrides: os, outOffset: oo,
     scale, causal: +causal, causalAlways, maskKind, maskStrides: maskKind ? mst : [], maskOffset: om,
     keyPaddingKind: kpKind, keyPaddingBatchStride: kpStride, keyPaddingOffset: okp,
-    hasWeights: +hasWeights, weightsOffset: ow, hasScores: +hasScores, scoresOffset: osc,
+    hasWeights: +hasWeights, weightsOffset: ow, hasScores: +hasScores, scoresOffset: osc, sequences: 0,
   };
   let block = Float64Array.from(P.attentionParams(fields));
   let valid = true;
-  const args = [q, k, v, out, maskArr, kpArr, weights, scores];
+  const args = [q, k, v, out, maskArr, kpArr, weights, scores, null];
   if (R.chance(0.35)) {
     valid = false;
     const what = R.pick(['slots', 'slots', 'array', 'alias', 'headstride']);
