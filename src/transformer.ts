@@ -13,7 +13,7 @@ import { activationCode, layerNorm, layerNormAsync, linear, linearAsync, type Ac
 import { KVCache, MultiHeadAttention, Workspaces, runAsync, runSync, type ForwardPlan, type Steps } from './multihead';
 import { type MatmulOptions, type PackedMatrix } from './ops';
 import { Tensor, checkTensor } from './tensor';
-import { checkBoolean, checkFinite, checkInteger, checkOptions, expected, sameShape, shapeString } from './validate';
+import { checkBoolean, checkFinite, checkInteger, checkOptions, checkSequenceLengths, describe, expected, sameShape, shapeString } from './validate';
 
 export interface TransformerLayerOptions {
   /** Model width E (d_model). */
@@ -50,6 +50,13 @@ export interface EncoderForwardOptions {
   srcKeyPaddingMask?: Tensor;
   /** Each position attends only to itself and the positions before it. */
   causal?: boolean;
+  /**
+   * Packed variable-length input: src is [totalTokens, dModel], the tokens of
+   * sequence i following those of sequence i - 1. Every GEMM runs once over
+   * all tokens; attention stays within each sequence and computes no padding.
+   * The output is packed the same way. Not with srcMask or srcKeyPaddingMask.
+   */
+  sequenceLengths?: readonly number[] | Int32Array;
 }
 
 export interface DecoderForwardOptions {
@@ -100,7 +107,7 @@ export interface LayerNormParameters {
 
 const LAYER_OPTIONS = ['dModel', 'numHeads', 'dimFeedforward', 'activation', 'normFirst', 'layerNormEps', 'bias', 'seed'] as const;
 const STACK_OPTIONS = [...LAYER_OPTIONS, 'numLayers', 'finalNorm', 'finalNormEps'] as const;
-const ENCODER_FORWARD_OPTIONS = ['srcMask', 'srcKeyPaddingMask', 'causal'] as const;
+const ENCODER_FORWARD_OPTIONS = ['srcMask', 'srcKeyPaddingMask', 'causal', 'sequenceLengths'] as const;
 const DECODER_FORWARD_OPTIONS = ['tgtMask', 'memoryMask', 'tgtKeyPaddingMask', 'memoryKeyPaddingMask', 'causal', 'cache'] as const;
 const FROM_STATE_DICT_OPTIONS = ['numHeads', 'activation', 'normFirst', 'layerNormEps', 'prefix'] as const;
 const STACK_FROM_STATE_DICT_OPTIONS = [...FROM_STATE_DICT_OPTIONS, 'numLayers', 'finalNormEps'] as const;
@@ -213,6 +220,8 @@ interface AttnMasks {
   attnMask?: Tensor;
   keyPaddingMask?: Tensor;
   causal: boolean;
+  /** Packed sequences (encoder self-attention over [1, totalTokens, E]). */
+  sequenceLengths?: Int32Array;
 }
 
 /** A model input [B, S, E] or unbatched [S, E], as [B, S, E]. */
@@ -569,7 +578,9 @@ abstract class LayerBase {
     fn: string,
   ): Steps<Tensor> {
     const { memoryKV, ...options } = masks;
-    const plan: ForwardPlan = m.planForward(query, memory, memory, options, fn);
+    // Packed sequences are one unbatched run of tokens to the module.
+    const q = options.sequenceLengths ? query.reshape(query.shape.slice(1)) : query;
+    const plan: ForwardPlan = m.planForward(q, memory, memory, options, fn);
     if (memoryKV) plan.memoryKV = memoryKV;
     const { merged } = yield* m.attend(plan, ws);
     const [B, L, E] = merged.shape;
@@ -810,6 +821,16 @@ function planEncoder(first: LayerBase, src: unknown, options: unknown, fn: strin
   const [B, S] = t.shape;
   const h = first.numHeads;
   const masks: AttnMasks = { causal: opts.causal === undefined ? false : checkBoolean('causal', opts.causal) };
+  if (opts.sequenceLengths !== undefined) {
+    if (batched) {
+      throw new RangeError(`${fn}: with sequenceLengths, src is the packed tokens [totalTokens, ${first.dModel}]; received ${describe(t)}`);
+    }
+    for (const option of ['srcMask', 'srcKeyPaddingMask'] as const) {
+      if (opts[option] !== undefined) throw new RangeError(`${fn}: sequenceLengths cannot be combined with ${option}`);
+    }
+    masks.sequenceLengths = checkSequenceLengths(opts.sequenceLengths, S, fn).lengths;
+    return { src: t, batched, masks };
+  }
   if (opts.srcMask !== undefined) masks.attnMask = checkAttnMask('srcMask', opts.srcMask, B, h, S, S);
   if (opts.srcKeyPaddingMask !== undefined) masks.keyPaddingMask = checkKeyPadding('srcKeyPaddingMask', opts.srcKeyPaddingMask, B, S, batched);
   return { src: t, batched, masks };
