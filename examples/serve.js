@@ -11,8 +11,14 @@
 //   curl --data-binary @seq.f32 http://127.0.0.1:8080/embed -o embedding.f32
 //   curl http://127.0.0.1:8080/stats       the batcher's counters, as JSON
 //
-// The model is the one line in createModel(); it runs packed batches, so any
-// module with forwardAsync(x, { sequenceLengths }) fits there.
+//   npm run serve -- --weights enc.safetensors   a PyTorch nn.TransformerEncoder's
+//                                          state dict (BERT-base shapes, GELU, post-norm)
+//
+// The model is a TransformerEncoder of BERT-base layers (d_model 768, 12
+// heads, feed-forward 3072, exact GELU, post-norm, eps 1e-12): two layers of
+// seeded weights unless --weights gives a state dict. It runs packed batches,
+// so any module with forwardAsync(x, { sequenceLengths }) fits in
+// createModel().
 
 const http = require('node:http');
 const os = require('node:os');
@@ -20,9 +26,15 @@ const ak = require('..'); // in an application: require('attention-kernels')
 
 const EMBED_DIM = 768;
 const MAX_TOKENS = 512; // per request
+const LAYER = { dModel: EMBED_DIM, numHeads: 12, dimFeedforward: 3072, activation: 'gelu', layerNormEps: 1e-12 };
 
-function createModel() {
-  return new ak.MultiHeadAttention({ embedDim: EMBED_DIM, numHeads: 12, seed: 1 });
+/** The encoder: from a safetensors state dict when `weights` names one, else two seeded layers. */
+function createModel({ weights, numLayers = 2 } = {}) {
+  if (weights) {
+    const { tensors } = ak.loadSafetensors(weights);
+    return ak.TransformerEncoder.fromStateDict(tensors, { numHeads: LAYER.numHeads, activation: LAYER.activation, layerNormEps: LAYER.layerNormEps });
+  }
+  return new ak.TransformerEncoder({ ...LAYER, numLayers, seed: 1 });
 }
 
 const LITTLE_ENDIAN = os.endianness() === 'LE';
@@ -113,7 +125,7 @@ function createService({ model = createModel(), batch = true, maxQueue = 1024, m
   return { server, batcher };
 }
 
-/** Parses the command line: --port, --host, --threads, --no-batch. */
+/** Parses the command line: --port, --host, --threads, --no-batch, --weights. */
 function options(argv = process.argv.slice(2)) {
   const value = (name, fallback) => {
     const i = argv.indexOf(name);
@@ -125,13 +137,14 @@ function options(argv = process.argv.slice(2)) {
     host: value('--host', '127.0.0.1'),
     threads: threads === undefined ? undefined : Number(threads),
     batch: !argv.includes('--no-batch'),
+    weights: value('--weights', undefined),
   };
 }
 
 /** Starts the service; prints where it listens. Stops on SIGINT/SIGTERM, answering what runs. */
 function start(opts = options()) {
   if (opts.threads !== undefined) ak.setNumThreads(opts.threads);
-  const { server, batcher } = createService({ batch: opts.batch });
+  const { server, batcher } = createService({ model: createModel({ weights: opts.weights }), batch: opts.batch });
   server.listen(opts.port, opts.host, () => {
     const { address, port } = server.address();
     const info = ak.cpuInfo();

@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
@@ -56,7 +58,7 @@ describe('examples/serve.js', () => {
     answers.forEach((a, i) => {
       expect(a.status).toBe(200);
       expect(a.bytes.length).toBe(4 * serve.EMBED_DIM);
-      const y = model.forward(inputs[i].x).output;
+      const y = model.forward(inputs[i].x);
       const want = serve.meanPooled(y) as Buffer;
       let worst = 0;
       for (let j = 0; j < serve.EMBED_DIM; ++j) worst = Math.max(worst, Math.abs(a.bytes.readFloatLE(4 * j) - want.readFloatLE(4 * j)));
@@ -77,5 +79,19 @@ describe('examples/serve.js', () => {
     expect(long.bytes.toString()).toContain('at most 512 tokens');
     expect((await fetch(url.replace(/\/embed$/, '/nowhere'))).status).toBe(404);
     expect((await post(sequence(3, 1).body)).status).toBe(200);
+  });
+
+  test('--weights: the encoder from a PyTorch state dict in a safetensors file', () => {
+    const enc = new ak.TransformerEncoder({ dModel: 48, numHeads: 12, dimFeedforward: 64, numLayers: 2, activation: 'gelu', layerNormEps: 1e-12, seed: 3 });
+    const file = path.join(os.tmpdir(), `serve-weights-${process.pid}.safetensors`);
+    ak.saveSafetensors(file, enc.stateDict());
+    try {
+      const loaded = serve.createModel({ weights: file });
+      expect(loaded.layers.length).toBe(2);
+      const x = ak.Tensor.randn([9, 48], { seed: 4 });
+      expect(Array.from(loaded.forward(x).data)).toEqual(Array.from(enc.forward(x).data));
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
   });
 });
