@@ -1,5 +1,6 @@
 #include "layers.h"
 
+#include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 
 namespace attn {
@@ -17,6 +18,7 @@ long rows_of(int rank, const long* shape) {
 }  // namespace
 
 void layer_norm(const KernelTable& kt, const LayerNormArgs& a) {
+  const FlushDenormals fp;
   if (a.rank < 1) return;
   const int lead = a.rank - 1;
   const long cols = a.shape[lead];
@@ -38,6 +40,7 @@ void layer_norm(const KernelTable& kt, const LayerNormArgs& a) {
 }
 
 void activation(const KernelTable& kt, const ActivationArgs& a) {
+  const FlushDenormals fp;  // as in the GEMM epilogue: the same bits either way
   if (a.rank < 1) return;
   // Merge trailing axes that are contiguous in both operands: a contiguous
   // tensor becomes one row, cut into chunks for the threads.
