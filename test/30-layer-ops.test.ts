@@ -6,6 +6,7 @@
 import { afterAll, describe, expect, test } from 'vitest';
 import {
   Tensor,
+  cpuInfo,
   gelu,
   geluAsync,
   getNumThreads,
@@ -279,6 +280,27 @@ describe(`linear (${process.env.ATTN_ISA} kernels)`, () => {
     expectBitwiseEqual(out, y3, 'into a row view');
     const empty = linear(Tensor.zeros([4, 0]), Tensor.zeros([3, 0]), { bias: Tensor.from([1, -2, 3]), activation: 'relu' });
     expect(Array.from(empty.data)).toEqual([1, 0, 3, 1, 0, 3, 1, 0, 3, 1, 0, 3]);
+  });
+
+  test('a packed weight wider and deeper than one cache block: rows split over threads, same bits', () => {
+    // n crosses this CPU's column block, k spans several depth blocks, m
+    // leaves a partial row tile on each thread.
+    const n = cpuInfo().gemmBlocking.nc + 45;
+    const [m, k] = [131, 1100];
+    const x = Tensor.randn([m, k], { seed: 81 });
+    const w = Tensor.randn([n, k], { seed: 82, std: 1 / Math.sqrt(k) });
+    const b = Tensor.randn([n], { seed: 83 });
+    const packed = packMatrix(w, { transpose: true });
+    setNumThreads(1);
+    const one = linear(x, packed, { bias: b, activation: 'gelu' });
+    setNumThreads(2);
+    const two = linear(x, packed, { bias: b, activation: 'gelu' });
+    expectBitwiseEqual(two, one, '2 threads');
+    expectBitwiseEqual(linear(x, w, { bias: b, activation: 'gelu' }), one, 'packed = unpacked');
+    // Against float64 on the last rows (the partial tile) over every column.
+    const rows = 9;
+    const { want, tol } = reference(x.narrow(0, m - rows, rows), w, b, geluRef);
+    expectClose(two.narrow(0, m - rows, rows), want, tol, `${m}x${k}x${n} gelu packed`);
   });
 
   test('async gives the same bits; thread counts do not change them', async () => {

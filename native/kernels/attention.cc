@@ -313,8 +313,8 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
         for (long g = j; g < next; g += nr) {
           const long gn = std::min(nr, next - g);
           for (long c0 = 0; c0 < a.dv; c0 += nr) {
-            kt.pack_panel(vh + g * vs + c0, 1, vs, std::min(nr, a.dv - c0), gn, static_cast<int>(nr),
-                         vpk + c0 * kend_task + g * nr);
+            kt.pack_panel(vh + g * vs + c0, 1, vs, std::min(nr, a.dv - c0), gn, static_cast<int>(nr), 0,
+                          vpk + c0 * kend_task + g * nr);
           }
         }
         packed = next;

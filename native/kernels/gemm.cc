@@ -139,10 +139,17 @@ void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_
   *tn_out = best_tn;
 }
 
-// The Goto/BLIS loop nest on nt threads; B from `pre` when given, else
-// packed here block by block.
-void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix* pre = nullptr) {
-  const GemmBlocking blk = pre ? pre->blk : gemm_blocking_for_depth(kt, p.k);
+// Rows of an A block: the blocking's mc, or for a product shallower than kc
+// more of them, which keep the A block's share of L2 (each B micro-panel is
+// then fetched from L3 fewer times).
+long block_rows(const GemmBlocking& blk, long kc_max, int mr) {
+  if (kc_max >= blk.kc || blocking_overridden()) return blk.mc;
+  return max_l(blk.mc, min_l(round_down(1024, mr), round_down(blk.mc * blk.kc / kc_max, mr)));
+}
+
+// The Goto/BLIS loop nest on nt threads, B packed here block by block.
+void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
+  const GemmBlocking blk = gemm_blocking_for_depth(kt, p.k);
   const int mr = kt.mr, nr = kt.nr;
   long tm = 1, tn = 1;
   if (nt > 1) choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
@@ -153,12 +160,8 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
 
   const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
   const long kc_max = min_l(blk.kc, p.k);
-  // A shallower product than kc leaves room in L2: more rows per A block
-  // keep its share (each B micro-panel is then fetched from L3 fewer times).
-  const long mc = kc_max < blk.kc && !blocking_overridden()
-                      ? max_l(blk.mc, min_l(round_down(1024, mr), round_down(blk.mc * blk.kc / kc_max, mr)))
-                      : blk.mc;
-  float* bpack = pre ? nullptr : tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
+  const long mc = block_rows(blk, kc_max, mr);
+  float* bpack = tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
 
   for (long jc = 0; jc < p.n; jc += blk.nc) {
     const long ncur = min_l(blk.nc, p.n - jc);
@@ -168,19 +171,15 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
       const float beta = pc == 0 ? p.beta : 1.0f;
       const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
 
-      if (pre) {
-        bpack = pre->data + pre->offset(jc, pc);
-      } else {
-        // Pack this B panel, split by micro-panels across the threads.
-        const long pack_tasks = parallel ? min_l(tasks, panels) : 1;
-        for_tasks(parallel, pack_tasks, [&](long t) {
-          long q0 = split_point(panels, pack_tasks, t, 1);
-          long q1 = split_point(panels, pack_tasks, t + 1, 1);
-          if (q1 <= q0) return;
-          long c0 = q0 * nr, c1 = min_l(q1 * nr, ncur);
-          pack_b(kt, p.b, pc, kc, jc + c0, c1 - c0, bpack + c0 * kc);
-        });
-      }
+      // Pack this B panel, split by micro-panels across the threads.
+      const long pack_tasks = parallel ? min_l(tasks, panels) : 1;
+      for_tasks(parallel, pack_tasks, [&](long t) {
+        long q0 = split_point(panels, pack_tasks, t, 1);
+        long q1 = split_point(panels, pack_tasks, t + 1, 1);
+        if (q1 <= q0) return;
+        long c0 = q0 * nr, c1 = min_l(q1 * nr, ncur);
+        pack_b(kt, p.b, pc, kc, jc + c0, c1 - c0, bpack + c0 * kc);
+      });
 
       for_tasks(parallel, tasks, [&](long t) {
         const long ti = t / tn, tj = t % tn;
@@ -214,6 +213,72 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt, const PackedM
       });
     }
   }
+}
+
+// B packed once beforehand (a layer's weights): one parallel region for the
+// whole product, each task looping over every (kc, nc) block of its share of
+// C. There is no B to pack, so nothing needs the threads to meet between
+// blocks, and each task packs only its own rows of A, once per kc block (not
+// once per nc block as well). Rows are split between the threads when there
+// are enough of them: splitting columns would have every thread pack all of A.
+// Same tiles, same order over k for every element as gemm_blocked.
+void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pre) {
+  const GemmBlocking& blk = pre.blk;
+  const int mr = kt.mr, nr = kt.nr;
+  long tm = 1, tn = 1;
+  if (nt > 1) {
+    if (ceil_div(p.m, mr) >= 4L * nt) {
+      tm = nt;
+    } else {
+      choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
+    }
+  }
+  const long tasks = tm * tn;
+  const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
+  const long kc_max = min_l(blk.kc, p.k);
+  const long mc = block_rows(blk, kc_max, mr);
+  for_tasks(tasks > 1, tasks, [&](long t) {
+    const long ti = t / tn, tj = t % tn;
+    const long r0 = split_point(p.m, tm, ti, mr), r1 = split_point(p.m, tm, ti + 1, mr);
+    const long c0 = split_point(p.n, tn, tj, nr), c1 = split_point(p.n, tn, tj + 1, nr);
+    if (r1 <= r0 || c1 <= c0) return;
+    float* apack = tl_pack_a.get(static_cast<std::size_t>(ceil_div(mc, mr) * mr * kc_max));
+    for (long pc = 0; pc < p.k; pc += blk.kc) {
+      const long kc = min_l(blk.kc, p.k - pc);
+      const float beta = pc == 0 ? p.beta : 1.0f;
+      const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
+      // The packed panel holding global column jr (a multiple of nr) at this pc.
+      long block_jc = -1;
+      const float* block = nullptr;
+      auto panel = [&](long jr) {
+        const long jc = jr / blk.nc * blk.nc;
+        if (jc != block_jc) {
+          block_jc = jc;
+          block = pre.data + pre.offset(jc, pc);
+        }
+        return block + (jr - jc) * kc;
+      };
+      auto tile = [&](long ic, long mcur, long ir, long jr) {
+        const int ncols = static_cast<int>(min_l(nr, c1 - jr));
+        const int mrows = static_cast<int>(min_l(mr, mcur - ir));
+        const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
+        micro(kc, apack + ir * kc, panel(jr), p.c + (ic + ir) * p.ldc + jr, p.ldc, p.alpha, beta, mrows, ncols, bias,
+              act);
+      };
+      for (long ic = r0; ic < r1; ic += mc) {
+        const long mcur = min_l(mc, r1 - ic);
+        pack_a(kt, p.a, ic, mcur, pc, kc, apack);
+        if (blk.nc_l2 > 0) {
+          for (long j2 = c0; j2 < c1; j2 += blk.nc_l2)
+            for (long ir = 0; ir < mcur; ir += mr)
+              for (long jr = j2; jr < min_l(c1, j2 + blk.nc_l2); jr += nr) tile(ic, mcur, ir, jr);
+        } else {
+          for (long jr = c0; jr < c1; jr += nr)
+            for (long ir = 0; ir < mcur; ir += mr) tile(ic, mcur, ir, jr);
+        }
+      }
+    }
+  });
 }
 
 void gemm_small(const KernelTable& kt, const Problem& p, bool dot, int nt) {
@@ -262,8 +327,10 @@ void gemm_one(const KernelTable& kt, const Problem& p, bool parallel, const Pack
   bool dot = false;
   if (!pre && use_small(kt, p, &dot)) {
     gemm_small(kt, p, dot, nt);
+  } else if (pre) {
+    gemm_prepacked(kt, p, nt, *pre);
   } else {
-    gemm_blocked(kt, p, nt, pre);
+    gemm_blocked(kt, p, nt);
   }
 }
 
@@ -387,7 +454,9 @@ void sgemm(const KernelTable& kt, const GemmArgs& g) {
 
 void pack_panels(const KernelTable& kt, const float* src, long ls, long ks, long lanes, long kc, int w,
                  float* dst) {
-  for (long l = 0; l < lanes; l += w) kt.pack_panel(src + l * ls, ls, ks, min_l(w, lanes - l), kc, w, dst + l * kc);
+  for (long l = 0; l < lanes; l += w) {
+    kt.pack_panel(src + l * ls, ls, ks, min_l(w, lanes - l), kc, w, max_l(0, min_l(w, lanes - l - w)), dst + l * kc);
+  }
 }
 
 PackedMatrix::~PackedMatrix() { std::free(data); }
