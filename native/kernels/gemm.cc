@@ -36,11 +36,6 @@ bool blocking_overridden() { return std::getenv("ATTN_GEMM_BLOCKING") != nullptr
 thread_local Scratch tl_pack_a;
 thread_local Scratch tl_pack_b;
 
-// Packs rows [i0, i0 + rows) x cols [p0, p0 + kc) of A into mr-row panels.
-void pack_a(const KernelTable& kt, View a, long i0, long rows, long p0, long kc, float* dst) {
-  pack_panels(kt, a.p + i0 * a.rs + p0 * a.cs, a.rs, a.cs, rows, kc, kt.mr, dst);
-}
-
 // Packs rows [p0, p0 + kc) x cols [j0, j0 + cols) of B into nr-column panels.
 void pack_b(const KernelTable& kt, View b, long p0, long kc, long j0, long cols, float* dst) {
   pack_panels(kt, b.p + p0 * b.rs + j0 * b.cs, b.cs, b.rs, cols, kc, kt.nr, dst);
@@ -139,6 +134,74 @@ void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_
   *tn_out = best_tn;
 }
 
+// The row tiles of a product of m rows: mr rows each, except that a short
+// last tile (r = m mod mr rows, 2 r <= mr) shares the rows of the full tile
+// before it evenly (16 rows are 8 + 8, not 14 + 2): a tile of few rows
+// streams as much of B as a full one, for a fraction of the work. The tiles
+// depend on m and mr only, never on the thread count or the blocking, so
+// every element of C gets the same arithmetic whatever those are.
+struct RowTiles {
+  long m, mr;
+  long t0 = 0, h = 0;  // when h > 0, the pair of tiles [t0, t0 + h) and [t0 + h, m)
+  RowTiles(long m_, long mr_) : m(m_), mr(mr_) {
+    const long r = m % mr;
+    if (m > mr && r > 0 && 2 * r <= mr) {
+      t0 = m - mr - r;
+      h = (mr + r + 1) / 2;
+    }
+  }
+  // Rows of the tile that starts at row i (a tile boundary) of a block ending at `end`.
+  long rows_at(long i, long end) const { return h > 0 && i == t0 ? h : min_l(mr, end - i); }
+  // Boundary idx of [0, m) cut into `parts` ranges of whole tiles.
+  long split(long parts, long idx) const {
+    const long s = split_point(m, parts, idx, mr);
+    return h > 0 && s == t0 + mr ? t0 + h : s;
+  }
+  // End of the A block from ic (at most mc rows, within r1), never inside the pair.
+  long block_end(long ic, long mc, long r1) const {
+    const long end = min_l(ic + mc, r1);
+    return h > 0 && end > t0 && end < r1 ? r1 : end;
+  }
+  // Room an A block of up to mc rows needs: mc (a multiple of mr), the pair's rows and a spare panel.
+  static long packed_rows(long mc, long mr) { return mc + 3 * mr; }
+};
+
+// Packs rows [ic, end) x depth [pc, pc + kc) of A, each tile into its own
+// mr-row panel (tile s at apack + s * mr * kc).
+void pack_a_tiles(const KernelTable& kt, View a, const RowTiles& rt, long ic, long end, long pc, long kc, float* apack) {
+  const long mr = kt.mr;
+  for (long i = ic, s = 0; i < end; ++s) {
+    const long rows = rt.rows_at(i, end);
+    const long next = i + rows < end ? rt.rows_at(i + rows, end) : 0;
+    kt.pack_panel(a.p + i * a.rs + pc * a.cs, a.rs, a.cs, rows, kc, static_cast<int>(mr), next, apack + s * mr * kc);
+    i += rows;
+  }
+}
+
+// The micro-tiles of one packed A block (rows [ic, end)) against columns
+// [c0, c1) of C: panel(jr) is the packed B micro-panel of column jr, tile(s,
+// i, rows, jr) runs the micro-kernel. With nc_l2 > 0 an A micro-panel stays
+// in L1 across runs of nc_l2 columns of B from L2; else each B micro-panel is
+// reused across the A block's micro-panels.
+template <class Tile>
+void block_tiles(const RowTiles& rt, long ic, long end, long c0, long c1, long nr, long nc_l2, Tile&& tile) {
+  if (nc_l2 > 0) {
+    for (long j2 = c0; j2 < c1; j2 += nc_l2)
+      for (long i = ic, s = 0; i < end; ++s) {
+        const long rows = rt.rows_at(i, end);
+        for (long jr = j2; jr < min_l(c1, j2 + nc_l2); jr += nr) tile(s, i, rows, jr);
+        i += rows;
+      }
+  } else {
+    for (long jr = c0; jr < c1; jr += nr)
+      for (long i = ic, s = 0; i < end; ++s) {
+        const long rows = rt.rows_at(i, end);
+        tile(s, i, rows, jr);
+        i += rows;
+      }
+  }
+}
+
 // Rows of an A block: the blocking's mc, or for a product shallower than kc
 // more of them, which keep the A block's share of L2 (each B micro-panel is
 // then fetched from L3 fewer times).
@@ -161,6 +224,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
   const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
   const long kc_max = min_l(blk.kc, p.k);
   const long mc = block_rows(blk, kc_max, mr);
+  const RowTiles rt(p.m, mr);
   float* bpack = tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
 
   for (long jc = 0; jc < p.n; jc += blk.nc) {
@@ -183,32 +247,19 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
 
       for_tasks(parallel, tasks, [&](long t) {
         const long ti = t / tn, tj = t % tn;
-        const long r0 = split_point(p.m, tm, ti, mr), r1 = split_point(p.m, tm, ti + 1, mr);
+        const long r0 = rt.split(tm, ti), r1 = rt.split(tm, ti + 1);
         const long c0 = split_point(ncur, tn, tj, nr), c1 = split_point(ncur, tn, tj + 1, nr);
         if (r1 <= r0 || c1 <= c0) return;
-        // pack_a fills whole mr-row panels: room for mc rounded up to mr.
-        float* apack = tl_pack_a.get(static_cast<std::size_t>(ceil_div(mc, mr) * mr * kc));
-        // One tile: rows [ic + ir, +mr) x columns [jr, +nr) of this block.
-        auto tile = [&](long ic, long mcur, long ir, long jr) {
-          const int ncols = static_cast<int>(min_l(nr, c1 - jr));
-          const int mrows = static_cast<int>(min_l(mr, mcur - ir));
-          const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
-          micro(kc, apack + ir * kc, bpack + jr * kc, p.c + (ic + ir) * p.ldc + jc + jr, p.ldc, p.alpha, beta,
-                mrows, ncols, bias, act);
-        };
-        for (long ic = r0; ic < r1; ic += mc) {
-          const long mcur = min_l(mc, r1 - ic);
-          pack_a(kt, p.a, ic, mcur, pc, kc, apack);
-          if (nc_l2 > 0) {
-            // A micro-panel in L1 across a run of B micro-panels from L2.
-            for (long j2 = c0; j2 < c1; j2 += nc_l2)
-              for (long ir = 0; ir < mcur; ir += mr)
-                for (long jr = j2; jr < min_l(c1, j2 + nc_l2); jr += nr) tile(ic, mcur, ir, jr);
-          } else {
-            // B micro-panel reused across the A block's micro-panels.
-            for (long jr = c0; jr < c1; jr += nr)
-              for (long ir = 0; ir < mcur; ir += mr) tile(ic, mcur, ir, jr);
-          }
+        float* apack = tl_pack_a.get(static_cast<std::size_t>(RowTiles::packed_rows(mc, mr) * kc));
+        for (long ic = r0; ic < r1;) {
+          const long end = rt.block_end(ic, mc, r1);
+          pack_a_tiles(kt, p.a, rt, ic, end, pc, kc, apack);
+          block_tiles(rt, ic, end, c0, c1, nr, nc_l2, [&](long s, long i, long rows, long jr) {
+            const float* bias = pc == 0 && p.bias ? p.bias + jc + jr : nullptr;
+            micro(kc, apack + s * mr * kc, bpack + jr * kc, p.c + i * p.ldc + jc + jr, p.ldc, p.alpha, beta,
+                  static_cast<int>(rows), static_cast<int>(min_l(nr, c1 - jr)), bias, act);
+          });
+          ic = end;
         }
       });
     }
@@ -237,12 +288,13 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
   const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
   const long kc_max = min_l(blk.kc, p.k);
   const long mc = block_rows(blk, kc_max, mr);
+  const RowTiles rt(p.m, mr);
   for_tasks(tasks > 1, tasks, [&](long t) {
     const long ti = t / tn, tj = t % tn;
-    const long r0 = split_point(p.m, tm, ti, mr), r1 = split_point(p.m, tm, ti + 1, mr);
+    const long r0 = rt.split(tm, ti), r1 = rt.split(tm, ti + 1);
     const long c0 = split_point(p.n, tn, tj, nr), c1 = split_point(p.n, tn, tj + 1, nr);
     if (r1 <= r0 || c1 <= c0) return;
-    float* apack = tl_pack_a.get(static_cast<std::size_t>(ceil_div(mc, mr) * mr * kc_max));
+    float* apack = tl_pack_a.get(static_cast<std::size_t>(RowTiles::packed_rows(mc, mr) * kc_max));
     for (long pc = 0; pc < p.k; pc += blk.kc) {
       const long kc = min_l(blk.kc, p.k - pc);
       const float beta = pc == 0 ? p.beta : 1.0f;
@@ -258,24 +310,15 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
         }
         return block + (jr - jc) * kc;
       };
-      auto tile = [&](long ic, long mcur, long ir, long jr) {
-        const int ncols = static_cast<int>(min_l(nr, c1 - jr));
-        const int mrows = static_cast<int>(min_l(mr, mcur - ir));
-        const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
-        micro(kc, apack + ir * kc, panel(jr), p.c + (ic + ir) * p.ldc + jr, p.ldc, p.alpha, beta, mrows, ncols, bias,
-              act);
-      };
-      for (long ic = r0; ic < r1; ic += mc) {
-        const long mcur = min_l(mc, r1 - ic);
-        pack_a(kt, p.a, ic, mcur, pc, kc, apack);
-        if (blk.nc_l2 > 0) {
-          for (long j2 = c0; j2 < c1; j2 += blk.nc_l2)
-            for (long ir = 0; ir < mcur; ir += mr)
-              for (long jr = j2; jr < min_l(c1, j2 + blk.nc_l2); jr += nr) tile(ic, mcur, ir, jr);
-        } else {
-          for (long jr = c0; jr < c1; jr += nr)
-            for (long ir = 0; ir < mcur; ir += mr) tile(ic, mcur, ir, jr);
-        }
+      for (long ic = r0; ic < r1;) {
+        const long end = rt.block_end(ic, mc, r1);
+        pack_a_tiles(kt, p.a, rt, ic, end, pc, kc, apack);
+        block_tiles(rt, ic, end, c0, c1, nr, blk.nc_l2, [&](long s, long i, long rows, long jr) {
+          const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
+          micro(kc, apack + s * mr * kc, panel(jr), p.c + i * p.ldc + jr, p.ldc, p.alpha, beta,
+                static_cast<int>(rows), static_cast<int>(min_l(nr, c1 - jr)), bias, act);
+        });
+        ic = end;
       }
     }
   });

@@ -63,7 +63,7 @@ struct KernelTable {
                               float alpha, float beta, int m, int n, const float* bias, int act);
   // Packs a panel for the micro-kernel: dst[k * w + l] = src[l * ls + k * ks]
   // for l < lanes (zero up to w), k < kc. w is mr (A) or nr (B). The lanes
-  // [w, w + ahead) of src are the next panel's, fetched while this one packs.
+  // [lanes, lanes + ahead) of src are the next panel's, fetched meanwhile.
   void (*pack_panel)(const float* src, long ls, long ks, long lanes, long kc, int w, long ahead, float* dst);
   void (*gemm_small)(const SmallGemm& g, long i0, long i1, long j0, long j1);
 

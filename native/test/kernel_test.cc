@@ -852,9 +852,13 @@ void test_threads(const KernelTable& kt) {
     bool ta, tb;
     long batch;
   };
+  // Row counts with a short last tile (16, 30, 60, 117 for 14-row tiles)
+  // are tiled as balanced pairs; the thread split must keep those whole.
   const Shape shapes[] = {{301, 257, 263, false, false, 1}, {512, 96, 300, false, true, 1},
                           {3, 2000, 500, false, false, 1},  {67, 61, 59, true, false, 12},
-                          {200, 700, 64, true, true, 3}};
+                          {200, 700, 64, true, true, 3},    {16, 700, 300, false, true, 1},
+                          {30, 333, 129, false, false, 1},  {60, 200, 700, false, true, 1},
+                          {117, 90, 1100, false, false, 1}};
   for (const Shape& s : shapes) {
     std::vector<float> A(static_cast<std::size_t>(s.m * s.k * s.batch)), Bm(static_cast<std::size_t>(s.k * s.n * s.batch));
     Rng rng(static_cast<std::uint64_t>(s.m + s.n));
@@ -879,17 +883,29 @@ void test_threads(const KernelTable& kt) {
       g.batch = s.batch;
       return g;
     };
-    std::vector<std::vector<float>> outs;
+    std::vector<std::vector<float>> outs, packed_outs;
+    // B packed beforehand (the shapes with batch 1): the same bits on any
+    // thread count too (not always those of sgemm, which takes the unpacked
+    // kernel for few rows).
+    std::unique_ptr<PackedMatrix> packed;
+    if (s.batch == 1) packed = pack_matrix(kt, Bm.data(), s.tb ? s.k : s.n, s.tb, s.k, s.n);
     for (int threads : {1, 2, 3, 4}) {
       ThreadPool::global().resize(threads);
       std::vector<float> C(static_cast<std::size_t>(s.m * s.n * s.batch), 0.0f);
       sgemm(kt, args(C));
       outs.push_back(C);
+      if (packed) {
+        std::vector<float> P(C.size(), 0.0f);
+        sgemm_with_packed(args(P), *packed);
+        packed_outs.push_back(P);
+      }
     }
     bool same = true;
     for (std::size_t i = 1; i < outs.size(); ++i)
       same = same && std::memcmp(outs[0].data(), outs[i].data(), outs[0].size() * sizeof(float)) == 0;
-    check(same, std::string(kt.name) + " gemm bitwise equal for 1..4 threads m=" + std::to_string(s.m) +
+    for (std::size_t i = 1; i < packed_outs.size(); ++i)
+      same = same && std::memcmp(packed_outs[0].data(), packed_outs[i].data(), outs[0].size() * sizeof(float)) == 0;
+    check(same, std::string(kt.name) + " gemm (and with B packed beforehand) bitwise equal for 1..4 threads m=" + std::to_string(s.m) +
                     " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k));
     // The serial entry point agrees too.
     std::vector<float> C(static_cast<std::size_t>(s.m * s.n * s.batch), 0.0f);
