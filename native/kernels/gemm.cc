@@ -270,15 +270,16 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
 // whole product, each task looping over every (kc, nc) block of its share of
 // C. There is no B to pack, so nothing needs the threads to meet between
 // blocks, and each task packs only its own rows of A, once per kc block (not
-// once per nc block as well). Rows are split between the threads when there
-// are enough of them: splitting columns would have every thread pack all of A.
+// once per nc block as well). Rows are split between the threads when each
+// gets eight tiles or more (splitting columns has every thread pack all of A;
+// with fewer, a thread's share of rows is too coarse to balance).
 // Same tiles, same order over k for every element as gemm_blocked.
 void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pre) {
   const GemmBlocking& blk = pre.blk;
   const int mr = kt.mr, nr = kt.nr;
   long tm = 1, tn = 1;
   if (nt > 1) {
-    if (ceil_div(p.m, mr) >= 4L * nt) {
+    if (ceil_div(p.m, mr) >= 8L * nt) {
       tm = nt;
     } else {
       choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
