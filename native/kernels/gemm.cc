@@ -152,11 +152,13 @@ struct RowTiles {
   }
   // Rows of the tile that starts at row i (a tile boundary) of a block ending at `end`.
   long rows_at(long i, long end) const { return h > 0 && i == t0 ? h : min_l(mr, end - i); }
-  // Boundary idx of [0, m) cut into `parts` ranges of whole tiles.
-  long split(long parts, long idx) const {
-    const long s = split_point(m, parts, idx, mr);
-    return h > 0 && s == t0 + mr ? t0 + h : s;
+  // Row v (a multiple of mr, or m) moved off the middle of the pair: a boundary between whole tiles.
+  long boundary(long v) const {
+    v = min_l(v, m);
+    return h > 0 && v == t0 + mr ? t0 + h : v;
   }
+  // Boundary idx of [0, m) cut into `parts` ranges of whole tiles.
+  long split(long parts, long idx) const { return boundary(split_point(m, parts, idx, mr)); }
   // End of the A block from ic (at most mc rows, within r1), never inside the pair.
   long block_end(long ic, long mc, long r1) const {
     const long end = min_l(ic + mc, r1);
@@ -272,27 +274,33 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
 // blocks, and each task packs only its own rows of A, once per kc block (not
 // once per nc block as well). Rows are split between the threads when each
 // gets eight tiles or more (splitting columns has every thread pack all of A;
-// with fewer, a thread's share of rows is too coarse to balance).
+// fewer rows are too coarse a share to balance).
 // Same tiles, same order over k for every element as gemm_blocked.
 void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pre) {
   const GemmBlocking& blk = pre.blk;
   const int mr = kt.mr, nr = kt.nr;
-  long tm = 1, tn = 1;
+  const long kc_max = min_l(blk.kc, p.k);
+  const long mc = block_rows(blk, kc_max, mr);
+  const RowTiles rt(p.m, mr);
+  const long tiles = ceil_div(p.m, mr);
+  // Tasks: a tm x tn grid, or with rows to spare, runs of `chunk` rows the
+  // threads take in turn (about four each, whole A blocks at most): a thread
+  // the system holds up leaves its share to the others.
+  long tm = 1, tn = 1, chunk = 0;
   if (nt > 1) {
-    if (ceil_div(p.m, mr) >= 8L * nt) {
-      tm = nt;
+    if (tiles >= 8L * nt) {
+      chunk = min_l(mc, max_l(4, ceil_div(tiles, 4L * nt)) * mr);
+      tm = ceil_div(p.m, chunk);
     } else {
       choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
     }
   }
   const long tasks = tm * tn;
   const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
-  const long kc_max = min_l(blk.kc, p.k);
-  const long mc = block_rows(blk, kc_max, mr);
-  const RowTiles rt(p.m, mr);
   for_tasks(tasks > 1, tasks, [&](long t) {
     const long ti = t / tn, tj = t % tn;
-    const long r0 = rt.split(tm, ti), r1 = rt.split(tm, ti + 1);
+    const long r0 = chunk ? rt.boundary(ti * chunk) : rt.split(tm, ti);
+    const long r1 = chunk ? rt.boundary((ti + 1) * chunk) : rt.split(tm, ti + 1);
     const long c0 = split_point(p.n, tn, tj, nr), c1 = split_point(p.n, tn, tj + 1, nr);
     if (r1 <= r0 || c1 <= c0) return;
     float* apack = tl_pack_a.get(static_cast<std::size_t>(RowTiles::packed_rows(mc, mr) * kc_max));
