@@ -268,6 +268,60 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
   }
 }
 
+thread_local Scratch tl_pack_a_shared;
+
+// Few rows against B packed beforehand, on nt threads: all of A is packed once
+// (its tiles and depth blocks shared out between the threads), then runs of
+// B's columns are taken in turn, each B micro-panel fetched once and used by
+// every row tile while it is in L1 (A stays in L2). So no thread packs A
+// again, and one held up by the system leaves its columns to the others.
+// Same tiles, same order over k for every element as the other paths.
+// Returns false (nothing done) when A would not fit the budget.
+bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pre) {
+  const GemmBlocking& blk = pre.blk;
+  const long mr = kt.mr, nr = kt.nr;
+  const RowTiles rt(p.m, mr);
+  long starts[64], rows[64];
+  long tiles = 0;
+  for (long i = 0; i < p.m; i += rows[tiles++]) {
+    if (tiles == 64) return false;
+    starts[tiles] = i;
+    rows[tiles] = rt.rows_at(i, p.m);
+  }
+  constexpr long kMaxFloats = 2L << 20;  // 8 MiB of packed A
+  if (p.k > kMaxFloats / (tiles * mr)) return false;
+  float* apack = tl_pack_a_shared.get(static_cast<std::size_t>(tiles * mr * p.k));
+  // Depth block pc of tile s is at apack + tiles * mr * pc + s * mr * kc.
+  const long kblocks = ceil_div(p.k, blk.kc);
+  parallel_for(tiles * kblocks, [&](long t) {
+    const long s = t % tiles, pc = t / tiles * blk.kc, kc = min_l(blk.kc, p.k - pc);
+    kt.pack_panel(p.a.p + starts[s] * p.a.rs + pc * p.a.cs, p.a.rs, p.a.cs, rows[s], kc, static_cast<int>(mr), 0,
+                  apack + tiles * mr * pc + s * mr * kc);
+  });
+  const long panels = ceil_div(p.n, nr);
+  const long tasks = min_l(panels, 4L * nt);
+  const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
+  parallel_for(tasks, [&](long t) {
+    const long c0 = split_point(panels, tasks, t, 1) * nr, c1 = min_l(p.n, split_point(panels, tasks, t + 1, 1) * nr);
+    for (long pc = 0; pc < p.k; pc += blk.kc) {
+      const long kc = min_l(blk.kc, p.k - pc);
+      const float beta = pc == 0 ? p.beta : 1.0f;
+      const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
+      const float* ablock = apack + tiles * mr * pc;
+      for (long jr = c0; jr < c1; jr += nr) {
+        const long jc = jr / blk.nc * blk.nc;
+        const float* b = pre.data + pre.offset(jc, pc) + (jr - jc) * kc;
+        const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
+        for (long s = 0; s < tiles; ++s) {
+          micro(kc, ablock + s * mr * kc, b, p.c + starts[s] * p.ldc + jr, p.ldc, p.alpha, beta,
+                static_cast<int>(rows[s]), static_cast<int>(min_l(nr, c1 - jr)), bias, act);
+        }
+      }
+    }
+  });
+  return true;
+}
+
 // B packed once beforehand (a layer's weights): one parallel region for the
 // whole product, each task looping over every (kc, nc) block of its share of
 // C. There is no B to pack, so nothing needs the threads to meet between
@@ -291,6 +345,8 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
     if (tiles >= 8L * nt) {
       chunk = min_l(mc, max_l(4, ceil_div(tiles, 4L * nt)) * mr);
       tm = ceil_div(p.m, chunk);
+    } else if (ceil_div(p.n, nr) >= 2L * nt && gemm_prepacked_few_rows(kt, p, nt, pre)) {
+      return;
     } else {
       choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
     }
