@@ -4,7 +4,7 @@
 // sequence lengths so that attention stays within each request), and each
 // caller gets its own rows back.
 import { MultiHeadAttention } from './multihead';
-import { Tensor, checkTensor } from './tensor';
+import { Tensor, allocateStorage, checkTensor } from './tensor';
 import { checkInteger, checkOptions, describe, expected } from './validate';
 
 /** The options a Batcher passes with each packed batch. */
@@ -138,7 +138,7 @@ export class Batcher {
   /** The signals of waiting and running requests, each with its one listener. */
   private readonly signals = new Map<AbortSignal, { requests: Set<Request>; onAbort: () => void }>();
   /** The packed input of the last batch, reused while batches fit in it. */
-  private input = new Float32Array(0);
+  private input: Float32Array<ArrayBufferLike> = new Float32Array(0);
   private readonly counts = { batches: 0, requests: 0, tokens: 0, failedBatches: 0, rejected: 0, aborted: 0 };
 
   constructor(module: MultiHeadAttention | PackedModule | PackedForward, options?: BatcherOptions) {
@@ -318,11 +318,14 @@ export class Batcher {
     const n = tokens * E;
     // One buffer for every batch up to maxBatchTokens (the module has finished
     // with it: one batch runs at a time); a longer request gets one of its own.
-    let buffer: Float32Array;
+    // The addon's memory: the module's async kernels read it where it is,
+    // instead of first copying what they take of it.
+    const owned = (count: number) => allocateStorage('float32', count, false, [count / E, E], 'owned') as Float32Array<ArrayBufferLike>;
+    let buffer: Float32Array<ArrayBufferLike>;
     if (tokens > this.maxBatchTokens) {
-      buffer = new Float32Array(n);
+      buffer = owned(n);
     } else {
-      if (this.input.length < n) this.input = new Float32Array(Math.min(this.maxBatchTokens * E, Math.max(n, 2 * this.input.length)));
+      if (this.input.length < n) this.input = owned(Math.min(this.maxBatchTokens * E, Math.max(n, 2 * this.input.length)));
       buffer = this.input;
     }
     const packed = new Tensor(buffer.subarray(0, n), [tokens, E]);
