@@ -7,7 +7,7 @@ import { native, type NativeBinding } from './native';
 import { matmul, matmulAsync, maskKind } from './ops';
 import { additiveScoresParams, attentionParams, l2NormalizeParams } from './params';
 import { NOW, Staging, type Prep } from './staging';
-import { Tensor, checkTensor, checkWritable, sharesMemory } from './tensor';
+import { Tensor, checkTensor, checkWritable, sharesMemory, dims } from './tensor';
 import { checkBoolean, checkFinite, checkOptions, checkSequenceLengths, expected, sameShape, shapeString } from './validate';
 
 export type ScoreFunction = 'scaled_dot' | 'dot' | 'cosine' | 'additive';
@@ -264,7 +264,7 @@ function planAttention(q: unknown, k: unknown, v: unknown, options: unknown, fn:
   const needWeights = opts.needWeights === undefined ? false : checkBoolean('needWeights', opts.needWeights);
   const scale = scaleFor(opts, score, dk, fn);
   const sequenceOffsets = packedOffsets(opts, sq, sk, r, fn);
-  const lead = Q.shape.slice(0, -2);
+  const lead = dims(Q.shape, 0, -2);
   const M = opts.attnMask === undefined ? null : checkMask(opts.attnMask, [...lead, sq, sk], fn);
   const P = opts.keyPaddingMask === undefined ? null : checkKeyPadding(opts.keyPaddingMask, r >= 3 ? [lead[0], sk] : [sk]);
   const inputs: [string, Tensor | undefined][] = [['q', Q], ['k', K], ['v', V], ['attnMask', M ?? undefined], ['keyPaddingMask', P ?? undefined]];

@@ -4,7 +4,7 @@
 import { native } from './native';
 import { PackedMatrix } from './ops';
 import { activationParams, layerNormParams, linearParams } from './params';
-import { Tensor, checkTensor } from './tensor';
+import { Tensor, checkTensor, dims } from './tensor';
 import { checkFinite, checkOptions, describe, expected, sameShape, shapeString } from './validate';
 
 /** An activation applied elementwise: ReLU, GELU with erf ('gelu'), or GELU's tanh approximation ('gelu_tanh'). */
@@ -287,7 +287,7 @@ function prepareLinear(x: unknown, weight: unknown, options: unknown, fn: string
   }
   const bias = opts.bias === undefined ? null : rowVector('bias', opts.bias, n);
   const activation = opts.activation === undefined ? 0 : activationCode('activation', opts.activation);
-  const outShape = [...X.shape.slice(0, -1), n];
+  const outShape = [...dims(X.shape, 0, -1), n];
   const out = outputLike(opts.out, outShape);
   const oRows = rowsOf(out);
   if (!oRows) throw new RangeError(`${fn}: out must be rows with a unit last stride and one stride between them (${describe(out)})`);

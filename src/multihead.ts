@@ -5,7 +5,7 @@
 import { attentionAsyncWith, attentionWith, type AttentionOptions, type AttentionResult } from './attention';
 import { matmul, matmulAsync, packMatrix, packMatrixAsync, PackedMatrix, type MatmulOptions } from './ops';
 import { copyAsync } from './staging';
-import { type Memory, Tensor, checkTensor, newTensor } from './tensor';
+import { type Memory, Tensor, checkTensor, newTensor, dims } from './tensor';
 import { checkBoolean, checkInteger, checkOptions, checkSequenceLengths, describe, expected, sameShape, shapeString } from './validate';
 
 export interface MultiHeadAttentionOptions {
@@ -277,7 +277,7 @@ function* prependRows(t: Tensor, rows: Tensor[], memory: Memory): Steps<Tensor> 
 
 /** Pads the key axis (the last) of a mask in front with `extra` unmasked columns. */
 function* padKeysFront(m: Tensor, extra: number, memory: Memory): Steps<Tensor> {
-  const shape = m.shape.slice();
+  const shape = [...m.shape];
   const keys = shape[shape.length - 1];
   shape[shape.length - 1] += extra;
   const out = newTensor(shape, m.dtype, false, memory);
@@ -919,7 +919,7 @@ export class MultiHeadAttention {
     if (weights && p.extra > 0) weights = yield* extraKeysLast(weights, p.extra, p.memory);
     if (weights && p.averageWeights) weights = yield* averageHeads(weights);
     const output = p.batched ? y : y.reshape([L, E]);
-    if (weights && !p.batched) weights = weights.reshape(weights.shape.slice(1));
+    if (weights && !p.batched) weights = weights.reshape(dims(weights.shape, 1));
     return weights ? { output, weights } : { output };
   }
 

@@ -1,5 +1,5 @@
 // matmul and softmax on Tensors, and the runtime controls.
-import { Tensor, checkTensor, checkWritable, sharesMemory } from './tensor';
+import { Tensor, checkTensor, checkWritable, sharesMemory, dims } from './tensor';
 import { native, addonPath, type NativeCpuInfo } from './native';
 import { gemmParams, gemmWithPackedParams, packMatrixParams, softmaxParams } from './params';
 import { NOW, Staging, type Prep } from './staging';
@@ -202,13 +202,13 @@ function preparePacked(A: Tensor, P: PackedMatrix, opts: Partial<MatmulOptions>,
   const beta = opts.beta === undefined ? 0 : checkFinite('beta', opts.beta);
   if (A.rank < 2) throw new RangeError(expected('Tensor with at least 2 dimensions', 'a', A));
   const [k, n] = P.shape;
-  const [ar, ac] = A.shape.slice(-2);
+  const [ar, ac] = dims(A.shape, -2);
   const m = ta ? ac : ar;
   const ka = ta ? ar : ac;
   if (ka !== k) {
     throw new RangeError(`${fn}: a.shape[${ta ? A.rank - 2 : A.rank - 1}] is ${ka} but the packed b has ${k} rows; the inner dimensions must match`);
   }
-  const batchShape = A.shape.slice(0, -2);
+  const batchShape = dims(A.shape, 0, -2);
   const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn, [['a', A]], prep);
   const pa = operand(prep.input(A, 'a'), prep);
   const batch = batchShape.reduce((x, d) => x * d, 1);
@@ -251,8 +251,8 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string, pre
   if (A.rank < 2) throw new RangeError(expected('Tensor with at least 2 dimensions', 'a', A));
   if (B.rank < 2) throw new RangeError(expected('Tensor with at least 2 dimensions', 'b', B));
 
-  const [ar, ac] = A.shape.slice(-2);
-  const [br, bc] = B.shape.slice(-2);
+  const [ar, ac] = dims(A.shape, -2);
+  const [br, bc] = dims(B.shape, -2);
   const m = ta ? ac : ar;
   const k = ta ? ar : ac;
   const kb = tb ? bc : br;
@@ -266,8 +266,8 @@ function prepareMatmul(a: unknown, b: unknown, options: unknown, fn: string, pre
       )}${ta ? ' transposed' : ''}, b ${shapeString(B.shape)}${tb ? ' transposed' : ''})`,
     );
   }
-  const batchA = A.shape.slice(0, -2);
-  const batchB = B.shape.slice(0, -2);
+  const batchA = dims(A.shape, 0, -2);
+  const batchB = dims(B.shape, 0, -2);
   const batchShape = batchShapeOf(batchA, batchB, fn);
   const { out, oc, bias } = outputAndBias(opts, [...batchShape, m, n], n, beta, fn, [['a or b', A], ['a or b', B]], prep);
   const pa = operand(prep.input(A, 'a'), prep);

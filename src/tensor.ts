@@ -31,11 +31,12 @@ function checkShape(name: string, shape: unknown): number[] {
   if (shape.length > MAX_RANK) {
     throw new RangeError(expected(`at most ${MAX_RANK} dimensions`, name, shape) + ` [${shape.join(', ')}]`);
   }
-  shape.forEach((d, i) => {
+  for (let i = 0; i < shape.length; ++i) {
+    const d = shape[i];
     if (!(Number.isSafeInteger(d) && d >= 0)) checkInteger(`${name}[${i}]`, d, 0); // throws with the index named
-  });
+  }
   checkedProduct(name, shape);
-  return shape.slice();
+  return [...shape];
 }
 
 function contiguousStrides(shape: readonly number[]): number[] {
@@ -115,10 +116,26 @@ export function allocateStorage(dtype: DType, n: number, zero: boolean, shape: r
   }
 }
 
+/**
+ * A copy of a shape or strides array, or of part of it as Array#slice takes
+ * it. Tensors' shapes and strides are frozen, and V8's slice takes a slow
+ * path on frozen arrays (about 20x a plain array's); spreading does not.
+ */
+export function dims(a: readonly number[], start?: number, end?: number): number[] {
+  const copy = [...a];
+  return start === undefined ? copy : copy.slice(start, end);
+}
+
 function normAxis(name: string, axis: unknown, rank: number): number {
   checkInteger(name, axis, -rank, rank - 1);
   return (axis as number) < 0 ? (axis as number) + rank : (axis as number);
 }
+
+// Set by Tensor#view just before it calls the constructor, which then takes
+// these as they are (already checked) instead of validating its arguments:
+// every tensor, view or not, is made by the constructor and has the same
+// hidden class, which keeps the property reads on hot paths monomorphic.
+let viewOf: { strides: number[]; offset: number } | null = null;
 
 export class Tensor {
   readonly data: TensorData;
@@ -132,6 +149,16 @@ export class Tensor {
    * @param shape dimensions; without strides the data must hold exactly their product.
    */
   constructor(data: TensorData | readonly number[], shape: readonly number[], options?: TensorOptions) {
+    if (viewOf !== null) {
+      const v = viewOf;
+      viewOf = null;
+      this.data = data as TensorData;
+      this.shape = Object.freeze(shape as number[]);
+      this.strides = Object.freeze(v.strides);
+      this.offset = v.offset;
+      this.dtype = data instanceof Float32Array ? 'float32' : 'uint8';
+      return;
+    }
     let arr: TensorData;
     if (data instanceof Float32Array || data instanceof Uint8Array) {
       arr = data;
@@ -151,7 +178,7 @@ export class Tensor {
       opts.strides.forEach((s, i) => {
         if (!(Number.isSafeInteger(s) && s >= 0)) checkInteger(`strides[${i}]`, s, 0);
       });
-      strides = opts.strides.slice();
+      strides = [...opts.strides];
     } else {
       strides = contiguousStrides(dims);
     }
@@ -299,7 +326,7 @@ export class Tensor {
   /** Same data, new shape (one entry may be -1). A view when contiguous, else a copy. */
   reshape(shape: readonly number[]): Tensor {
     if (!Array.isArray(shape)) throw new TypeError(expected('Array of integers', 'shape', shape));
-    const dims = shape.slice();
+    const dims = [...shape];
     const free = dims.indexOf(-1);
     if (free >= 0) {
       const rest = dims.reduce((p, d, i) => (i === free ? p : p * d), 1);
@@ -349,17 +376,19 @@ export class Tensor {
     const d = normAxis('dim', dim, this.rank);
     checkInteger('start', start, 0, this.shape[d]);
     checkInteger('length', length, 0, this.shape[d] - start);
-    const shape = this.shape.slice();
+    const shape = [...this.shape];
     shape[d] = length;
-    return this.view(shape, this.strides.slice(), this.offset + (length > 0 ? start * this.strides[d] : 0));
+    return this.view(shape, [...this.strides], this.offset + (length > 0 ? start * this.strides[d] : 0));
   }
 
   /** Index `index` along `dim`, removing that axis. A view. */
   select(dim: number, index: number): Tensor {
     const d = normAxis('dim', dim, this.rank);
     checkInteger('index', index, 0, this.shape[d] - 1);
-    const shape = this.shape.filter((_, i) => i !== d);
-    const strides = this.strides.filter((_, i) => i !== d);
+    const shape = dims(this.shape);
+    const strides = dims(this.strides);
+    shape.splice(d, 1);
+    strides.splice(d, 1);
     return this.view(shape, strides, this.offset + index * this.strides[d]);
   }
 
@@ -378,8 +407,8 @@ export class Tensor {
     }
     const inner = contiguousStrides(sizes).map((s) => s * this.strides[d]);
     return this.view(
-      [...this.shape.slice(0, d), ...sizes, ...this.shape.slice(d + 1)],
-      [...this.strides.slice(0, d), ...inner, ...this.strides.slice(d + 1)],
+      [...dims(this.shape, 0, d), ...sizes, ...dims(this.shape, d + 1)],
+      [...dims(this.strides, 0, d), ...inner, ...dims(this.strides, d + 1)],
       this.offset,
     );
   }
@@ -395,8 +424,8 @@ export class Tensor {
         mergeable = false;
       }
     }
-    const size = this.shape.slice(a, b + 1).reduce((p, x) => p * x, 1);
-    const shape = [...this.shape.slice(0, a), size, ...this.shape.slice(b + 1)];
+    const size = dims(this.shape, a, b + 1).reduce((p, x) => p * x, 1);
+    const shape = [...dims(this.shape, 0, a), size, ...dims(this.shape, b + 1)];
     if (!mergeable) return this.clone().reshape(shape);
     let stride = 1;
     for (let d = b; d >= a; --d) {
@@ -405,14 +434,14 @@ export class Tensor {
         break;
       }
     }
-    return this.view(shape, [...this.strides.slice(0, a), stride, ...this.strides.slice(b + 1)], this.offset);
+    return this.view(shape, [...dims(this.strides, 0, a), stride, ...dims(this.strides, b + 1)], this.offset);
   }
 
   /** Inserts an axis of length 1 at `dim`. A view. */
   unsqueeze(dim: number): Tensor {
     const d = normAxis('dim', dim, this.rank + 1);
-    const shape = this.shape.slice();
-    const strides = this.strides.slice();
+    const shape = [...this.shape];
+    const strides = [...this.strides];
     shape.splice(d, 0, 1);
     strides.splice(d, 0, d < this.rank ? this.strides[d] * this.shape[d] : 1);
     return this.view(shape, strides, this.offset);
@@ -437,13 +466,8 @@ export class Tensor {
 
   /** A view that needs no checking: derived from this tensor's own valid layout. */
   private view(shape: number[], strides: number[], offset: number): Tensor {
-    const t = Object.create(Tensor.prototype) as { -readonly [K in keyof Tensor]: Tensor[K] };
-    t.data = this.data;
-    t.shape = Object.freeze(shape);
-    t.strides = Object.freeze(strides);
-    t.offset = offset;
-    t.dtype = this.dtype;
-    return t as Tensor;
+    viewOf = { strides, offset };
+    return new Tensor(this.data, shape);
   }
 
   // ------------------------------------------------------------ reading

@@ -12,7 +12,7 @@
 import { activationCode, layerNorm, layerNormAsync, linear, linearAsync, type Activation, type LayerNormOptions, type LinearOptions } from './layers';
 import { KVCache, MultiHeadAttention, Workspaces, runAsync, runSync, type ForwardPlan, type Steps } from './multihead';
 import { type MatmulOptions, type PackedMatrix } from './ops';
-import { Tensor, checkTensor } from './tensor';
+import { Tensor, checkTensor, dims } from './tensor';
 import { checkBoolean, checkFinite, checkInteger, checkOptions, checkSequenceLengths, describe, expected, sameShape, shapeString } from './validate';
 
 export interface TransformerLayerOptions {
@@ -195,8 +195,8 @@ const normOf = (n: LayerNormParameters, eps: number) => ({ weight: n.weight, bia
 /** An attention mask as MultiHeadAttention takes it, checked under the caller's name against `queries` x `keys`. */
 function checkAttnMask(name: string, mask: unknown, B: number, h: number, queries: number, keys: number): Tensor {
   const m = checkTensor(name, mask);
-  const [q, k] = m.shape.slice(-2);
-  const lead = m.shape.slice(0, -2);
+  const [q, k] = dims(m.shape, -2);
+  const lead = dims(m.shape, 0, -2);
   const okLead =
     m.rank === 2 ||
     (m.rank === 3 && (lead[0] === B * h || lead[0] === 1 || lead[0] === h)) ||
@@ -579,7 +579,7 @@ abstract class LayerBase {
   ): Steps<Tensor> {
     const { memoryKV, ...options } = masks;
     // Packed sequences are one unbatched run of tokens to the module.
-    const q = options.sequenceLengths ? query.reshape(query.shape.slice(1)) : query;
+    const q = options.sequenceLengths ? query.reshape(dims(query.shape, 1)) : query;
     const plan: ForwardPlan = m.planForward(q, memory, memory, options, fn);
     if (memoryKV) plan.memoryKV = memoryKV;
     const { merged } = yield* m.attend(plan, ws);
@@ -902,7 +902,7 @@ function runDecoder(pool: Workspaces, layers: TransformerDecoderLayer[], norm: F
 }
 
 /** The result shaped like the input (unbatched inputs give unbatched results). */
-const shapedLike = (out: Tensor, batched: boolean) => (batched ? out : out.reshape(out.shape.slice(1)));
+const shapedLike = (out: Tensor, batched: boolean) => (batched ? out : out.reshape(dims(out.shape, 1)));
 
 /** The final norm of a stack and its eps, when it has one. */
 type FinalNorm = { params: LayerNormParameters; eps: number } | undefined;
