@@ -309,8 +309,7 @@ bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, co
       const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
       const float* ablock = apack + tiles * mr * pc;
       for (long jr = c0; jr < c1; jr += nr) {
-        const long jc = jr / blk.nc * blk.nc;
-        const float* b = pre.data + pre.offset(jc, pc) + (jr - jc) * kc;
+        const float* b = pre.panel(jr, pc);
         const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
         for (long s = 0; s < tiles; ++s) {
           micro(kc, ablock + s * mr * kc, b, p.c + starts[s] * p.ldc + jr, p.ldc, p.alpha, beta,
@@ -364,23 +363,12 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
       const long kc = min_l(blk.kc, p.k - pc);
       const float beta = pc == 0 ? p.beta : 1.0f;
       const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
-      // The packed panel holding global column jr (a multiple of nr) at this pc.
-      long block_jc = -1;
-      const float* block = nullptr;
-      auto panel = [&](long jr) {
-        const long jc = jr / blk.nc * blk.nc;
-        if (jc != block_jc) {
-          block_jc = jc;
-          block = pre.data + pre.offset(jc, pc);
-        }
-        return block + (jr - jc) * kc;
-      };
       for (long ic = r0; ic < r1;) {
         const long end = rt.block_end(ic, mc, r1);
         pack_a_tiles(kt, p.a, rt, ic, end, pc, kc, apack);
         block_tiles(rt, ic, end, c0, c1, nr, blk.nc_l2, [&](long s, long i, long rows, long jr) {
           const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
-          micro(kc, apack + s * mr * kc, panel(jr), p.c + i * p.ldc + jr, p.ldc, p.alpha, beta,
+          micro(kc, apack + s * mr * kc, pre.panel(jr, pc), p.c + i * p.ldc + jr, p.ldc, p.alpha, beta,
                 static_cast<int>(rows), static_cast<int>(min_l(nr, c1 - jr)), bias, act);
         });
         ic = end;
@@ -571,16 +559,15 @@ PackedMatrix::~PackedMatrix() { std::free(data); }
 
 std::size_t PackedMatrix::offset(long jc, long pc) const {
   // Blocks are stored jc-major, then pc; a block holds kc x round_up(ncur, nr).
-  std::size_t off = 0;
-  for (long j = 0; j < n; j += blk.nc) {
-    const long ncur = min_l(blk.nc, n - j);
-    const long width = ceil_div(ncur, kt->nr) * kt->nr;
-    for (long p = 0; p < k; p += blk.kc) {
-      if (j == jc && p == pc) return off;
-      off += static_cast<std::size_t>(min_l(blk.kc, k - p) * width);
-    }
-  }
-  return off;
+  // Every block column before jc is nc wide (a multiple of nr) and k deep.
+  const long width = ceil_div(min_l(blk.nc, n - jc), kt->nr) * kt->nr;
+  return static_cast<std::size_t>(jc) * static_cast<std::size_t>(k) +
+         static_cast<std::size_t>(pc) * static_cast<std::size_t>(width);
+}
+
+const float* PackedMatrix::panel(long jr, long pc) const {
+  const long jc = jr / blk.nc * blk.nc;
+  return data + offset(jc, pc) + (jr - jc) * min_l(blk.kc, k - pc);
 }
 
 std::unique_ptr<PackedMatrix> pack_matrix(const KernelTable& kt, const float* b, long ldb, bool trans_b, long k,

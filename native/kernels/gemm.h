@@ -70,6 +70,8 @@ struct PackedMatrix {
   ~PackedMatrix();
   // Floats of the panel for block (jc, pc) start here.
   std::size_t offset(long jc, long pc) const;
+  // The packed micro-panel of column jr (a multiple of nr) in depth block pc.
+  const float* panel(long jr, long pc) const;
 };
 
 // Packs op(B) (k x n): element (p, j) is b[p * ldb + j], or b[j * ldb + p] when trans_b.

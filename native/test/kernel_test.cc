@@ -904,9 +904,9 @@ void test_threads(const KernelTable& kt) {
     for (std::size_t i = 1; i < outs.size(); ++i)
       same = same && std::memcmp(outs[0].data(), outs[i].data(), outs[0].size() * sizeof(float)) == 0;
     for (std::size_t i = 1; i < packed_outs.size(); ++i)
-      same = same && std::memcmp(packed_outs[0].data(), packed_outs[i].data(), outs[0].size() * sizeof(float)) == 0;
-    check(same, std::string(kt.name) + " gemm (and with B packed beforehand) bitwise equal for 1..4 threads m=" + std::to_string(s.m) +
-                    " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k));
+      same = same && std::memcmp(packed_outs[0].data(), packed_outs[i].data(), packed_outs[0].size() * sizeof(float)) == 0;
+    check(same, std::string(kt.name) + " gemm (and with B packed beforehand) bitwise equal for 1..4 threads m=" +
+                    std::to_string(s.m) + " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k));
     // The serial entry point agrees too.
     std::vector<float> C(static_cast<std::size_t>(s.m * s.n * s.batch), 0.0f);
     sgemm_serial(kt, args(C));
