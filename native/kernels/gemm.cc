@@ -140,6 +140,30 @@ void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_
 // streams as much of B as a full one, for a fraction of the work. The tiles
 // depend on m and mr only, never on the thread count or the blocking, so
 // every element of C gets the same arithmetic whatever those are.
+// Runs of [0, units) that the threads take in turn, largest first: each about
+// 1 / (2 nt) of what is left, clamped to [lo, hi] units. The thread that
+// finishes its last run first then waits at most one short run for the
+// others, where equal runs leave it waiting up to a long one (on a shared
+// machine one vCPU is often held up). The runs depend on (units, nt, lo, hi)
+// only, never on which thread takes which, so results do not either.
+struct GuidedRuns {
+  static constexpr long kMax = 128;
+  long at[kMax + 1];  // run t is [at[t], at[t + 1])
+  long count = 0;
+  GuidedRuns(long units, long nt, long lo, long hi) {
+    lo = max_l(1, lo);
+    hi = max_l(lo, hi);
+    at[0] = 0;
+    for (long u = 0; u < units;) {
+      const long left = units - u;
+      long len = min_l(hi, max_l(lo, ceil_div(left, 2 * nt)));
+      if (count == kMax - 1 || len > left) len = left;  // the last run takes the rest
+      u += len;
+      at[++count] = u;
+    }
+  }
+};
+
 struct RowTiles {
   long m, mr;
   long t0 = 0, h = 0;  // when h > 0, the pair of tiles [t0, t0 + h) and [t0 + h, m)
@@ -299,10 +323,10 @@ bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, co
                   apack + tiles * mr * pc + s * mr * kc);
   });
   const long panels = ceil_div(p.n, nr);
-  const long tasks = min_l(panels, 4L * nt);
+  const GuidedRuns runs(panels, nt, 1, ceil_div(panels, 2L * nt));
   const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
-  parallel_for(tasks, [&](long t) {
-    const long c0 = split_point(panels, tasks, t, 1) * nr, c1 = min_l(p.n, split_point(panels, tasks, t + 1, 1) * nr);
+  parallel_for(runs.count, [&](long t) {
+    const long c0 = runs.at[t] * nr, c1 = min_l(p.n, runs.at[t + 1] * nr);
     for (long pc = 0; pc < p.k; pc += blk.kc) {
       const long kc = min_l(blk.kc, p.k - pc);
       const float beta = pc == 0 ? p.beta : 1.0f;
@@ -336,26 +360,28 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
   const long mc = block_rows(blk, kc_max, mr);
   const RowTiles rt(p.m, mr);
   const long tiles = ceil_div(p.m, mr);
-  // Tasks: a tm x tn grid, or with rows to spare, runs of `chunk` rows the
-  // threads take in turn (about four each, whole A blocks at most): a thread
-  // the system holds up leaves its share to the others.
-  long tm = 1, tn = 1, chunk = 0;
+  // Tasks: a tm x tn grid, or with rows to spare, runs of row tiles the
+  // threads take in turn (GuidedRuns: from one A block down to four tiles):
+  // a thread the system holds up leaves its share to the others.
+  long tm = 1, tn = 1;
+  bool guided = false;
   if (nt > 1) {
     if (tiles >= 8L * nt) {
-      chunk = min_l(mc, max_l(4, ceil_div(tiles, 4L * nt)) * mr);
-      tm = ceil_div(p.m, chunk);
+      guided = true;
     } else if (ceil_div(p.n, nr) >= 2L * nt && gemm_prepacked_few_rows(kt, p, nt, pre)) {
       return;
     } else {
       choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
     }
   }
+  const GuidedRuns runs(guided ? tiles : 0, nt, 4, mc / mr);
+  if (guided) tm = runs.count;
   const long tasks = tm * tn;
   const auto micro = tuning().prefetch_panels ? kt.gemm_micro_prefetch : kt.gemm_micro;
   for_tasks(tasks > 1, tasks, [&](long t) {
     const long ti = t / tn, tj = t % tn;
-    const long r0 = chunk ? rt.boundary(ti * chunk) : rt.split(tm, ti);
-    const long r1 = chunk ? rt.boundary((ti + 1) * chunk) : rt.split(tm, ti + 1);
+    const long r0 = guided ? rt.boundary(runs.at[ti] * mr) : rt.split(tm, ti);
+    const long r1 = guided ? rt.boundary(runs.at[ti + 1] * mr) : rt.split(tm, ti + 1);
     const long c0 = split_point(p.n, tn, tj, nr), c1 = split_point(p.n, tn, tj + 1, nr);
     if (r1 <= r0 || c1 <= c0) return;
     float* apack = tl_pack_a.get(static_cast<std::size_t>(RowTiles::packed_rows(mc, mr) * kc_max));

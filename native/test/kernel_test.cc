@@ -853,12 +853,14 @@ void test_threads(const KernelTable& kt) {
     long batch;
   };
   // Row counts with a short last tile (16, 30, 60, 117 for 14-row tiles)
-  // are tiled as balanced pairs; the thread split must keep those whole.
+  // are tiled as balanced pairs; the thread split must keep those whole. 1000
+  // rows: runs of row tiles shrinking from a whole A block to a few tiles,
+  // whichever thread takes them.
   const Shape shapes[] = {{301, 257, 263, false, false, 1}, {512, 96, 300, false, true, 1},
                           {3, 2000, 500, false, false, 1},  {67, 61, 59, true, false, 12},
                           {200, 700, 64, true, true, 3},    {16, 700, 300, false, true, 1},
                           {30, 333, 129, false, false, 1},  {60, 200, 700, false, true, 1},
-                          {117, 90, 1100, false, false, 1}};
+                          {117, 90, 1100, false, false, 1}, {1000, 300, 700, false, true, 1}};
   for (const Shape& s : shapes) {
     std::vector<float> A(static_cast<std::size_t>(s.m * s.k * s.batch)), Bm(static_cast<std::size_t>(s.k * s.n * s.batch));
     Rng rng(static_cast<std::uint64_t>(s.m + s.n));
