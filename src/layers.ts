@@ -4,7 +4,7 @@
 import { native } from './native';
 import { PackedMatrix } from './ops';
 import { activationParams, layerNormParams, linearParams } from './params';
-import { Tensor, checkTensor, dims } from './tensor';
+import { Tensor, checkTensor, dims, newTensor } from './tensor';
 import { checkFinite, checkOptions, describe, expected, sameShape, shapeString } from './validate';
 
 /** An activation applied elementwise: ReLU, GELU with erf ('gelu'), or GELU's tanh approximation ('gelu_tanh'). */
@@ -83,8 +83,9 @@ function rowVector(name: string, value: unknown, n: number): Tensor {
 }
 
 /** The given output `name` (x's shape, a unit last stride) or a new tensor. */
-function outputLike(out: unknown, shape: readonly number[], name = 'out'): Tensor {
-  if (out === undefined) return Tensor.empty(shape);
+function outputLike(out: unknown, shape: readonly number[], fn: string, name = 'out'): Tensor {
+  // A new result: the addon's memory for the async forms, 'auto' for the sync ones (see tensor.ts).
+  if (out === undefined) return newTensor(shape, 'float32', false, fn.endsWith('Async') ? 'owned' : 'auto');
   const o = checkTensor(name, out, 'float32');
   if (!sameShape(o.shape, shape)) throw new RangeError(expected(`Tensor of shape ${shapeString(shape)}`, name, o));
   if (o.rank > 0 && o.shape[o.rank - 1] > 1 && o.strides[o.rank - 1] !== 1) {
@@ -137,8 +138,8 @@ function prepareLayerNorm(x: unknown, options: unknown, fn: string): NativeCall 
     }
     residual = unitLast(R).expand(X0.shape);
   }
-  const out = outputLike(opts.out, X0.shape);
-  const sum = opts.sumOut === undefined ? null : outputLike(opts.sumOut, X0.shape, 'sumOut');
+  const out = outputLike(opts.out, X0.shape, fn);
+  const sum = opts.sumOut === undefined ? null : outputLike(opts.sumOut, X0.shape, fn, 'sumOut');
   const X = unitLast(X0);
   const params = layerNormParams({
     rank: X.rank,
@@ -178,9 +179,9 @@ export async function layerNormAsync(x: Tensor, options?: LayerNormOptions): Pro
 
 // ------------------------------------------------------------ gelu, relu
 
-function prepareActivation(x: unknown, code: number, out: unknown): NativeCall {
+function prepareActivation(x: unknown, code: number, out: unknown, fn: string): NativeCall {
   const X0 = checkTensor('x', x, 'float32');
-  const o = outputLike(out, X0.shape);
+  const o = outputLike(out, X0.shape, fn);
   const X = unitLast(atLeast1d(X0));
   const O = atLeast1d(o);
   const params = activationParams({
@@ -202,7 +203,7 @@ function geluCall(x: unknown, options: unknown, fn: string): NativeCall {
   if (approximate !== 'none' && approximate !== 'tanh') {
     throw new (typeof approximate === 'string' ? RangeError : TypeError)(expected("'none' or 'tanh'", 'approximate', approximate));
   }
-  return prepareActivation(x, approximate === 'tanh' ? ACTIVATION_CODE.gelu_tanh : ACTIVATION_CODE.gelu, opts.out);
+  return prepareActivation(x, approximate === 'tanh' ? ACTIVATION_CODE.gelu_tanh : ACTIVATION_CODE.gelu, opts.out, fn);
 }
 
 /** GELU, x Φ(x) (PyTorch's F.gelu), exact through erf, or its tanh approximation with approximate: 'tanh'. */
@@ -217,7 +218,7 @@ export async function geluAsync(x: Tensor, options?: GeluOptions): Promise<Tenso
 
 function reluCall(x: unknown, options: unknown, fn: string): NativeCall {
   const opts = checkOptions<ReluOptions>(fn, options, RELU_OPTIONS);
-  return prepareActivation(x, ACTIVATION_CODE.relu, opts.out);
+  return prepareActivation(x, ACTIVATION_CODE.relu, opts.out, fn);
 }
 
 /** max(x, 0) elementwise (NaN stays NaN). */
@@ -288,7 +289,7 @@ function prepareLinear(x: unknown, weight: unknown, options: unknown, fn: string
   const bias = opts.bias === undefined ? null : rowVector('bias', opts.bias, n);
   const activation = opts.activation === undefined ? 0 : activationCode('activation', opts.activation);
   const outShape = [...dims(X.shape, 0, -1), n];
-  const out = outputLike(opts.out, outShape);
+  const out = outputLike(opts.out, outShape, fn);
   const oRows = rowsOf(out);
   if (!oRows) throw new RangeError(`${fn}: out must be rows with a unit last stride and one stride between them (${describe(out)})`);
   let xRows = rowsOf(X);

@@ -836,7 +836,7 @@ export class MultiHeadAttention {
       attnMask: undefined,
       keyPaddingMask: undefined,
       extra,
-      memory: fn === 'forwardAsync' ? 'owned' : 'plain',
+      memory: fn === 'forwardAsync' ? 'owned' : 'auto',
       sequenceLengths,
       ...flags,
     };

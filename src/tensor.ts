@@ -71,16 +71,19 @@ export function extentOf(shape: readonly number[], strides: readonly number[]): 
 //  - 'owned': always the addon's (the results and copies of async forms,
 //    which let the loop turn);
 //  - 'auto': the addon's, unless OWNED_BYTES_PER_TURN have been handed out
-//    since the loop last turned (tensors made by Tensor.zeros, randn, clone
-//    and the like: usually long-lived, often used by async forms);
-//  - 'plain': an ordinary typed array, freed by V8's garbage collector alone
-//    (the results and temporaries of sync forms).
+//    since the loop last turned (the results of sync forms, and tensors made
+//    by Tensor.zeros, randn, clone and the like). Between turns, as in a
+//    service, results come from recycled blocks; a long synchronous loop gets
+//    plain memory once the budget is spent. Plain results of 128 KiB and more
+//    fault in most of their pages on every call: the system allocator returns
+//    large freed blocks to the system;
+//  - 'plain': an ordinary typed array, freed by V8's garbage collector alone.
 // Below OWNED_MIN_BYTES every tensor is plain (cheaper to make; async calls
 // copy such small arrays as they start).
 export type Memory = 'owned' | 'auto' | 'plain';
 
 const OWNED_MIN_BYTES = 64 * 1024;
-const OWNED_BYTES_PER_TURN = 256 * 1024 * 1024;
+const OWNED_BYTES_PER_TURN = 64 * 1024 * 1024;
 let ownedThisTurn = 0;
 const ownedBuffers = new WeakSet<ArrayBufferLike>();
 const resetTurn = (): void => {
