@@ -106,8 +106,9 @@ export class KVCache {
     this.numHeads = checkInteger('numHeads', numHeads, 1);
     this.headDim = checkInteger('headDim', headDim, 1);
     checkInteger('capacity', capacity, 1);
-    this.keys = Tensor.empty([batch, numHeads, capacity, headDim]);
-    this.values = Tensor.empty([batch, numHeads, capacity, headDim]);
+    // The addon's memory (long-lived, read in place by the async forms).
+    this.keys = newTensor([batch, numHeads, capacity, headDim], 'float32', false, 'owned');
+    this.values = newTensor([batch, numHeads, capacity, headDim], 'float32', false, 'owned');
   }
 
   /** Steps cached. */
@@ -136,8 +137,8 @@ export class KVCache {
     const need = this.len + steps;
     if (need > this.capacity) {
       const cap = Math.max(need, 2 * this.capacity);
-      const keys = Tensor.empty([this.batch, this.numHeads, cap, this.headDim]);
-      const values = Tensor.empty([this.batch, this.numHeads, cap, this.headDim]);
+      const keys = newTensor([this.batch, this.numHeads, cap, this.headDim], 'float32', false, 'owned');
+      const values = newTensor([this.batch, this.numHeads, cap, this.headDim], 'float32', false, 'owned');
       if (this.len > 0) {
         yield* copy(this.keys.narrow(2, 0, this.len), keys.narrow(2, 0, this.len));
         yield* copy(this.values.narrow(2, 0, this.len), values.narrow(2, 0, this.len));
@@ -233,7 +234,9 @@ export class Workspaces {
 
   /**
    * An uninitialised temporary of `shape` named `name` in workspace `ws`
-   * (reused across calls; the view too, while the shape stays the same).
+   * (reused across calls; the view too, while the shape stays the same). In
+   * the addon's memory whatever made it (a sync forward, say): the async
+   * forms that reuse it later then read and write it in place.
    */
   static temp(ws: Map<string, Tensor>, name: string, shape: number[]): Tensor {
     const last = ws.get(`${name}/view`);
@@ -241,7 +244,7 @@ export class Workspaces {
     const size = shape.reduce((p, d) => p * d, 1);
     let t = ws.get(name);
     if (!t || t.size < size) {
-      t = Tensor.empty([Math.max(size, 1)]);
+      t = newTensor([Math.max(size, 1)], 'float32', false, 'owned');
       ws.set(name, t);
     }
     const view = t.narrow(0, 0, size).reshape(shape);

@@ -83,7 +83,7 @@ export function extentOf(shape: readonly number[], strides: readonly number[]): 
 export type Memory = 'owned' | 'auto' | 'plain';
 
 const OWNED_MIN_BYTES = 64 * 1024;
-const OWNED_BYTES_PER_TURN = 64 * 1024 * 1024;
+const OWNED_BYTES_PER_TURN = 256 * 1024 * 1024;
 let ownedThisTurn = 0;
 const ownedBuffers = new WeakSet<ArrayBufferLike>();
 const resetTurn = (): void => {

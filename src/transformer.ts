@@ -776,7 +776,7 @@ export class TransformerDecoderLayer extends LayerBase {
     let memoryKV: { K: Tensor; V: Tensor } | undefined;
     if (cache) {
       if (!cache.memoryKV[index]) {
-        const store = Tensor.empty([B, p.memory.shape[1], 2 * E]);
+        const store = newTensor([B, p.memory.shape[1], 2 * E], 'float32', false, 'owned');
         cache.memoryKV[index] = yield* this.multiheadAttn.projectMemory(p.memory, store);
       }
       memoryKV = cache.memoryKV[index];
