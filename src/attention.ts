@@ -8,7 +8,7 @@ import { matmul, matmulAsync, maskKind } from './ops';
 import { additiveScoresParams, attentionParams, l2NormalizeParams } from './params';
 import { NOW, Staging, type Prep } from './staging';
 import { Tensor, checkTensor, checkWritable, sharesMemory, dims } from './tensor';
-import { checkBoolean, checkFinite, checkOptions, checkSequenceLengths, expected, sameShape, shapeString } from './validate';
+import { broadcastsTo, checkBoolean, checkFinite, checkOptions, checkSequenceLengths, expected, sameShape, shapeString } from './validate';
 
 export type ScoreFunction = 'scaled_dot' | 'dot' | 'cosine' | 'additive';
 
@@ -184,7 +184,7 @@ function outputFor(out: unknown, want: number[], inputs: [string, Tensor | undef
 function checkMask(mask: unknown, full: number[], fn: string): Tensor {
   const M = checkTensor('attnMask', mask);
   const r = full.length;
-  if (M.rank > r || M.shape.some((d, i) => d !== 1 && d !== full[i + r - M.rank])) {
+  if (M.rank > r || !broadcastsTo(M.shape, full)) {
     throw new RangeError(
       `${fn}: attnMask of shape ${shapeString(M.shape)} does not broadcast to ${shapeString(full)} ([..., queries, keys])`,
     );

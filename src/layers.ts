@@ -5,7 +5,7 @@ import { native } from './native';
 import { PackedMatrix } from './ops';
 import { activationParams, layerNormParams, linearParams } from './params';
 import { Tensor, checkTensor, dims, newTensor } from './tensor';
-import { checkFinite, checkOptions, describe, expected, sameShape, shapeString } from './validate';
+import { broadcastsTo, checkFinite, checkOptions, describe, expected, sameShape, shapeString } from './validate';
 
 /** An activation applied elementwise: ReLU, GELU with erf ('gelu'), or GELU's tanh approximation ('gelu_tanh'). */
 export type Activation = 'relu' | 'gelu' | 'gelu_tanh';
@@ -133,7 +133,7 @@ function prepareLayerNorm(x: unknown, options: unknown, fn: string): NativeCall 
   let residual: Tensor | null = null;
   if (opts.residual !== undefined) {
     const R = checkTensor('residual', opts.residual, 'float32');
-    if (R.rank > X0.rank || R.rank === 0 || R.shape[R.rank - 1] !== n || R.shape.some((d, i) => d !== 1 && d !== X0.shape[i + X0.rank - R.rank])) {
+    if (R.rank === 0 || R.shape[R.rank - 1] !== n || !broadcastsTo(R.shape, X0.shape)) {
       throw new RangeError(`${fn}: residual of shape ${shapeString(R.shape)} does not broadcast to x's shape ${shapeString(X0.shape)}`);
     }
     residual = unitLast(R).expand(X0.shape);

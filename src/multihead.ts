@@ -240,7 +240,7 @@ export class Workspaces {
    */
   static temp(ws: Map<string, Tensor>, name: string, shape: number[]): Tensor {
     const last = ws.get(`${name}/view`);
-    if (last && last.rank === shape.length && last.shape.every((d, i) => d === shape[i])) return last;
+    if (last && sameShape(last.shape, shape)) return last;
     const size = shape.reduce((p, d) => p * d, 1);
     let t = ws.get(name);
     if (!t || t.size < size) {

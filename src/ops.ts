@@ -3,7 +3,7 @@ import { Tensor, checkTensor, checkWritable, sharesMemory, dims } from './tensor
 import { native, addonPath, type NativeCpuInfo } from './native';
 import { gemmParams, gemmWithPackedParams, packMatrixParams, softmaxParams } from './params';
 import { NOW, Staging, type Prep } from './staging';
-import { checkBoolean, checkFinite, checkInteger, checkOptions, expected, sameShape, shapeString } from './validate';
+import { broadcastsTo, checkBoolean, checkFinite, checkInteger, checkOptions, expected, sameShape, shapeString } from './validate';
 
 export interface MatmulOptions {
   /** Use the transpose of a's last two axes. */
@@ -356,7 +356,9 @@ function softmaxOutput(opts: Partial<SoftmaxOptions>, X: Tensor, fn: string, pre
   }
   checkWritable(fn, 'out', out);
   const at = (t: Tensor) => t.data.byteOffset + t.offset * 4;
-  const inPlace = out.data.buffer === X.data.buffer && at(out) === at(X) && out.strides.every((s, d) => s === X.strides[d] || X.shape[d] <= 1);
+  let sameLayout = true;
+  for (let d = 0; d < X.rank; ++d) sameLayout = sameLayout && (out.strides[d] === X.strides[d] || X.shape[d] <= 1);
+  const inPlace = out.data.buffer === X.data.buffer && at(out) === at(X) && sameLayout;
   if (!inPlace && sharesMemory(out, X)) throw new RangeError(`${fn}: out must be x itself or not share memory with it`);
   return out;
 }
@@ -365,7 +367,7 @@ function softmaxOutput(opts: Partial<SoftmaxOptions>, X: Tensor, fn: string, pre
 function softmaxMask(mask: unknown, X: Tensor, fn: string, prep: Prep): Tensor {
   let M = checkTensor('mask', mask);
   const rank = X.rank;
-  if (M.rank > rank || M.shape.some((dim, i) => dim !== 1 && dim !== X.shape[i + rank - M.rank])) {
+  if (M.rank > rank || !broadcastsTo(M.shape, X.shape)) {
     throw new RangeError(`${fn}: mask of shape ${shapeString(M.shape)} does not broadcast to x's shape ${shapeString(X.shape)}`);
   }
   M = prep.input(M, 'mask');

@@ -75,6 +75,14 @@ export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
+/** Whether `shape` broadcasts to `full` (trailing axes aligned, each 1 or equal). */
+export function broadcastsTo(shape: readonly number[], full: readonly number[]): boolean {
+  const r = full.length - shape.length;
+  if (r < 0) return false;
+  for (let i = 0; i < shape.length; ++i) if (shape[i] !== 1 && shape[i] !== full[i + r]) return false;
+  return true;
+}
+
 export function shapeString(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
