@@ -383,9 +383,18 @@ export class Batcher {
     for (const r of batch) {
       if (r.state === 'running') {
         const start = output.offset + row * width;
-        const own = contiguous
-          ? new Tensor((output.data as Float32Array).slice(start, start + r.tokens * width), [r.tokens, width])
-          : output.narrow(0, row, r.tokens).clone();
+        const n = r.tokens * width;
+        // Each caller's rows in a copy of their own, in the addon's recycled
+        // memory: a plain array of this size (a request's rows are often
+        // 100 KiB or more) faults in fresh pages on every batch.
+        let own: Tensor;
+        if (contiguous) {
+          const data = allocateStorage('float32', n, false, [r.tokens, width], 'owned') as Float32Array;
+          data.set((output.data as Float32Array).subarray(start, start + n));
+          own = new Tensor(data, [r.tokens, width]);
+        } else {
+          own = output.narrow(0, row, r.tokens).clone();
+        }
         this.settle(r, own);
       }
       row += r.tokens;
