@@ -84,8 +84,8 @@ function rowVector(name: string, value: unknown, n: number): Tensor {
 
 /** The given output `name` (x's shape, a unit last stride) or a new tensor. */
 function outputLike(out: unknown, shape: readonly number[], fn: string, name = 'out'): Tensor {
-  // A new result: the addon's memory for the async forms, 'auto' for the sync ones (see tensor.ts).
-  if (out === undefined) return newTensor(shape, 'float32', false, fn.endsWith('Async') ? 'owned' : 'auto');
+  // A new result: the addon's memory for the async forms, 'result' for the sync ones (see tensor.ts).
+  if (out === undefined) return newTensor(shape, 'float32', false, fn.endsWith('Async') ? 'owned' : 'result');
   const o = checkTensor(name, out, 'float32');
   if (!sameShape(o.shape, shape)) throw new RangeError(expected(`Tensor of shape ${shapeString(shape)}`, name, o));
   if (o.rank > 0 && o.shape[o.rank - 1] > 1 && o.strides[o.rank - 1] !== 1) {

@@ -839,7 +839,7 @@ export class MultiHeadAttention {
       attnMask: undefined,
       keyPaddingMask: undefined,
       extra,
-      memory: fn === 'forwardAsync' ? 'owned' : 'auto',
+      memory: fn === 'forwardAsync' ? 'owned' : 'result',
       sequenceLengths,
       ...flags,
     };

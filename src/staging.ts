@@ -53,18 +53,18 @@ export interface Prep {
   block(params: Float64Array): Float64Array;
 }
 
-/** The sync forms: everything as it is, copies now; results and copies in 'auto' memory (see tensor.ts). */
+/** The sync forms: everything as it is, copies now; results and copies in 'result' memory (see tensor.ts). */
 export const NOW: Prep = {
   async: false,
   input: (t) => t,
   contiguous: (t) => {
     if (t.isContiguous() && t.offset === 0 && t.data.length === t.size) return t;
-    const copy = newTensor(t.shape, t.dtype, false, 'auto');
+    const copy = newTensor(t.shape, t.dtype, false, 'result');
     copyElements(t, copy);
     return copy;
   },
   output: (out) => out,
-  empty: (shape, dtype = 'float32') => newTensor(shape, dtype, false, 'auto'),
+  empty: (shape, dtype = 'float32') => newTensor(shape, dtype, false, 'result'),
   block: (params) => params,
 };
 

@@ -67,23 +67,27 @@ export function extentOf(shape: readonly number[], strides: readonly number[]): 
 // freed blocks are recycled instead of faulting in fresh pages. But Node frees
 // external memory only when the event loop turns (it runs their finalizers
 // from the loop), so a synchronous loop that made a fresh owned result on
-// every call would pile up memory until it returned. Hence three kinds:
+// every call would pile up memory until it returned. Hence four kinds:
 //  - 'owned': always the addon's (the results and copies of async forms,
 //    which let the loop turn);
 //  - 'auto': the addon's, unless OWNED_BYTES_PER_TURN have been handed out
-//    since the loop last turned (the results of sync forms, and tensors made
-//    by Tensor.zeros, randn, clone and the like). Between turns, as in a
-//    service, results come from recycled blocks; a long synchronous loop gets
-//    plain memory once the budget is spent. Plain results of 128 KiB and more
-//    fault in most of their pages on every call: the system allocator returns
-//    large freed blocks to the system;
+//    since the loop last turned (tensors made by Tensor.zeros, randn, clone
+//    and the like: usually long-lived, often used by async forms);
+//  - 'result': the addon's while RESULT_BYTES_PER_TURN of it have been handed
+//    out since the loop last turned (the results and copies of sync forms).
+//    Between turns, as in a service, each call's result comes from blocks
+//    freed earlier (a plain array of 128 KiB or more faults in most of its
+//    pages on every call: the system allocator returns large freed blocks to
+//    the system). A synchronous loop soon gets plain memory instead, which
+//    V8 frees as it collects, where the addon's blocks would wait for a turn;
 //  - 'plain': an ordinary typed array, freed by V8's garbage collector alone.
 // Below OWNED_MIN_BYTES every tensor is plain (cheaper to make; async calls
 // copy such small arrays as they start).
-export type Memory = 'owned' | 'auto' | 'plain';
+export type Memory = 'owned' | 'auto' | 'result' | 'plain';
 
 const OWNED_MIN_BYTES = 64 * 1024;
 const OWNED_BYTES_PER_TURN = 256 * 1024 * 1024;
+const RESULT_BYTES_PER_TURN = 32 * 1024 * 1024;
 let ownedThisTurn = 0;
 const ownedBuffers = new WeakSet<ArrayBufferLike>();
 const resetTurn = (): void => {
@@ -100,8 +104,9 @@ export function allocateStorage(dtype: DType, n: number, zero: boolean, shape: r
   const ctor = dtype === 'float32' ? Float32Array : Uint8Array;
   const bytes = n * ctor.BYTES_PER_ELEMENT;
   try {
-    const withinTurn = ownedThisTurn === 0 || ownedThisTurn + bytes <= OWNED_BYTES_PER_TURN;
-    if (bytes >= OWNED_MIN_BYTES && (memory === 'owned' || (memory === 'auto' && withinTurn))) {
+    const within = (budget: number) => ownedThisTurn === 0 || ownedThisTurn + bytes <= budget;
+    const owned = memory === 'owned' || (memory === 'auto' && within(OWNED_BYTES_PER_TURN)) || (memory === 'result' && within(RESULT_BYTES_PER_TURN));
+    if (bytes >= OWNED_MIN_BYTES && owned) {
       if (ownedThisTurn === 0) setImmediate(resetTurn).unref();
       ownedThisTurn += bytes;
       const ab = native.allocate(bytes, zero);

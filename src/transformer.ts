@@ -907,8 +907,8 @@ const shapedLike = (out: Tensor, batched: boolean) => (batched ? out : out.resha
 /** The final norm of a stack and its eps, when it has one. */
 type FinalNorm = { params: LayerNormParameters; eps: number } | undefined;
 
-/** A forward's result: the addon's memory for forwardAsync, 'auto' for forward (see tensor.ts). */
-const resultFor = (shape: readonly number[], fn: string) => newTensor(shape, 'float32', false, fn.endsWith('Async') ? 'owned' : 'auto');
+/** A forward's result: the addon's memory for forwardAsync, 'result' for forward (see tensor.ts). */
+const resultFor = (shape: readonly number[], fn: string) => newTensor(shape, 'float32', false, fn.endsWith('Async') ? 'owned' : 'result');
 
 function* encoderSteps(layers: TransformerEncoderLayer[], norm: FinalNorm, p: EncoderPlan, ws: Map<string, Tensor>, fn: string): Steps<Tensor> {
   const out = resultFor(p.src.shape, fn);
