@@ -134,12 +134,6 @@ void choose_grid(long m, long n, int nt, int mr, int nr, long* tm_out, long* tn_
   *tn_out = best_tn;
 }
 
-// The row tiles of a product of m rows: mr rows each, except that a short
-// last tile (r = m mod mr rows, 2 r <= mr) shares the rows of the full tile
-// before it evenly (16 rows are 8 + 8, not 14 + 2): a tile of few rows
-// streams as much of B as a full one, for a fraction of the work. The tiles
-// depend on m and mr only, never on the thread count or the blocking, so
-// every element of C gets the same arithmetic whatever those are.
 // Runs of [0, units) that the threads take in turn, largest first: each about
 // 1 / (2 nt) of what is left, clamped to [lo, hi] units. The thread that
 // finishes its last run first then waits at most one short run for the
@@ -164,6 +158,12 @@ struct GuidedRuns {
   }
 };
 
+// The row tiles of a product of m rows: mr rows each, except that a short
+// last tile (r = m mod mr rows, 2 r <= mr) shares the rows of the full tile
+// before it evenly (16 rows are 8 + 8, not 14 + 2): a tile of few rows
+// streams as much of B as a full one, for a fraction of the work. The tiles
+// depend on m and mr only, never on the thread count or the blocking, so
+// every element of C gets the same arithmetic whatever those are.
 struct RowTiles {
   long m, mr;
   long t0 = 0, h = 0;  // when h > 0, the pair of tiles [t0, t0 + h) and [t0 + h, m)
