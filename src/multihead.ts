@@ -5,7 +5,7 @@
 import { attentionAsyncWith, attentionWith, type AttentionOptions, type AttentionResult } from './attention';
 import { matmul, matmulAsync, packMatrix, packMatrixAsync, PackedMatrix, type MatmulOptions } from './ops';
 import { copyAsync } from './staging';
-import { type Memory, Tensor, checkTensor, newTensor, dims } from './tensor';
+import { type Memory, Tensor, checkTensor, newTensor, dims, resultMemory } from './tensor';
 import { checkBoolean, checkInteger, checkOptions, checkSequenceLengths, describe, expected, sameShape, shapeString } from './validate';
 
 export interface MultiHeadAttentionOptions {
@@ -839,7 +839,7 @@ export class MultiHeadAttention {
       attnMask: undefined,
       keyPaddingMask: undefined,
       extra,
-      memory: fn === 'forwardAsync' ? 'owned' : 'result',
+      memory: resultMemory(fn),
       sequenceLengths,
       ...flags,
     };

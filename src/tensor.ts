@@ -88,6 +88,11 @@ export type Memory = 'owned' | 'auto' | 'result' | 'plain';
 const OWNED_MIN_BYTES = 64 * 1024;
 const OWNED_BYTES_PER_TURN = 256 * 1024 * 1024;
 const RESULT_BYTES_PER_TURN = 32 * 1024 * 1024;
+/** How much of the addon's memory a kind may take since the loop last turned (0: none). */
+const BUDGET_PER_TURN: Record<Memory, number> = { owned: Infinity, auto: OWNED_BYTES_PER_TURN, result: RESULT_BYTES_PER_TURN, plain: 0 };
+
+/** The memory of a new result of function `fn`: the addon's for the async forms, 'result' for the sync ones. */
+export const resultMemory = (fn: string): Memory => (fn.endsWith('Async') ? 'owned' : 'result');
 let ownedThisTurn = 0;
 const ownedBuffers = new WeakSet<ArrayBufferLike>();
 const resetTurn = (): void => {
@@ -104,9 +109,8 @@ export function allocateStorage(dtype: DType, n: number, zero: boolean, shape: r
   const ctor = dtype === 'float32' ? Float32Array : Uint8Array;
   const bytes = n * ctor.BYTES_PER_ELEMENT;
   try {
-    const within = (budget: number) => ownedThisTurn === 0 || ownedThisTurn + bytes <= budget;
-    const owned = memory === 'owned' || (memory === 'auto' && within(OWNED_BYTES_PER_TURN)) || (memory === 'result' && within(RESULT_BYTES_PER_TURN));
-    if (bytes >= OWNED_MIN_BYTES && owned) {
+    const budget = BUDGET_PER_TURN[memory];
+    if (bytes >= OWNED_MIN_BYTES && budget > 0 && (ownedThisTurn === 0 || ownedThisTurn + bytes <= budget)) {
       if (ownedThisTurn === 0) setImmediate(resetTurn).unref();
       ownedThisTurn += bytes;
       const ab = native.allocate(bytes, zero);
