@@ -7,7 +7,11 @@
 // time writing into a preallocated `out` is the secondary column, with the
 // page faults each new-result call costs (fresh multi-megabyte arrays are
 // first touched inside the call). onnxruntime's figure is the faster of its
-// allocating run and its run with a preallocated output. Peaky rows (softmax
+// allocating run and its run with a preallocated output. Every call, ours and
+// onnxruntime's, runs in a turn of the event loop of its own, as a service's
+// calls do: onnxruntime-node's run() defers its work to setImmediate, and our
+// synchronous calls are timed the same way (`inTurn`), so memory that either
+// side frees between turns is treated alike. Peaky rows (softmax
 // logits of std 30, attention q and k of std 4, block inputs of std 6) run
 // beside the ordinary ones: their speed must not depend on the data.
 //
@@ -53,6 +57,17 @@ const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** f() called in a turn of the event loop of its own, as onnxruntime-node's run() calls its session. */
+const inTurn = (f) =>
+  new Promise((resolve, reject) => {
+    setImmediate(() => {
+      try {
+        resolve(f());
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
 
 /**
  * Times each named async function in turn, in blocks, so all see the same
@@ -193,8 +208,8 @@ async function benchGemm(report, peak) {
       const fetch = { c: new ort.Tensor('float32', new Float32Array(n * n), [n, n]) };
       const diff = maxAbsDiff(ak.matmul(a, b).data, (await s.run(feeds)).c.data);
       const t = await compare({
-        ours: async () => ak.matmul(a, b),
-        oursOut: async () => ak.matmul(a, b, { out }),
+        ours: () => inTurn(() => ak.matmul(a, b)),
+        oursOut: () => inTurn(() => ak.matmul(a, b, { out })),
         ort: async () => s.run(feeds),
         ortPre: async () => s.run(feeds, fetch),
       });
@@ -268,8 +283,8 @@ async function benchSoftmax(report) {
         const fetch = { y: new ort.Tensor('float32', new Float32Array(x.size), shape) };
         const diff = maxAbsDiff(ak.softmax(x).data, (await s.run(feeds)).y.data);
         const t = await compare({
-          ours: async () => ak.softmax(x),
-          oursOut: async () => ak.softmax(x, { out }),
+          ours: () => inTurn(() => ak.softmax(x)),
+          oursOut: () => inTurn(() => ak.softmax(x, { out })),
           ort: async () => s.run(feeds),
           ortPre: async () => s.run(feeds, fetch),
         });
@@ -345,8 +360,8 @@ async function benchAttention(report, peak) {
       ak.attention(qh, kh, vh, { out });
       const diff = maxAbsDiff(outBSD.data, (await s.run(feeds)).o.data);
       const t = await compare({
-        ours: async () => ak.attention(qh, kh, vh),
-        oursOut: async () => ak.attention(qh, kh, vh, { out }),
+        ours: () => inTurn(() => ak.attention(qh, kh, vh)),
+        oursOut: () => inTurn(() => ak.attention(qh, kh, vh, { out })),
         ort: async () => s.run(feeds),
         ortPre: async () => s.run(feeds, fetch),
       });
@@ -451,7 +466,7 @@ async function benchMha(report, peak) {
       const feeds = { x: ortTensor(x) };
       const diff = maxAbsDiff(mha.forward(x, x, x, { causal }).output.data, (await s.run(feeds)).y.data);
       const t = await compare({
-        ours: async () => mha.forward(x, x, x, { causal }),
+        ours: () => inTurn(() => mha.forward(x, x, x, { causal })),
         ort: async () => s.run(feeds),
       });
       const flops = 2 * B * S * E * 4 * E + 4 * B * S * S * E * (causal ? 0.5 : 1);
@@ -511,10 +526,11 @@ async function benchMha(report, peak) {
     const ours = mha.forward(step, undefined, undefined, { kvCache: cache }).output.data;
     const diff = maxAbsDiff(ours, (await s.run(feeds)).y.data);
     const t = await compare({
-      ours: async () => {
-        cache.truncate(past);
-        return mha.forward(step, undefined, undefined, { kvCache: cache });
-      },
+      ours: () =>
+        inTurn(() => {
+          cache.truncate(past);
+          return mha.forward(step, undefined, undefined, { kvCache: cache });
+        }),
       ort: async () => s.run(feeds),
     });
     decode.push({ past, threads, oursMs: t.ours * 1e3, ortMs: t.ort * 1e3, speedup: t.ort / t.ours, maxAbsDiff: diff, repeats: t.reps });
@@ -612,7 +628,7 @@ async function benchLayers(report, peak) {
         const fetch = { y: new ort.Tensor('float32', new Float32Array(B * S * E), [B, S, E]) };
         const diff = maxAbsDiff(layer.forward(x).data, (await s.run(feeds)).y.data);
         const t = await compare({
-          ours: async () => layer.forward(x),
+          ours: () => inTurn(() => layer.forward(x)),
           ort: async () => s.run(feeds),
           ortPre: async () => s.run(feeds, fetch),
         });
