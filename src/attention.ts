@@ -183,8 +183,7 @@ function outputFor(out: unknown, want: number[], inputs: [string, Tensor | undef
 /** attnMask, checked to broadcast to the caller's [...lead, queries, keys]. */
 function checkMask(mask: unknown, full: number[], fn: string): Tensor {
   const M = checkTensor('attnMask', mask);
-  const r = full.length;
-  if (M.rank > r || !broadcastsTo(M.shape, full)) {
+  if (!broadcastsTo(M.shape, full)) {
     throw new RangeError(
       `${fn}: attnMask of shape ${shapeString(M.shape)} does not broadcast to ${shapeString(full)} ([..., queries, keys])`,
     );

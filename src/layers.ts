@@ -4,7 +4,7 @@
 import { native } from './native';
 import { PackedMatrix } from './ops';
 import { activationParams, layerNormParams, linearParams } from './params';
-import { Tensor, checkTensor, dims, newTensor, resultMemory } from './tensor';
+import { Tensor, checkTensor, dims, newResult } from './tensor';
 import { broadcastsTo, checkFinite, checkOptions, describe, expected, sameShape, shapeString } from './validate';
 
 /** An activation applied elementwise: ReLU, GELU with erf ('gelu'), or GELU's tanh approximation ('gelu_tanh'). */
@@ -84,7 +84,7 @@ function rowVector(name: string, value: unknown, n: number): Tensor {
 
 /** The given output `name` (x's shape, a unit last stride) or a new tensor. */
 function outputLike(out: unknown, shape: readonly number[], fn: string, name = 'out'): Tensor {
-  if (out === undefined) return newTensor(shape, 'float32', false, resultMemory(fn));
+  if (out === undefined) return newResult(shape, fn);
   const o = checkTensor(name, out, 'float32');
   if (!sameShape(o.shape, shape)) throw new RangeError(expected(`Tensor of shape ${shapeString(shape)}`, name, o));
   if (o.rank > 0 && o.shape[o.rank - 1] > 1 && o.strides[o.rank - 1] !== 1) {

@@ -366,8 +366,7 @@ function softmaxOutput(opts: Partial<SoftmaxOptions>, X: Tensor, fn: string, pre
 /** The mask as a view of x's shape (stride 0 on broadcast axes), its last axis contiguous. */
 function softmaxMask(mask: unknown, X: Tensor, fn: string, prep: Prep): Tensor {
   let M = checkTensor('mask', mask);
-  const rank = X.rank;
-  if (M.rank > rank || !broadcastsTo(M.shape, X.shape)) {
+  if (!broadcastsTo(M.shape, X.shape)) {
     throw new RangeError(`${fn}: mask of shape ${shapeString(M.shape)} does not broadcast to x's shape ${shapeString(X.shape)}`);
   }
   M = prep.input(M, 'mask');

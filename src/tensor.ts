@@ -627,6 +627,11 @@ export function newTensor(shape: readonly number[], dtype: DType, zero: boolean,
   return new Tensor(allocateStorage(dtype, n, zero, dims, memory), dims);
 }
 
+/** A new float32 result of shape `shape` for function `fn`, in resultMemory(fn). */
+export function newResult(shape: readonly number[], fn: string): Tensor {
+  return newTensor(shape, 'float32', false, resultMemory(fn));
+}
+
 /** Throws unless `value` is a Tensor of `dtype` (any dtype when omitted). */
 export function checkTensor(name: string, value: unknown, dtype?: DType): Tensor {
   if (!(value instanceof Tensor)) {

@@ -12,7 +12,7 @@
 import { activationCode, layerNorm, layerNormAsync, linear, linearAsync, type Activation, type LayerNormOptions, type LinearOptions } from './layers';
 import { KVCache, MultiHeadAttention, Workspaces, runAsync, runSync, type ForwardPlan, type Steps } from './multihead';
 import { type MatmulOptions, type PackedMatrix } from './ops';
-import { Tensor, checkTensor, dims, newTensor, resultMemory } from './tensor';
+import { Tensor, checkTensor, dims, newResult, newTensor } from './tensor';
 import { checkBoolean, checkFinite, checkInteger, checkOptions, checkSequenceLengths, describe, expected, sameShape, shapeString } from './validate';
 
 export interface TransformerLayerOptions {
@@ -907,11 +907,8 @@ const shapedLike = (out: Tensor, batched: boolean) => (batched ? out : out.resha
 /** The final norm of a stack and its eps, when it has one. */
 type FinalNorm = { params: LayerNormParameters; eps: number } | undefined;
 
-/** A forward's result (see resultMemory). */
-const resultFor = (shape: readonly number[], fn: string) => newTensor(shape, 'float32', false, resultMemory(fn));
-
 function* encoderSteps(layers: TransformerEncoderLayer[], norm: FinalNorm, p: EncoderPlan, ws: Map<string, Tensor>, fn: string): Steps<Tensor> {
-  const out = resultFor(p.src.shape, fn);
+  const out = newResult(p.src.shape, fn);
   let x = p.src;
   for (const layer of layers) {
     yield* layer.encode(x, out, p.masks, ws, fn);
@@ -922,7 +919,7 @@ function* encoderSteps(layers: TransformerEncoderLayer[], norm: FinalNorm, p: En
 }
 
 function* decoderSteps(layers: TransformerDecoderLayer[], norm: FinalNorm, p: DecoderPlan, ws: Map<string, Tensor>, fn: string): Steps<Tensor> {
-  const out = resultFor(p.tgt.shape, fn);
+  const out = newResult(p.tgt.shape, fn);
   let x = p.tgt;
   for (const [i, layer] of layers.entries()) {
     yield* layer.decode(x, out, p, i, ws, fn);
