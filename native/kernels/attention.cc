@@ -346,8 +346,13 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
       kt.scale(qp, round_up(rows, mr) * a.dk, qscale);
       for (long r = 0; r < rows; ++r) m[r] = -INFINITY;
       std::fill(l, l + rows * w, 0.0f);
-      std::fill(o, o + rows * a.dv, 0.0f);
       const long kend = std::min(kend_task, visible(i0 + rows - 1));
+      // Every visible key in one block (short sequences): P V goes straight
+      // to the output, scaled by 1 / sum, with the same values attn_finish
+      // would give, and O is never built.
+      const bool one_block = kend > 0 && kend <= bk_max;
+      float* dst = outh + i0 * a.out_strides[2];
+      if (!one_block) std::fill(o, o + rows * a.dv, 0.0f);
       for (long j0 = 0; j0 < kend; j0 += bk_max) {
         const long bk = std::min(bk_max, kend - j0);
         pack_keys(std::min(kend_task, j0 + bk_max));
@@ -363,10 +368,19 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
         if (masked) mask_tile(kt, a, kpm_general, b, h, seg.q0 + i0, seg.k0 + j0, tile, bk_max, rows, bk, vp);
         // The kernel's row maxima hold when every entry of the block is live.
         kt.attn_online_softmax(tile, bk_max, rows, bk, vp, masked || partial ? nullptr : bmax, m, l, rescale);
-        // O = O * rescale + P V.
-        kt.attn_pv_block(bk, tile, vpk + j0 * nr, kend_task * nr, rows, a.dv, o, rescale);
+        if (one_block) {
+          // out = P V / sum, as attn_finish divides.
+          for (long r = 0; r < rows; ++r) {
+            const float sum = lanes_sum(l + r * w, w);
+            rescale[r] = sum > 0.0f ? 1.0f / sum : (sum == sum ? 0.0f : sum);
+          }
+          kt.attn_pv_block(bk, tile, vpk + j0 * nr, kend_task * nr, rows, a.dv, dst, a.out_strides[2], rescale, true);
+        } else {
+          // O = O * rescale + P V.
+          kt.attn_pv_block(bk, tile, vpk + j0 * nr, kend_task * nr, rows, a.dv, o, a.dv, rescale, false);
+        }
       }
-      kt.attn_finish(a.dv, o, a.dv, l, rows, outh + i0 * a.out_strides[2], a.out_strides[2]);
+      if (!one_block) kt.attn_finish(a.dv, o, a.dv, l, rows, dst, a.out_strides[2]);
     }
   };
   parallel_for(static_cast<long>(tasks.size()), run);
