@@ -206,6 +206,15 @@ inline float lanes_sum(const float* l, long w) {
   return s;
 }
 
+// inv[r] = 1 / the sum of row r's w partial sums (l[r * w ...]): the factor
+// that normalises its output; a row whose sum is 0 gets 0, a NaN sum NaN.
+void inverse_sums(const float* l, long w, long rows, float* inv) {
+  for (long r = 0; r < rows; ++r) {
+    const float sum = lanes_sum(l + r * w, w);
+    inv[r] = sum > 0.0f ? 1.0f / sum : (sum == sum ? 0.0f : sum);
+  }
+}
+
 // A run of positions attended over as one sequence: batch item b, queries at
 // rows [q0, q0 + sq) of q and out, keys at rows [k0, k0 + sk) of k and v, the
 // first kvl of which can carry weight (uint8 key padding as a length); under
@@ -348,8 +357,7 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
       std::fill(l, l + rows * w, 0.0f);
       const long kend = std::min(kend_task, visible(i0 + rows - 1));
       // Every visible key in one block (short sequences): P V goes straight
-      // to the output, scaled by 1 / sum, with the same values attn_finish
-      // would give, and O is never built.
+      // to the output, scaled by 1 / sum, and O is never built.
       const bool one_block = kend > 0 && kend <= bk_max;
       float* dst = outh + i0 * a.out_strides[2];
       if (!one_block) std::fill(o, o + rows * a.dv, 0.0f);
@@ -369,18 +377,17 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
         // The kernel's row maxima hold when every entry of the block is live.
         kt.attn_online_softmax(tile, bk_max, rows, bk, vp, masked || partial ? nullptr : bmax, m, l, rescale);
         if (one_block) {
-          // out = P V / sum, as attn_finish divides.
-          for (long r = 0; r < rows; ++r) {
-            const float sum = lanes_sum(l + r * w, w);
-            rescale[r] = sum > 0.0f ? 1.0f / sum : (sum == sum ? 0.0f : sum);
-          }
+          inverse_sums(l, w, rows, rescale);  // out = P V / sum
           kt.attn_pv_block(bk, tile, vpk + j0 * nr, kend_task * nr, rows, a.dv, dst, a.out_strides[2], rescale, true);
         } else {
           // O = O * rescale + P V.
           kt.attn_pv_block(bk, tile, vpk + j0 * nr, kend_task * nr, rows, a.dv, o, a.dv, rescale, false);
         }
       }
-      if (!one_block) kt.attn_finish(a.dv, o, a.dv, l, rows, dst, a.out_strides[2]);
+      if (!one_block) {
+        inverse_sums(l, w, rows, rescale);
+        kt.attn_finish(a.dv, o, a.dv, rescale, rows, dst, a.out_strides[2]);
+      }
     }
   };
   parallel_for(static_cast<long>(tasks.size()), run);

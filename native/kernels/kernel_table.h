@@ -117,10 +117,9 @@ struct KernelTable {
                         const std::uint8_t* umask, long ustride);
   // x[0:n] *= s.
   void (*scale)(float* x, long n, float s);
-  // out row r (out_stride apart) = o row r (ldo apart, dv entries) / the sum
-  // of its vector_width partial sums l[r * vector_width ...], added in lane
-  // order; a row whose sum is 0 gives zeros, a NaN sum NaNs.
-  void (*attn_finish)(long dv, const float* o, long ldo, const float* l, long rows, float* out,
+  // out row r (out_stride apart) = o row r (ldo apart, dv entries) * inv[r]
+  // (the fused kernel's 1 / sum of the row's weights).
+  void (*attn_finish)(long dv, const float* o, long ldo, const float* inv, long rows, float* out,
                       long out_stride);
 
   // Runs `iterations` rounds of independent FMAs and returns the flop count;
