@@ -149,15 +149,16 @@ thread_local Scratch tl_stats;
 
 inline long round_up(long v, long m) { return (v + m - 1) / m * m; }
 
-// Prefetches `rows` rows of `cols` floats, `ld` floats apart.
-template <int Locality = 3>
+// Prefetches `rows` rows of `cols` floats, `ld` floats apart (Write: to be
+// written).
+template <int Locality = 3, int Write = 0>
 inline void prefetch_rows(const float* p, long ld, long rows, long cols) {
   if (cols <= 0) return;  // nothing to fetch (and p may be null)
   constexpr long kLine = 64 / sizeof(float);
   for (long r = 0; r < rows; ++r) {
     const float* row = p + r * ld;
-    for (long c = 0; c < cols; c += kLine) __builtin_prefetch(row + c, 0, Locality);
-    __builtin_prefetch(row + cols - 1, 0, Locality);  // a row that straddles one more line
+    for (long c = 0; c < cols; c += kLine) __builtin_prefetch(row + c, Write, Locality);
+    __builtin_prefetch(row + cols - 1, Write, Locality);  // a row that straddles one more line
   }
 }
 
@@ -309,16 +310,23 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     const long ks = a.k_strides[2], vs = a.v_strides[2];
     float* ktp = tl_ktpack.get(static_cast<std::size_t>(std::max(1L, round_up(kend_task, nr) * a.dk)));
     float* vpk = tl_vpack.get(static_cast<std::size_t>(std::max(1L, kend_task * round_up(a.dv, nr))));
-    long packed = 0;  // keys [0, packed) are in ktp and vpk
-    auto pack_keys = [&](long upto) {
-      while (packed < upto) {
-        const long j = packed, n = std::min(bk_max, kend_task - j);
+    // K^T is packed before a block's scores, V before its P V: V's rows,
+    // fetched at the start, arrive while the scores and softmax run.
+    long packed_k = 0, packed_v = 0;  // keys [0, packed_k) are in ktp, [0, packed_v) in vpk
+    auto pack_k = [&](long upto) {
+      while (packed_k < upto) {
+        const long j = packed_k, n = std::min(bk_max, kend_task - j);
         const long next = j + n, next_n = std::min(bk_max, kend_task - next);
-        if (next_n > 0) {
-          prefetch_rows<2>(kh + next * ks, ks, next_n, a.dk);
-          prefetch_rows<2>(vh + next * vs, vs, next_n, a.dv);
-        }
+        if (next_n > 0) prefetch_rows<2>(kh + next * ks, ks, next_n, a.dk);
         pack_panels(kt, kh + j * ks, ks, 1, n, a.dk, static_cast<int>(nr), ktp + j * a.dk);
+        packed_k = next;
+      }
+    };
+    auto pack_v = [&](long upto) {
+      while (packed_v < upto) {
+        const long j = packed_v, n = std::min(bk_max, kend_task - j);
+        const long next = j + n, next_n = std::min(bk_max, kend_task - next);
+        if (next_n > 0) prefetch_rows<2>(vh + next * vs, vs, next_n, a.dv);
         for (long g = j; g < next; g += nr) {
           const long gn = std::min(nr, next - g);
           for (long c0 = 0; c0 < a.dv; c0 += nr) {
@@ -326,7 +334,7 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
                           vpk + c0 * kend_task + g * nr);
           }
         }
-        packed = next;
+        packed_v = next;
       }
     };
     // Nothing to overlap the first blocks with: fetch them at once.
@@ -360,10 +368,14 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
       // to the output, scaled by 1 / sum, and O is never built.
       const bool one_block = kend > 0 && kend <= bk_max;
       float* dst = outh + i0 * a.out_strides[2];
+      // The output rows, for writing: fetched only when the P V tiles store
+      // into them, their misses filled the store buffer and stalled the
+      // tiles (the output is seldom in cache).
+      prefetch_rows<3, 1>(dst, a.out_strides[2], rows, a.dv);
       if (!one_block) std::fill(o, o + rows * a.dv, 0.0f);
       for (long j0 = 0; j0 < kend; j0 += bk_max) {
         const long bk = std::min(bk_max, kend - j0);
-        pack_keys(std::min(kend_task, j0 + bk_max));
+        pack_k(std::min(kend_task, j0 + bk_max));
         // S = scale * log2(e) * Q K^T for this block of keys, with row maxima.
         kt.attn_scores(a.dk, qp, ktp + j0 * a.dk, rows, bk, tile, bmax);
         // Rows that reach the causal diagonal inside this block see fewer keys.
@@ -376,6 +388,7 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
         if (masked) mask_tile(kt, a, kpm_general, b, h, seg.q0 + i0, seg.k0 + j0, tile, bk_max, rows, bk, vp);
         // The kernel's row maxima hold when every entry of the block is live.
         kt.attn_online_softmax(tile, bk_max, rows, bk, vp, masked || partial ? nullptr : bmax, m, l, rescale);
+        pack_v(std::min(kend_task, j0 + bk_max));
         if (one_block) {
           inverse_sums(l, w, rows, rescale);  // out = P V / sum
           kt.attn_pv_block(bk, tile, vpk + j0 * nr, kend_task * nr, rows, a.dv, dst, a.out_strides[2], rescale, true);
