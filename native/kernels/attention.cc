@@ -311,31 +311,34 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     float* ktp = tl_ktpack.get(static_cast<std::size_t>(std::max(1L, round_up(kend_task, nr) * a.dk)));
     float* vpk = tl_vpack.get(static_cast<std::size_t>(std::max(1L, kend_task * round_up(a.dv, nr))));
     // K^T is packed before a block's scores, V before its P V: V's rows,
-    // fetched at the start, arrive while the scores and softmax run.
+    // fetched at the start, arrive while the scores and softmax run. Each
+    // packs its key blocks up to `upto` with pack(j, n), the block after the
+    // last one packed fetched into L2 meanwhile.
     long packed_k = 0, packed_v = 0;  // keys [0, packed_k) are in ktp, [0, packed_v) in vpk
-    auto pack_k = [&](long upto) {
-      while (packed_k < upto) {
-        const long j = packed_k, n = std::min(bk_max, kend_task - j);
+    auto pack_blocks = [&](long* packed, long upto, const float* src, long ld, long cols, auto&& pack) {
+      while (*packed < upto) {
+        const long j = *packed, n = std::min(bk_max, kend_task - j);
         const long next = j + n, next_n = std::min(bk_max, kend_task - next);
-        if (next_n > 0) prefetch_rows<2>(kh + next * ks, ks, next_n, a.dk);
-        pack_panels(kt, kh + j * ks, ks, 1, n, a.dk, static_cast<int>(nr), ktp + j * a.dk);
-        packed_k = next;
+        if (next_n > 0) prefetch_rows<2>(src + next * ld, ld, next_n, cols);
+        pack(j, n);
+        *packed = next;
       }
     };
+    auto pack_k = [&](long upto) {
+      pack_blocks(&packed_k, upto, kh, ks, a.dk, [&](long j, long n) {
+        pack_panels(kt, kh + j * ks, ks, 1, n, a.dk, static_cast<int>(nr), ktp + j * a.dk);
+      });
+    };
     auto pack_v = [&](long upto) {
-      while (packed_v < upto) {
-        const long j = packed_v, n = std::min(bk_max, kend_task - j);
-        const long next = j + n, next_n = std::min(bk_max, kend_task - next);
-        if (next_n > 0) prefetch_rows<2>(vh + next * vs, vs, next_n, a.dv);
-        for (long g = j; g < next; g += nr) {
-          const long gn = std::min(nr, next - g);
+      pack_blocks(&packed_v, upto, vh, vs, a.dv, [&](long j, long n) {
+        for (long g = j; g < j + n; g += nr) {
+          const long gn = std::min(nr, j + n - g);
           for (long c0 = 0; c0 < a.dv; c0 += nr) {
             kt.pack_panel(vh + g * vs + c0, 1, vs, std::min(nr, a.dv - c0), gn, static_cast<int>(nr), 0,
                           vpk + c0 * kend_task + g * nr);
           }
         }
-        packed_v = next;
-      }
+      });
     };
     // Nothing to overlap the first blocks with: fetch them at once.
     prefetch_rows<2>(qh + i_begin * a.q_strides[2], a.q_strides[2], std::min(bq, i_end - i_begin), a.dk);
@@ -368,10 +371,10 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
       // to the output, scaled by 1 / sum, and O is never built.
       const bool one_block = kend > 0 && kend <= bk_max;
       float* dst = outh + i0 * a.out_strides[2];
-      // The output rows, for writing: fetched only when the P V tiles store
-      // into them, their misses filled the store buffer and stalled the
-      // tiles (the output is seldom in cache).
-      prefetch_rows<3, 1>(dst, a.out_strides[2], rows, a.dv);
+      // The output rows, for writing by the P V tiles: fetched only when
+      // those store into them, their misses filled the store buffer and
+      // stalled the tiles (the output is seldom in cache).
+      if (one_block) prefetch_rows<3, 1>(dst, a.out_strides[2], rows, a.dv);
       if (!one_block) std::fill(o, o + rows * a.dv, 0.0f);
       for (long j0 = 0; j0 < kend; j0 += bk_max) {
         const long bk = std::min(bk_max, kend - j0);
