@@ -51,12 +51,12 @@ try {
 }
 
 const now = () => Number(process.hrtime.bigint()) / 1e9;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** f() called in a turn of the event loop of its own, as onnxruntime-node's run() calls its session. */
 const inTurn = (f) =>
   new Promise((resolve, reject) => {
@@ -68,6 +68,15 @@ const inTurn = (f) =>
       }
     });
   });
+
+/**
+ * Untimed calls at the start of each block: until the other system's pool
+ * has stopped polling for work (onnxruntime's threads poll for tens of
+ * milliseconds after a run, ours for setIdleSpin's 10 ms; a polling thread
+ * holds a CPU the next system's threads need) and this system's own threads
+ * are awake.
+ */
+const BLOCK_WARMUP_S = SMOKE ? 0 : 0.05;
 
 /**
  * Times each named async function in turn, in blocks, so all see the same
@@ -82,7 +91,8 @@ async function compare(fns, { minTime = SMOKE ? 0.02 : 1.0, minReps = SMOKE ? 2 
   const faults = Object.fromEntries(names.map((n) => [n, 0]));
   for (let b = 0; b < blocks; ++b) {
     for (const name of names) {
-      await sleep(5); // let the other side's spinning threads settle
+      const warm = now();
+      do await fns[name](); while (now() - warm < BLOCK_WARMUP_S);
       const start = now();
       const f0 = process.resourceUsage().minorPageFault;
       let reps = 0;
@@ -537,7 +547,37 @@ async function benchMha(report, peak) {
     await s.release();
   }
   ak.setNumThreads(os.availableParallelism());
-  report.multiheadAttention = { rows, decode };
+
+  // Requests a few milliseconds apart, as a service gets them: each call
+  // follows an idle gap, in which the pools' threads may go to sleep (see
+  // setIdleSpin). Each system in blocks, after the other's threads stopped.
+  const GAP_MS = 5;
+  const spacedShape = [1, 16];
+  const spaced = [];
+  const xs = ak.Tensor.randn([...spacedShape, E], { seed: 5 });
+  for (const threads of [1, 2]) {
+    ak.setNumThreads(threads);
+    const s = await session(mhaModel(mha, ...spacedShape, false), threads);
+    const feeds = { x: ortTensor(xs) };
+    const fns = { ours: () => inTurn(() => mha.forward(xs, xs, xs)), ort: () => s.run(feeds) };
+    const samples = { ours: [], ort: [] };
+    for (let round = 0; round < (SMOKE ? 1 : 3); ++round) {
+      for (const name of Object.keys(fns)) {
+        await sleep(SMOKE ? 1 : 100);
+        for (let i = 0; i < (SMOKE ? 2 : 30); ++i) {
+          await sleep(GAP_MS);
+          const t0 = now();
+          await fns[name]();
+          samples[name].push(now() - t0);
+        }
+      }
+    }
+    const ours = median(samples.ours), ortT = median(samples.ort);
+    spaced.push({ batch: spacedShape[0], seq: spacedShape[1], gapMs: GAP_MS, threads, oursMs: ours * 1e3, ortMs: ortT * 1e3, speedup: ortT / ours, repeats: samples.ours.length });
+    await s.release();
+  }
+  ak.setNumThreads(os.availableParallelism());
+  report.multiheadAttention = { rows, decode, spaced };
 
   console.log('\nmulti-head attention block (QKV projection, attention, output projection); forward() as users call it; inputs of std 1 (ordinary) and 6 (peaky)');
   printRows(rows, [
@@ -552,6 +592,11 @@ async function benchMha(report, peak) {
   table(
     ['cached', 'threads', 'ours ms', 'ort ms', 'speedup', 'max |Δ|'],
     decode.map((r) => [r.past, r.threads, r.oursMs.toFixed(3), r.ortMs.toFixed(3), x2(r.speedup), r.maxAbsDiff.toExponential(1)]),
+  );
+  console.log(`\nrequests ${GAP_MS} ms apart: forward() of (${spacedShape.join(', ')}), d_model ${E}, ${HEADS} heads, after an idle gap each (median)`);
+  table(
+    ['batch', 'seq', 'threads', 'ours ms', 'ort ms', 'speedup'],
+    spaced.map((r) => [r.batch, r.seq, r.threads, r.oursMs.toFixed(3), r.ortMs.toFixed(3), x2(r.speedup)]),
   );
   if (!SMOKE) writeChart(rows.filter((r) => r.embedDim === E && r.data === 'ordinary' && r.seq > 1));
 }
@@ -826,7 +871,8 @@ async function benchServing(report, peak) {
   const before = batcher.stats();
   for (let r = 0; r < rounds; ++r) {
     for (const [name, answer] of Object.entries(systems)) {
-      await sleep(5);
+      // Untimed first (see BLOCK_WARMUP_S).
+      if (BLOCK_WARMUP_S > 0) await closedLoops(answer, requests, BLOCK_WARMUP_S, { latencies: [], tokens: 0, flops: 0, flopsOf: model.flops });
       const t0 = now();
       const c0 = process.cpuUsage();
       await closedLoops(answer, requests, seconds / rounds, stats[name]);

@@ -9,6 +9,9 @@ export {
   cpuInfo,
   setNumThreads,
   getNumThreads,
+  setIdleSpin,
+  getIdleSpin,
+  MAX_IDLE_SPIN,
   packMatrix,
   PackedMatrix,
 } from './ops';

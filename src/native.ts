@@ -66,6 +66,8 @@ export interface NativeBinding {
   cpuInfo(): NativeCpuInfo;
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  setIdleSpin(microseconds: number): void;
+  getIdleSpin(): number;
   fmaPeak(iterations: number): number;
   /** Per parameter block, the slots ("m", "shape[3]", ...) the addon has read so far in this process. */
   paramSlotsRead(): Record<string, string[]>;

@@ -446,3 +446,24 @@ export function setNumThreads(n: number): void {
 export function getNumThreads(): number {
   return native.getNumThreads();
 }
+
+/** The most microseconds setIdleSpin takes (one second). */
+export const MAX_IDLE_SPIN = 1_000_000;
+
+/**
+ * How long (microseconds, default 10000 or the ATTN_SPIN_US environment
+ * variable) the pool's threads keep polling for work after a kernel before
+ * they sleep, process-wide. Requests that come closer together than this get
+ * every thread at once; on a virtual machine a thread that went to sleep
+ * often runs late or slowly for a while after it wakes (a call soon after can
+ * take longer on two threads than on one). 0 saves the CPU time between
+ * infrequent requests. Has no effect with one thread.
+ */
+export function setIdleSpin(microseconds: number): void {
+  checkInteger('microseconds', microseconds, 0, MAX_IDLE_SPIN);
+  native.setIdleSpin(microseconds);
+}
+
+export function getIdleSpin(): number {
+  return native.getIdleSpin();
+}

@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { Tensor, cpuInfo, getNumThreads, matmul, setNumThreads, softmax } from '../src';
+import { MAX_IDLE_SPIN, Tensor, cpuInfo, getIdleSpin, getNumThreads, matmul, setIdleSpin, setNumThreads, softmax } from '../src';
+import { native } from '../src/native';
 import { expectBitwiseEqual } from './support/reference';
 
 const initial = getNumThreads();
@@ -15,6 +16,13 @@ function withThreads<T>(n: number, f: () => T): T {
   } finally {
     setNumThreads(initial);
   }
+}
+
+/** What the library's function `fn` returns in a fresh process with `env` added to the environment. */
+function numberInChild(fn: string, env: NodeJS.ProcessEnv): number {
+  const dist = path.resolve(__dirname, '..', 'dist');
+  const script = `process.stdout.write(String(require(${JSON.stringify(dist)}).${fn}()))`;
+  return Number(execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...env }, encoding: 'utf8' }));
 }
 
 describe('thread count', () => {
@@ -59,15 +67,45 @@ describe('thread count', () => {
     expect(getNumThreads()).toBe(initial);
   });
 
+  test('idle spin: set, read back, checked; results the same whether the threads slept or polled', async () => {
+    const spin = getIdleSpin();
+    const a = Tensor.randn([300, 200], { seed: 21 });
+    const b = Tensor.randn([200, 250], { seed: 22 });
+    const one = withThreads(1, () => matmul(a, b));
+    try {
+      setNumThreads(2);
+      for (const us of [0, 50, MAX_IDLE_SPIN]) {
+        setIdleSpin(us);
+        expect(getIdleSpin()).toBe(us);
+        // Calls apart, so the workers poll through the gap or sleep and are woken.
+        for (let i = 0; i < 3; ++i) {
+          await new Promise((r) => setTimeout(r, 2));
+          expectBitwiseEqual(matmul(a, b), one, `idle spin ${us} us, call ${i}`);
+        }
+      }
+      expect(() => setIdleSpin(-1)).toThrow('Expected integer in [0, 1000000] for microseconds but received -1 of type number');
+      expect(() => setIdleSpin(MAX_IDLE_SPIN + 1)).toThrow(RangeError);
+      expect(() => setIdleSpin(0.5)).toThrow(RangeError);
+      expect(() => setIdleSpin('10' as never)).toThrow(TypeError);
+      expect(() => native.setIdleSpin(-1)).toThrow(RangeError);
+      expect(() => native.setIdleSpin(undefined as never)).toThrow('for microseconds');
+      expect(getIdleSpin()).toBe(MAX_IDLE_SPIN);
+    } finally {
+      setIdleSpin(spin);
+      setNumThreads(initial);
+    }
+  });
+
+  test('idle spin defaults to 10 ms, or ATTN_SPIN_US', () => {
+    const run = (env: NodeJS.ProcessEnv) => numberInChild('getIdleSpin', env);
+    expect(run({ ATTN_SPIN_US: '' })).toBe(10000);
+    expect(run({ ATTN_SPIN_US: '0' })).toBe(0);
+    expect(run({ ATTN_SPIN_US: '250' })).toBe(250);
+    expect(run({ ATTN_SPIN_US: '-3' })).toBe(10000); // not a valid value: the default
+  });
+
   test('defaults to the CPUs available, or ATTN_NUM_THREADS', () => {
-    const dist = path.resolve(__dirname, '..', 'dist');
-    const run = (env: NodeJS.ProcessEnv) =>
-      Number(
-        execFileSync(process.execPath, ['-e', `process.stdout.write(String(require(${JSON.stringify(dist)}).getNumThreads()))`], {
-          env: { ...process.env, ...env },
-          encoding: 'utf8',
-        }),
-      );
+    const run = (env: NodeJS.ProcessEnv) => numberInChild('getNumThreads', env);
     expect(run({ ATTN_NUM_THREADS: '' })).toBe(os.availableParallelism());
     expect(run({ ATTN_NUM_THREADS: '3' })).toBe(3);
   });

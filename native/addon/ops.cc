@@ -1017,6 +1017,20 @@ Napi::Value get_num_threads_impl(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ThreadPool::global().size());
 }
 
+Napi::Value set_idle_spin_impl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Value v = info[0];
+  const std::string want = "integer in [0, " + std::to_string(ThreadPool::kMaxSpinMicros) + "]";
+  if (!v.IsNumber()) throw_type(env, "Expected " + want + " for microseconds but received " + describe(v));
+  long us = get_int(env, v.As<Napi::Number>().DoubleValue(), 0, ThreadPool::kMaxSpinMicros, "microseconds");
+  ThreadPool::global().set_spin_micros(us);
+  return env.Undefined();
+}
+
+Napi::Value get_idle_spin_impl(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(ThreadPool::global().spin_micros()));
+}
+
 // Runs the active path's FMA loop; returns the flops it did (time it in JS).
 Napi::Value fma_peak_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1098,6 +1112,8 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   fn("cpuInfo",              cpu_info_impl);
   fn("setNumThreads",        set_num_threads_impl);
   fn("getNumThreads",        get_num_threads_impl);
+  fn("setIdleSpin",          set_idle_spin_impl);
+  fn("getIdleSpin",          get_idle_spin_impl);
   fn("fmaPeak",              fma_peak_impl);
   fn("paramSlotsRead",       param_slots_read_impl);
 }

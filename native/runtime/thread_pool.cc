@@ -32,11 +32,20 @@ class InJob {
   bool outer_;
 };
 
-// How long an idle worker keeps polling before it sleeps: short enough not to
-// steal a shared core for long, long enough to catch back-to-back kernels.
-constexpr auto kSpin = std::chrono::microseconds(60);
-
 }  // namespace
+
+long default_spin_micros() {
+  if (const char* env = std::getenv("ATTN_SPIN_US")) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (end != env && *end == 0 && v >= 0 && v <= ThreadPool::kMaxSpinMicros) return v;
+  }
+  return kDefaultSpinMicros;
+}
+
+void ThreadPool::set_spin_micros(long us) {
+  spin_us_.store(us < 0 ? 0 : (us > kMaxSpinMicros ? kMaxSpinMicros : us), std::memory_order_relaxed);
+}
 
 int default_thread_count() {
   if (const char* env = std::getenv("ATTN_NUM_THREADS")) {
@@ -53,7 +62,10 @@ ThreadPool& ThreadPool::global() {
   return *pool;
 }
 
-ThreadPool::ThreadPool(int n) { start_workers(n); }
+ThreadPool::ThreadPool(int n) {
+  set_spin_micros(default_spin_micros());
+  start_workers(n);
+}
 
 void ThreadPool::start_workers(int n) {
   if (n < 1) n = 1;
@@ -109,11 +121,11 @@ void ThreadPool::drain(Job* job) {
 
 void ThreadPool::worker_loop(std::uint64_t seen) {
   for (;;) {
-    // Poll briefly, then sleep until the generation moves.
-    auto until = std::chrono::steady_clock::now() + kSpin;
+    // Poll for a while, then sleep until the generation moves.
+    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_.load(std::memory_order_relaxed));
     while (gen_.load(std::memory_order_acquire) == seen &&
            std::chrono::steady_clock::now() < until) {
-      for (int i = 0; i < 64; ++i) ATTN_PAUSE();
+      for (int i = 0; i < 16; ++i) ATTN_PAUSE();
     }
     Job* job = nullptr;
     {

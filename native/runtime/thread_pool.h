@@ -28,6 +28,14 @@ class ThreadPool {
   int size() const { return size_.load(std::memory_order_relaxed); }
   // Waits for the running job, then replaces the workers. n is clamped to [1, 1024].
   void resize(int n);
+  // How long (microseconds) an idle worker keeps polling for the next job
+  // before it sleeps; clamped to [0, kMaxSpinMicros]. A worker that slept
+  // wakes in microseconds, but on a virtual machine its CPU, handed to
+  // others meanwhile, then often runs it late or slowly for a while: a job
+  // soon after a sleep can take longer on two threads than on one.
+  void set_spin_micros(long us);
+  long spin_micros() const { return spin_us_.load(std::memory_order_relaxed); }
+  static constexpr long kMaxSpinMicros = 1000000;
   // Runs fn(ctx, t) for every t in [0, ntasks) and returns when all are done,
   // or rethrows the first exception a task threw (after the others stopped).
   void run(long ntasks, TaskFn fn, void* ctx);
@@ -67,11 +75,16 @@ class ThreadPool {
   bool stop_ = false;
   std::vector<std::thread> workers_;
   std::atomic<int> size_{1};
+  std::atomic<long> spin_us_{0};
 };
 
 // Threads the pool starts with: ATTN_NUM_THREADS when set to a positive
 // integer, else the CPUs this process may run on.
 int default_thread_count();
+// The idle spin the pool starts with: ATTN_SPIN_US when set to an integer in
+// [0, ThreadPool::kMaxSpinMicros], else kDefaultSpinMicros.
+long default_spin_micros();
+constexpr long kDefaultSpinMicros = 10000;
 
 template <class F>
 inline void parallel_for(long ntasks, F&& f) {
