@@ -966,8 +966,16 @@ async function main() {
       onnxruntimeNode: ortVersion,
     },
   };
-  const peak = measurePeak();
-  report.fmaPeakGflopsPerCore = peak;
+  // The peak is the machine's: a try during a burst of load on the host
+  // measures less, which would inflate every "% of peak". So it is measured
+  // again before each section, and each section uses the best so far.
+  let peak = measurePeak();
+  const bestPeak = () => {
+    const again = measurePeak();
+    if (again > peak) console.log(`\nFMA peak measured again: ${again.toFixed(1)} GFLOP/s per core (was ${peak.toFixed(1)})`);
+    peak = Math.max(peak, again);
+    return peak;
+  };
   console.log(`attention-kernels benchmark: ${report.machine.cpu}, ${info.isa} path, node ${process.version}, onnxruntime-node ${ortVersion}`);
   const id = info.cpuid;
   console.log(
@@ -976,12 +984,13 @@ async function main() {
       `GEMM tile ${info.gemmBlocking.mr}x${info.gemmBlocking.nr}, mc ${info.gemmBlocking.mc} kc ${info.gemmBlocking.kc} nc ${info.gemmBlocking.nc}; ${info.logicalCpus} CPUs`,
   );
   console.log(`FMA peak (${info.isa}, measured): ${peak.toFixed(1)} GFLOP/s per core`);
-  if (want('gemm')) await benchGemm(report, peak);
+  if (want('gemm')) await benchGemm(report, bestPeak());
   if (want('softmax')) await benchSoftmax(report);
-  if (want('attention')) await benchAttention(report, peak);
-  if (want('mha')) await benchMha(report, peak);
-  if (want('layers')) await benchLayers(report, peak);
-  if (want('serving')) await benchServing(report, peak);
+  if (want('attention')) await benchAttention(report, bestPeak());
+  if (want('mha')) await benchMha(report, bestPeak());
+  if (want('layers')) await benchLayers(report, bestPeak());
+  if (want('serving')) await benchServing(report, bestPeak());
+  report.fmaPeakGflopsPerCore = peak;
 
   fs.mkdirSync(path.dirname(JSON_PATH), { recursive: true });
   fs.writeFileSync(JSON_PATH, JSON.stringify(report, null, 2) + '\n');
