@@ -1020,8 +1020,10 @@ Napi::Value get_num_threads_impl(const Napi::CallbackInfo& info) {
 Napi::Value set_idle_spin_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Value v = info[0];
-  const std::string want = "integer in [0, " + std::to_string(ThreadPool::kMaxSpinMicros) + "]";
-  if (!v.IsNumber()) throw_type(env, "Expected " + want + " for microseconds but received " + describe(v));
+  if (!v.IsNumber()) {
+    throw_type(env, "Expected integer in [0, " + std::to_string(ThreadPool::kMaxSpinMicros) +
+                        "] for microseconds but received " + describe(v));
+  }
   long us = get_int(env, v.As<Napi::Number>().DoubleValue(), 0, ThreadPool::kMaxSpinMicros, "microseconds");
   ThreadPool::global().set_spin_micros(us);
   return env.Undefined();

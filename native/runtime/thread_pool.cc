@@ -32,28 +32,26 @@ class InJob {
   bool outer_;
 };
 
-}  // namespace
-
-long default_spin_micros() {
-  if (const char* env = std::getenv("ATTN_SPIN_US")) {
+// The environment variable `name` when it is an integer in [lo, hi], else `fallback`.
+long env_long(const char* name, long lo, long hi, long fallback) {
+  if (const char* env = std::getenv(name)) {
     char* end = nullptr;
     long v = std::strtol(env, &end, 10);
-    if (end != env && *end == 0 && v >= 0 && v <= ThreadPool::kMaxSpinMicros) return v;
+    if (end != env && *end == 0 && v >= lo && v <= hi) return v;
   }
-  return kDefaultSpinMicros;
+  return fallback;
 }
+
+}  // namespace
+
+long default_spin_micros() { return env_long("ATTN_SPIN_US", 0, ThreadPool::kMaxSpinMicros, kDefaultSpinMicros); }
 
 void ThreadPool::set_spin_micros(long us) {
   spin_us_.store(us < 0 ? 0 : (us > kMaxSpinMicros ? kMaxSpinMicros : us), std::memory_order_relaxed);
 }
 
 int default_thread_count() {
-  if (const char* env = std::getenv("ATTN_NUM_THREADS")) {
-    char* end = nullptr;
-    long v = std::strtol(env, &end, 10);
-    if (end != env && *end == 0 && v > 0 && v <= 1024) return static_cast<int>(v);
-  }
-  return cpu_info().logical_cpus;
+  return static_cast<int>(env_long("ATTN_NUM_THREADS", 1, 1024, cpu_info().logical_cpus));
 }
 
 ThreadPool& ThreadPool::global() {
