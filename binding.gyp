@@ -65,8 +65,18 @@
       ]
     },
     {
+      "target_name": "isa_amx",
+      "type": "static_library",
+      "conditions": [
+        ["target_arch=='x64'", {
+          "sources": ["<!@(node native/sources.js isa x64 amx sources)"],
+          "cflags_cc": ["<!@(node native/sources.js isa x64 amx flags)"]
+        }]
+      ]
+    },
+    {
       "target_name": "attention_kernels",
-      "dependencies": ["isa_scalar", "isa_neon", "isa_avx2", "isa_avx512"],
+      "dependencies": ["isa_scalar", "isa_neon", "isa_avx2", "isa_avx512", "isa_amx"],
       "sources": ["<!@(node native/sources.js runtime kernels addon)"],
       "actions": [{
         "action_name": "param_blocks",

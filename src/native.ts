@@ -3,7 +3,8 @@
 import * as locate from '../native/load.js';
 
 export interface NativeCpuInfo {
-  isa: 'scalar' | 'avx2' | 'avx512' | 'neon';
+  /** 'amx': the AVX-512 path with products against packed weights on the tile unit. */
+  isa: 'scalar' | 'avx2' | 'avx512' | 'amx' | 'neon';
   requestedIsa: string;
   availableIsas: string[];
   arch: string;

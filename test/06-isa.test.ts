@@ -14,10 +14,16 @@ describe('runtime CPU dispatch', () => {
   test('cpuInfo reports features, caches and blocking consistent with the path', () => {
     const info = cpuInfo();
     const f = info.features;
-    if (info.isa === 'avx512') {
+    if (info.isa === 'avx512' || info.isa === 'amx') {
       expect(f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.osZmm).toBe(true);
       expect(info.vectorWidth).toBe(16);
     }
+    if (info.isa === 'amx') {
+      expect(f.amxTile && f.amxBf16 && f.osAmx).toBe(true);
+      // The tile unit exists only on server cores from Sapphire Rapids on, whatever model a hypervisor reports.
+      expect(info.family).toBe('intel-sapphire-rapids');
+    }
+    if (info.availableIsas.includes('amx')) expect(info.availableIsas).toContain('avx512');
     if (info.isa === 'avx2') expect(f.avx2 && f.fma && f.osYmm).toBe(true);
     if (info.isa === 'scalar') expect(info.vectorWidth).toBe(1);
     if (info.availableIsas.includes('avx512')) expect(info.availableIsas).toContain('avx2');
@@ -44,7 +50,7 @@ describe('runtime CPU dispatch', () => {
     const r = runChild('process.stdout.write(JSON.stringify(ak.cpuInfo()))', { ATTN_ISA: '' });
     expect(r.status).toBe(0);
     const info = JSON.parse(r.stdout);
-    const order = ['avx512', 'avx2', 'neon', 'scalar'];
+    const order = ['amx', 'avx512', 'avx2', 'neon', 'scalar'];
     expect(info.isa).toBe(order.find((isa) => info.availableIsas.includes(isa)));
     expect(info.requestedIsa).toBe('auto');
   });
@@ -52,7 +58,7 @@ describe('runtime CPU dispatch', () => {
   test('an unknown ATTN_ISA is a clear load error', () => {
     const r = runChild('ak.cpuInfo()', { ATTN_ISA: 'sse9' });
     expect(r.status).not.toBe(0);
-    expect(r.stderr).toContain('ATTN_ISA=sse9 is not a known path; expected one of auto, scalar, avx2, avx512, neon');
+    expect(r.stderr).toContain('ATTN_ISA=sse9 is not a known path; expected one of auto, scalar, avx2, avx512, amx, neon');
   });
 
   test('an ATTN_ISA this CPU cannot run is a clear load error', () => {

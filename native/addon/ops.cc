@@ -949,7 +949,7 @@ Napi::Value cpu_info_impl(const Napi::CallbackInfo& info) {
   o.Set("requestedIsa", d.requested.empty() ? std::string("auto") : d.requested);
   Napi::Array avail = Napi::Array::New(env);
   uint32_t n = 0;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
     if (kernels_for(isa, nullptr)) avail.Set(n++, isa_name(isa));
   }
   o.Set("availableIsas", avail);
@@ -975,6 +975,9 @@ Napi::Value cpu_info_impl(const Napi::CallbackInfo& info) {
   f.Set("avx512vl", cf.avx512vl);
   f.Set("osYmm", cf.os_ymm);
   f.Set("osZmm", cf.os_zmm);
+  f.Set("amxTile", cf.amx_tile);
+  f.Set("amxBf16", cf.amx_bf16);
+  f.Set("osAmx", cf.os_amx);
   f.Set("neon", cf.neon);
   o.Set("features", f);
   Napi::Object c = Napi::Object::New(env);

@@ -5,8 +5,10 @@
 // sequence of operations whatever the thread count.
 #include "gemm.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "../runtime/cpu.h"
@@ -35,6 +37,8 @@ bool blocking_overridden() { return std::getenv("ATTN_GEMM_BLOCKING") != nullptr
 
 thread_local Scratch tl_pack_a;
 thread_local Scratch tl_pack_b;
+
+long parse_blocking_env(const char* name, int which);
 
 // Packs rows [p0, p0 + kc) x cols [j0, j0 + cols) of B into nr-column panels.
 void pack_b(const KernelTable& kt, View b, long p0, long kc, long j0, long cols, float* dst) {
@@ -345,6 +349,113 @@ bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, co
   return true;
 }
 
+// ---- Products with packed weights on the tile unit (isa/amx.cc) ----
+
+// Rows from which a product takes the tile unit: below, the float32 panels
+// stream fewer bytes (4 per weight against 6) and the FMAs keep up.
+long amx_min_rows() {
+  static const long v = [] {
+    const char* env = std::getenv("ATTN_AMX_MIN_ROWS");
+    const long x = env ? std::strtol(env, nullptr, 10) : 0;
+    return x > 0 ? x : 32L;
+  }();
+  return v;
+}
+
+// Blocking: kc values of k per block (a multiple of 32), mc rows per A
+// block. A 32 x 32 block of C stays in the tile registers for all of a
+// k block, so C is read and written once per k block: blocks are deep
+// (short ones, with C re-read from memory each time, measured at half the
+// speed), each A group (32 rows x kc) and B panel (32 columns x kc) streams
+// from L2, and the A block takes half of L2. ATTN_AMX_BLOCKING=mc,kc
+// overrides.
+struct AmxBlocking {
+  long mc, kc;
+};
+AmxBlocking amx_blocking(long k) {
+  const CacheSizes& cs = cpu_info().cache_used;
+  long kc = 1024;
+  if (long v = parse_blocking_env("ATTN_AMX_BLOCKING", 1); v > 0) kc = max_l(32, round_down(v, 32));
+  // Equal blocks: 1536 = 2 x 768 rather than 1024 + 512.
+  const long blocks = ceil_div(k, kc);
+  kc = min_l(kc, ceil_div(ceil_div(k, blocks), 32) * 32);
+  long mc = round_down(static_cast<long>(cs.l2 / 2) / (6 * kc), 32);
+  mc = max_l(32, min_l(mc, 512));
+  if (long v = parse_blocking_env("ATTN_AMX_BLOCKING", 0); v > 0) mc = max_l(32, round_down(v, 32));
+  return AmxBlocking{mc, kc};
+}
+
+thread_local Scratch tl_amx_a;
+
+// One 32 x 32 block of C (rows x cols of it live): whole blocks without an
+// activation go straight to C, others through a block on the stack.
+void amx_tile(const KernelTable& kt, long steps, const std::uint16_t* a, const std::uint16_t* b, float* c, long ldc,
+              long rows, long cols, int init, const float* bias32, int act) {
+  const AmxKernels& ax = *kt.amx;
+  if (rows == 32 && cols == 32 && act == kActNone) {
+    ax.block(steps, a, b, c, ldc, init, bias32);
+    return;
+  }
+  alignas(64) float s[32 * 32];
+  if (init == 1) {
+    for (long i = 0; i < 32; ++i)
+      for (long j = 0; j < 32; ++j) s[i * 32 + j] = i < rows && j < cols ? c[i * ldc + j] : 0.0f;
+  }
+  ax.block(steps, a, b, s, 32, init, bias32);
+  if (act != kActNone) kt.activation_array(act, s, s, 32 * 32);
+  for (long i = 0; i < rows; ++i)
+    for (long j = 0; j < cols; ++j) c[i * ldc + j] = s[i * 32 + j];
+}
+
+// C = A B (+ bias) (+ C when beta is 1), then the activation, on the tile
+// unit: the threads take runs of 32-row groups, or with few rows runs of
+// column panels. Every element gets the same arithmetic (blocks of k fixed
+// by the CPU) whatever the thread count. False (nothing done) when the
+// product does not suit it.
+bool gemm_amx(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pm) {
+  if (!kt.amx || kt.nr != 32 || p.a.cs != 1 || p.alpha != 1.0f || p.m < amx_min_rows()) return false;
+  if (p.beta != 0.0f && !(p.beta == 1.0f && !p.bias)) return false;
+  const AmxKernels& ax = *kt.amx;
+  const std::uint16_t* panels = pm.amx_panels();
+  if (!panels || ax.has_infinity(p.a.p, p.a.rs, p.m, p.k)) return false;
+  const AmxBlocking blk = amx_blocking(p.k);
+  const long groups = ceil_div(p.m, 32), npanels = ceil_div(p.n, 32);
+  const long panel_len = pm.amx_steps() * 3072;
+  const bool by_rows = nt <= 1 || groups >= 4L * nt;
+  const GuidedRuns runs(by_rows ? groups : npanels, nt, 1, by_rows ? blk.mc / 32 : ceil_div(npanels, 2L * nt));
+  const long mc = by_rows ? blk.mc : round_down(1024, 32);
+  for_tasks(nt > 1, runs.count, [&](long t) {
+    const long r0 = by_rows ? runs.at[t] * 32 : 0, r1 = by_rows ? min_l(p.m, runs.at[t + 1] * 32) : p.m;
+    const long c0 = by_rows ? 0 : runs.at[t] * 32, c1 = by_rows ? p.n : min_l(p.n, runs.at[t + 1] * 32);
+    const long block_groups = ceil_div(min_l(mc, r1 - r0), 32);
+    auto* apack = reinterpret_cast<std::uint16_t*>(
+        tl_amx_a.get(static_cast<std::size_t>(block_groups * (blk.kc / 32) * 3072 / 2)));
+    alignas(64) float bias32[32];
+    ax.begin();
+    for (long pc = 0; pc < p.k; pc += blk.kc) {
+      const long kc = min_l(blk.kc, p.k - pc), steps = ceil_div(kc, 32);
+      const bool first = pc == 0, last = pc + kc >= p.k;
+      const int init = !first || p.beta == 1.0f ? 1 : p.bias ? 2 : 0;
+      for (long ic = r0; ic < r1; ic += mc) {
+        const long end = min_l(ic + mc, r1);
+        for (long i = ic, g = 0; i < end; i += 32, ++g)
+          ax.split_a(p.a.p + i * p.a.rs + pc, p.a.rs, min_l(32, end - i), kc, apack + g * steps * 3072);
+        for (long jr = c0; jr < c1; jr += 32) {
+          const long cols = min_l(32, c1 - jr);
+          if (init == 2)
+            for (long j = 0; j < 32; ++j) bias32[j] = j < cols ? p.bias[jr + j] : 0.0f;
+          const std::uint16_t* bp = panels + (jr / 32) * panel_len + (pc / 32) * 3072;
+          for (long i = ic, g = 0; i < end; i += 32, ++g)
+            amx_tile(kt, steps, apack + g * steps * 3072, bp, p.c + i * p.ldc + jr, p.ldc, min_l(32, end - i), cols,
+                     init, bias32, last ? p.act : kActNone);
+        }
+      }
+    }
+    ax.end();
+  });
+  return true;
+}
+
 // B packed once beforehand (a layer's weights): one parallel region for the
 // whole product, each task looping over every (kc, nc) block of its share of
 // C. There is no B to pack, so nothing needs the threads to meet between
@@ -354,6 +465,7 @@ bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, co
 // fewer rows are too coarse a share to balance).
 // Same tiles, same order over k for every element as gemm_blocked.
 void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pre) {
+  if (gemm_amx(kt, p, nt, pre)) return;
   const GemmBlocking& blk = pre.blk;
   const int mr = kt.mr, nr = kt.nr;
   const long kc_max = min_l(blk.kc, p.k);
@@ -581,7 +693,76 @@ void pack_panels(const KernelTable& kt, const float* src, long ls, long ks, long
   }
 }
 
-PackedMatrix::~PackedMatrix() { std::free(data); }
+PackedMatrix::~PackedMatrix() {
+  std::free(data);
+  std::free(amx_);
+}
+
+namespace {
+
+// The three bfloat16 parts of x (isa/amx.cc), as bit patterns: x0 is x with
+// its low 16 bits cleared (a NaN quieted first, so it stays a NaN), x1 the
+// same of x - x0, x2 the rest; an infinity or NaN has no lower parts.
+void split_bf16(float x, std::uint16_t* parts) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) {
+    if (u & 0x007fffffu) u |= 0x00400000u;
+    parts[0] = static_cast<std::uint16_t>(u >> 16);
+    parts[1] = parts[2] = 0;
+    return;
+  }
+  const std::uint32_t h0 = u & 0xffff0000u;
+  float f0, f1;
+  std::memcpy(&f0, &h0, 4);
+  const float r1 = x - f0;
+  std::uint32_t u1;
+  std::memcpy(&u1, &r1, 4);
+  const std::uint32_t h1 = u1 & 0xffff0000u;
+  std::memcpy(&f1, &h1, 4);
+  const float r2 = r1 - f1;
+  std::uint32_t u2;
+  std::memcpy(&u2, &r2, 4);
+  parts[0] = static_cast<std::uint16_t>(h0 >> 16);
+  parts[1] = static_cast<std::uint16_t>(h1 >> 16);
+  parts[2] = static_cast<std::uint16_t>(u2 >> 16);
+}
+
+}  // namespace
+
+const std::uint16_t* PackedMatrix::amx_panels() const {
+  std::call_once(amx_once_, [this] {
+    const long steps = amx_steps(), npanels = ceil_div(n, 32);
+    for (std::size_t i = 0; i < floats; ++i)
+      if (std::fabs(data[i]) == __builtin_inff()) return;
+    long elems = 0;
+    if (!checked_mul(npanels, steps * 3072, &elems) || elems > (1L << 60)) return;
+    auto* dst = static_cast<std::uint16_t*>(std::aligned_alloc(64, (static_cast<std::size_t>(elems) * 2 + 63) / 64 * 64));
+    if (!dst) return;
+    // B(p, j) from the float32 panels (nr = 32 columns each, as here).
+    const long nr = kt->nr;
+    parallel_for(npanels, [&](long q) {
+      std::uint16_t* out = dst + static_cast<std::size_t>(q) * static_cast<std::size_t>(steps) * 3072;
+      std::uint16_t parts[3];
+      for (long t = 0; t < steps; ++t)
+        for (long j = 0; j < 2; ++j)
+          for (long r = 0; r < 16; ++r)
+            for (long c = 0; c < 16; ++c)
+              for (long e = 0; e < 2; ++e) {
+                const long kk = 32 * t + 2 * r + e, col = 32 * q + 16 * j + c;
+                float x = 0.0f;
+                if (kk < k && col < n) {
+                  const long pc = kk / blk.kc * blk.kc, jr = col / nr * nr;
+                  x = panel(jr, pc)[(kk - pc) * nr + (col - jr)];
+                }
+                split_bf16(x, parts);
+                for (long part = 0; part < 3; ++part) out[((t * 3 + part) * 2 + j) * 512 + r * 32 + c * 2 + e] = parts[part];
+              }
+    });
+    amx_ = dst;
+  });
+  return amx_;
+}
 
 std::size_t PackedMatrix::offset(long jc, long pc) const {
   // Blocks are stored jc-major, then pc; a block holds kc x round_up(ncur, nr).

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 
 #include "kernel_table.h"
 
@@ -72,6 +74,17 @@ struct PackedMatrix {
   std::size_t offset(long jc, long pc) const;
   // The packed micro-panel of column jr (a multiple of nr) in depth block pc.
   const float* panel(long jr, long pc) const;
+  // The tile unit's copy (isa/amx.cc's B panels, 32 columns and all of k
+  // each, amx_steps steps of 32 values of k), made from the panels above by
+  // the first product that takes it (one that has rows enough, on a table
+  // with the tile unit); null when its memory could not be had or B holds
+  // an infinity (an infinite part times a zero part would be NaN).
+  const std::uint16_t* amx_panels() const;
+  long amx_steps() const { return (k + 31) / 32; }
+
+ private:
+  mutable std::once_flag amx_once_;
+  mutable std::uint16_t* amx_ = nullptr;
 };
 
 // Packs op(B) (k x n): element (p, j) is b[p * ldb + j], or b[j * ldb + p] when trans_b.

@@ -9,7 +9,9 @@
 
 namespace attn {
 
-enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
+// kAmx: the AVX-512 table, with float32 products against packed weights on
+// the tile unit (see AmxKernels).
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3, kAmx = 4 };
 
 // Elementwise activations, as the GEMM epilogue and activation_array take
 // them (plain ints in the table's signatures).
@@ -39,6 +41,23 @@ struct SmallGemm {
   float alpha, beta;
   const float* bias;  // per column of C, or null
   int act;            // Activation applied last: C = act(alpha A B + beta C + bias)
+};
+
+// Tile-unit pieces of the products with packed weights (isa/amx.cc has the
+// layouts and the arithmetic). begin() configures this thread's tiles and
+// end() releases them: a thread calls split_a and block only between the two.
+// split_a packs rows (<= 32) x kc of A (rows lda floats apart) into an A
+// group; block runs C (+)= A B on a 32 x 32 block of C for `steps` steps of
+// 32 values of k, from zero (init 0), C (1) or bias rows (2, 32 floats).
+struct AmxKernels {
+  void (*begin)();
+  void (*end)();
+  void (*split_a)(const float* a, long lda, long rows, long kc, std::uint16_t* dst);
+  void (*block)(long steps, const std::uint16_t* a, const std::uint16_t* b, float* c, long ldc, int init,
+                const float* bias);
+  // Whether rows x cols of a matrix (rows ld floats apart) hold an infinity
+  // (such products stay on the FMA path).
+  bool (*has_infinity)(const float* a, long ld, long rows, long cols);
 };
 
 struct KernelTable {
@@ -125,6 +144,9 @@ struct KernelTable {
   // Runs `iterations` rounds of independent FMAs and returns the flop count;
   // the benchmark divides by the elapsed time to get this core's FMA peak.
   double (*fma_peak)(long iterations);
+
+  // The tile unit's pieces, or null where the table has none.
+  const AmxKernels* amx;
 };
 
 // The tables compiled into this binary: scalar everywhere, avx2 and avx512 on
@@ -135,6 +157,7 @@ const KernelTable* scalar_kernels();
 #if defined(__x86_64__)
 const KernelTable* avx2_kernels();
 const KernelTable* avx512_kernels();
+const KernelTable* amx_kernels();
 #endif
 #if defined(__aarch64__)
 const KernelTable* neon_kernels();

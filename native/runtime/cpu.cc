@@ -7,6 +7,8 @@
 
 #if defined(__linux__)
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -114,6 +116,7 @@ void detect_x86(CpuInfo* info) {
     unsigned long long xcr0 = xgetbv0();
     f.os_ymm = (xcr0 & 0x6) == 0x6;
     f.os_zmm = f.os_ymm && (xcr0 & 0xe0) == 0xe0;
+    f.os_amx = f.os_zmm && (xcr0 & 0x60000) == 0x60000;
   }
   if (max_leaf >= 7) {
     Regs r7 = cpuid(7, 0);
@@ -122,7 +125,10 @@ void detect_x86(CpuInfo* info) {
     f.avx512dq = bit(r7.b, 17);
     f.avx512bw = bit(r7.b, 30);
     f.avx512vl = bit(r7.b, 31);
+    f.amx_bf16 = bit(r7.d, 22);
+    f.amx_tile = bit(r7.d, 24);
   }
+
 
   Regs e0 = cpuid(0x80000000u);
   unsigned max_ext = e0.a;
@@ -150,6 +156,10 @@ void detect_x86(CpuInfo* info) {
   const bool intel = std::strcmp(info->vendor, "GenuineIntel") == 0;
   info->family_id = intel ? intel_family(info->family, info->model, f.avx512f)
                           : amd ? amd_family(info->family, info->model) : CpuFamily::kGeneric;
+  // Hypervisors often report another model than the host's (a Sapphire
+  // Rapids guest seen as model 0xa7, a client part): the tile unit only
+  // exists on the server cores from Sapphire Rapids on.
+  if (intel && f.avx512f && f.amx_tile) info->family_id = CpuFamily::kIntelSapphireRapids;
 }
 #endif
 
@@ -251,6 +261,23 @@ const char* cpu_family_name(CpuFamily f) {
 const CpuInfo& cpu_info() {
   static const CpuInfo info = detect();
   return info;
+}
+
+// Linux hands out the tile data state (8 KiB per thread) only to processes
+// that ask for it (arch_prctl ARCH_REQ_XCOMP_PERM with XFEATURE_XTILEDATA,
+// 18), for the whole process; without it a tile instruction faults.
+bool amx_permitted() {
+  static const bool granted = [] {
+    const CpuFeatures& f = cpu_info().features;
+    if (!(f.amx_tile && f.amx_bf16 && f.os_amx && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl)) return false;
+#if defined(__linux__) && defined(ATTN_X86)
+    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+#else
+    return false;
+#endif
+  }();
+  return granted;
 }
 
 }  // namespace attn

@@ -17,6 +17,9 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool os_ymm = false;  // XCR0 says the OS saves YMM state
   bool os_zmm = false;  // XCR0 says the OS saves opmask + ZMM state
+  bool amx_tile = false;
+  bool amx_bf16 = false;
+  bool os_amx = false;      // XCR0 says the OS saves tile state (XTILECFG, XTILEDATA)
   bool neon = false;
 };
 
@@ -58,5 +61,10 @@ struct CpuInfo {
 };
 
 const CpuInfo& cpu_info();
+
+// Whether this process may use the tile unit: the CPU and OS support it and
+// the kernel granted the tile data state (asked once per process, on the
+// first call; Linux only).
+bool amx_permitted();
 
 }  // namespace attn

@@ -13,6 +13,7 @@ const char* isa_name(Isa isa) {
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
     case Isa::kNeon: return "neon";
+    case Isa::kAmx: return "amx";
   }
   return "unknown";
 }
@@ -49,6 +50,18 @@ const KernelTable* kernels_for(Isa isa, std::string* why) {
       lack = " x86-64";
 #endif
       break;
+    case Isa::kAmx:
+#if defined(__x86_64__)
+      lack = missing("avx512f", f.avx512f) + missing("avx512bw", f.avx512bw) +
+             missing("avx512dq", f.avx512dq) + missing("avx512vl", f.avx512vl) +
+             missing("amx-tile", f.amx_tile) + missing("amx-bf16", f.amx_bf16) +
+             missing("os-tile-state", f.os_amx);
+      if (lack.empty() && !amx_permitted()) lack = " tile-data-permission";
+      table = amx_kernels();
+#else
+      lack = " x86-64";
+#endif
+      break;
     case Isa::kNeon:
 #if defined(__aarch64__)
       lack = missing("neon", f.neon);
@@ -67,12 +80,12 @@ const KernelTable* kernels_for(Isa isa, std::string* why) {
 
 const KernelTable* select_kernels(const char* request, std::string* error) {
   if (request == nullptr || request[0] == 0 || std::strcmp(request, "auto") == 0) {
-    for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon}) {
+    for (Isa isa : {Isa::kAmx, Isa::kAvx512, Isa::kAvx2, Isa::kNeon}) {
       if (const KernelTable* t = kernels_for(isa, nullptr)) return t;
     }
     return scalar_kernels();
   }
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
     if (std::strcmp(request, isa_name(isa)) == 0) {
       std::string why;
       const KernelTable* t = kernels_for(isa, &why);
@@ -82,7 +95,7 @@ const KernelTable* select_kernels(const char* request, std::string* error) {
   }
   if (error) {
     *error = "ATTN_ISA=" + std::string(request) +
-             " is not a known path; expected one of auto, scalar, avx2, avx512, neon";
+             " is not a known path; expected one of auto, scalar, avx2, avx512, amx, neon";
   }
   return nullptr;
 }

@@ -1120,6 +1120,110 @@ void test_erf_gelu(const KernelTable& kt) {
     }
 }
 
+// Products with B packed beforehand (a layer's weights; on amx, the tile
+// unit's three-part bfloat16 arithmetic) against float64: shapes that leave
+// partial 32 x 32 blocks and k steps, magnitudes spread over 2^-40 .. 2^40
+// in rows and columns, bias and activations, beta 1 (C accumulated), the
+// same bits on 1 and 3 threads, and infinities and NaNs propagated.
+void test_packed_products(const KernelTable& kt) {
+  struct Case {
+    long m, n, k;
+    float beta;
+    bool bias, spread;
+    int act;
+  };
+  const Case cases[] = {{32, 32, 32, 0.0f, false, false, kActNone},   {33, 65, 31, 0.0f, true, false, kActNone},
+                        {64, 96, 512, 0.0f, true, true, kActNone},    {97, 50, 1100, 1.0f, false, false, kActNone},
+                        {40, 70, 77, 0.0f, true, false, kActGelu},    {129, 33, 64, 0.0f, true, false, kActRelu},
+                        {300, 130, 2100, 0.0f, true, true, kActNone}, {45, 31, 3, 1.0f, false, true, kActNone}};
+  const int before = ThreadPool::global().size();
+  for (const Case& c : cases) {
+    std::vector<float> A(static_cast<std::size_t>(c.m * c.k)), W(static_cast<std::size_t>(c.n * c.k)),
+        bias(static_cast<std::size_t>(c.n)), C0(static_cast<std::size_t>(c.m * c.n));
+    Rng rng(static_cast<std::uint64_t>(c.m * 31 + c.n * 7 + c.k));
+    rng.fill(A);
+    rng.fill(W);
+    rng.fill(bias);
+    rng.fill(C0);
+    if (c.spread) {
+      // Row i of A scaled by 2^(i mod 81 - 40), column j of B by 2^-(j mod 81 - 40).
+      for (long i = 0; i < c.m; ++i)
+        for (long p = 0; p < c.k; ++p) A[static_cast<std::size_t>(i * c.k + p)] *= std::ldexp(1.0f, static_cast<int>(i % 81) - 40);
+      for (long j = 0; j < c.n; ++j)
+        for (long p = 0; p < c.k; ++p) W[static_cast<std::size_t>(j * c.k + p)] *= std::ldexp(1.0f, 40 - static_cast<int>(j % 81));
+    }
+    auto pm = pack_matrix(kt, W.data(), c.k, true, c.k, c.n);  // W is [n, k], PyTorch's layout
+    auto run = [&](int threads) {
+      std::vector<float> C = C0;
+      GemmArgs g;
+      g.m = c.m;
+      g.n = c.n;
+      g.k = c.k;
+      g.beta = c.beta;
+      g.a = A.data();
+      g.lda = c.k;
+      g.c = C.data();
+      g.ldc = c.n;
+      g.bias = c.bias ? bias.data() : nullptr;
+      g.act = c.act;
+      ThreadPool::global().resize(threads);
+      sgemm_with_packed(g, *pm);
+      return C;
+    };
+    const std::vector<float> one = run(1), three = run(3);
+    const std::string what = std::string(kt.name) + " packed product m=" + std::to_string(c.m) + " n=" +
+                             std::to_string(c.n) + " k=" + std::to_string(c.k);
+    check(std::memcmp(one.data(), three.data(), one.size() * 4) == 0, what + ": same bits on 3 threads");
+    double worst = 0;
+    for (long i = 0; i < c.m; ++i)
+      for (long j = 0; j < c.n; ++j) {
+        double acc = 0, mag = 0;
+        for (long p = 0; p < c.k; ++p) {
+          const double t = static_cast<double>(A[static_cast<std::size_t>(i * c.k + p)]) * W[static_cast<std::size_t>(j * c.k + p)];
+          acc += t;
+          mag += std::fabs(t);
+        }
+        const std::size_t ci = static_cast<std::size_t>(i * c.n + j);
+        const double add = c.beta * static_cast<double>(C0[ci]) + (c.bias ? bias[static_cast<std::size_t>(j)] : 0.0);
+        const double pre = acc + add;
+        const double want = c.act == kActRelu ? std::fmax(pre, 0.0) : c.act == kActGelu ? gelu_ref(pre) : pre;
+        // A float32 dot product's bound, with room for the tile unit's six partial products per term.
+        const double tol = 1e-6 * (mag + std::fabs(add) + 1e-30) * (2.0 + std::sqrt(static_cast<double>(c.k)));
+        worst = std::fmax(worst, std::fabs(one[ci] - want) / tol);
+      }
+    check(worst <= 1.0, what + ": error " + std::to_string(worst) + " of tolerance");
+  }
+  {
+    // An infinity in A gives infinities (or NaN against a zero) in its row,
+    // a NaN in B NaN in its column; the other elements are finite.
+    const long m = 40, n = 40, k = 64;
+    std::vector<float> A(static_cast<std::size_t>(m * k), 0.5f), W(static_cast<std::size_t>(n * k), 0.25f),
+        C(static_cast<std::size_t>(m * n));
+    A[3 * k + 5] = std::numeric_limits<float>::infinity();
+    W[7 * k + 9] = std::numeric_limits<float>::quiet_NaN();
+    auto pm = pack_matrix(kt, W.data(), k, true, k, n);
+    GemmArgs g;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.a = A.data();
+    g.lda = k;
+    g.c = C.data();
+    g.ldc = n;
+    sgemm_with_packed(g, *pm);
+    bool ok = true;
+    for (long i = 0; i < m; ++i)
+      for (long j = 0; j < n; ++j) {
+        const float v = C[static_cast<std::size_t>(i * n + j)];
+        if (j == 7) ok = ok && std::isnan(v);
+        else if (i == 3) ok = ok && v == std::numeric_limits<float>::infinity();
+        else ok = ok && v == 0.5f * 0.25f * static_cast<float>(k);
+      }
+    check(ok, std::string(kt.name) + " packed product: infinity and NaN propagate, other elements exact");
+  }
+  ThreadPool::global().resize(before);
+}
+
 // The GEMM epilogue: C = act(alpha A B + beta C + bias) on the packed and the
 // unpacked paths, bitwise equal to the plain GEMM followed by the activation
 // pass, within tolerance of a float64 reference, the same for any thread
@@ -1517,7 +1621,7 @@ int main(int argc, char** argv) {
   std::printf("cpu: %s %s, l1d %zu l2 %zu l3 %zu, %d cpus\n", ci.arch, ci.brand, ci.cache.l1d, ci.cache.l2,
               ci.cache.l3, ci.logical_cpus);
   int tables = 0;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
     std::string why;
     const KernelTable* kt = kernels_for(isa, &why);
     if (!kt) {
@@ -1552,6 +1656,7 @@ int main(int argc, char** argv) {
     test_gemm_activation(*kt);
     test_layer_norm(*kt);
     test_packed(*kt);
+    test_packed_products(*kt);
     // The one entry the tests above do not reach (the benchmark's peak).
     const double flops = kt->fma_peak(1000);
     check(flops > 0 && flops == static_cast<double>(static_cast<long>(flops)) &&
