@@ -386,6 +386,7 @@ AmxBlocking amx_blocking(long k) {
 }
 
 thread_local Scratch tl_amx_a;
+thread_local Scratch tl_amx_shared;
 
 // One 32 x 32 block of C (rows x cols of it live): whole blocks without an
 // activation go straight to C, others through a block on the stack.
@@ -420,16 +421,29 @@ bool gemm_amx(const KernelTable& kt, const Problem& p, int nt, const PackedMatri
   if (!panels || ax.has_infinity(p.a.p, p.a.rs, p.m, p.k)) return false;
   const AmxBlocking blk = amx_blocking(p.k);
   const long groups = ceil_div(p.m, 32), npanels = ceil_div(p.n, 32);
-  const long panel_len = pm.amx_steps() * 3072;
+  const long panel_len = pm.amx_steps() * 3072, steps_all = pm.amx_steps();
+  // Rows when each thread gets four groups or more; else runs of column
+  // panels, with all of A split once beforehand and shared (each thread
+  // splitting it again cost more than the columns it had to do, and two
+  // threads were slower than one).
   const bool by_rows = nt <= 1 || groups >= 4L * nt;
   const GuidedRuns runs(by_rows ? groups : npanels, nt, 1, by_rows ? blk.mc / 32 : ceil_div(npanels, 2L * nt));
-  const long mc = by_rows ? blk.mc : round_down(1024, 32);
+  std::uint16_t* shared = nullptr;
+  if (!by_rows) {
+    shared = reinterpret_cast<std::uint16_t*>(tl_amx_shared.get(static_cast<std::size_t>(groups * steps_all * 3072 / 2)));
+    parallel_for(groups, [&](long g) {
+      ax.split_a(p.a.p + g * 32 * p.a.rs, p.a.rs, min_l(32, p.m - g * 32), p.k, shared + g * steps_all * 3072);
+    });
+  }
   for_tasks(nt > 1, runs.count, [&](long t) {
     const long r0 = by_rows ? runs.at[t] * 32 : 0, r1 = by_rows ? min_l(p.m, runs.at[t + 1] * 32) : p.m;
     const long c0 = by_rows ? 0 : runs.at[t] * 32, c1 = by_rows ? p.n : min_l(p.n, runs.at[t + 1] * 32);
-    const long block_groups = ceil_div(min_l(mc, r1 - r0), 32);
-    auto* apack = reinterpret_cast<std::uint16_t*>(
-        tl_amx_a.get(static_cast<std::size_t>(block_groups * (blk.kc / 32) * 3072 / 2)));
+    const long mc = by_rows ? blk.mc : p.m;
+    std::uint16_t* apack = shared;
+    if (by_rows) {
+      const long block_groups = ceil_div(min_l(mc, r1 - r0), 32);
+      apack = reinterpret_cast<std::uint16_t*>(tl_amx_a.get(static_cast<std::size_t>(block_groups * (blk.kc / 32) * 3072 / 2)));
+    }
     alignas(64) float bias32[32];
     ax.begin();
     for (long pc = 0; pc < p.k; pc += blk.kc) {
@@ -438,16 +452,19 @@ bool gemm_amx(const KernelTable& kt, const Problem& p, int nt, const PackedMatri
       const int init = !first || p.beta == 1.0f ? 1 : p.bias ? 2 : 0;
       for (long ic = r0; ic < r1; ic += mc) {
         const long end = min_l(ic + mc, r1);
-        for (long i = ic, g = 0; i < end; i += 32, ++g)
-          ax.split_a(p.a.p + i * p.a.rs + pc, p.a.rs, min_l(32, end - i), kc, apack + g * steps * 3072);
+        // Group g's steps of this k block: split here, or in the shared copy.
+        auto group = [&](long g) { return by_rows ? apack + g * steps * 3072 : apack + (g * steps_all + pc / 32) * 3072; };
+        if (by_rows)
+          for (long i = ic, g = 0; i < end; i += 32, ++g)
+            ax.split_a(p.a.p + i * p.a.rs + pc, p.a.rs, min_l(32, end - i), kc, group(g));
         for (long jr = c0; jr < c1; jr += 32) {
           const long cols = min_l(32, c1 - jr);
           if (init == 2)
             for (long j = 0; j < 32; ++j) bias32[j] = j < cols ? p.bias[jr + j] : 0.0f;
           const std::uint16_t* bp = panels + (jr / 32) * panel_len + (pc / 32) * 3072;
-          for (long i = ic, g = 0; i < end; i += 32, ++g)
-            amx_tile(kt, steps, apack + g * steps * 3072, bp, p.c + i * p.ldc + jr, p.ldc, min_l(32, end - i), cols,
-                     init, bias32, last ? p.act : kActNone);
+          for (long i = ic, g = by_rows ? 0 : ic / 32; i < end; i += 32, ++g)
+            amx_tile(kt, steps, group(g), bp, p.c + i * p.ldc + jr, p.ldc, min_l(32, end - i), cols, init, bias32,
+                     last ? p.act : kActNone);
         }
       }
     }
