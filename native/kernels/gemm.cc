@@ -413,15 +413,17 @@ void amx_tile(const KernelTable& kt, long steps, const std::uint16_t* a, const s
 // column panels. Every element gets the same arithmetic (blocks of k fixed
 // by the CPU) whatever the thread count. False (nothing done) when the
 // product does not suit it.
-bool gemm_amx(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pm) {
+bool amx_suits(const KernelTable& kt, const Problem& p) {
   if (!kt.amx || kt.nr != 32 || p.a.cs != 1 || p.alpha != 1.0f || p.m < amx_min_rows()) return false;
-  if (p.beta != 0.0f && !(p.beta == 1.0f && !p.bias)) return false;
+  return p.beta == 0.0f || (p.beta == 1.0f && !p.bias);
+}
+
+// The product on B panels (steps_all steps of k each, all of k).
+void gemm_amx_core(const KernelTable& kt, const Problem& p, int nt, const std::uint16_t* panels, long steps_all) {
   const AmxKernels& ax = *kt.amx;
-  const std::uint16_t* panels = pm.amx_panels();
-  if (!panels || ax.has_infinity(p.a.p, p.a.rs, p.m, p.k)) return false;
   const AmxBlocking blk = amx_blocking(p.k);
   const long groups = ceil_div(p.m, 32), npanels = ceil_div(p.n, 32);
-  const long panel_len = pm.amx_steps() * 3072, steps_all = pm.amx_steps();
+  const long panel_len = steps_all * 3072;
   // Rows when each thread gets four groups or more; else runs of column
   // panels, with all of A split once beforehand and shared (each thread
   // splitting it again cost more than the columns it had to do, and two
@@ -470,6 +472,50 @@ bool gemm_amx(const KernelTable& kt, const Problem& p, int nt, const PackedMatri
     }
     ax.end();
   });
+}
+
+bool gemm_amx(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pm) {
+  if (!amx_suits(kt, p)) return false;
+  const std::uint16_t* panels = pm.amx_panels();
+  if (!panels || kt.amx->has_infinity(p.a.p, p.a.rs, p.m, p.k)) return false;
+  gemm_amx_core(kt, p, nt, panels, pm.amx_steps());
+  return true;
+}
+
+thread_local Scratch tl_amx_b;        // one panel's float32 columns (all of k)
+thread_local Scratch tl_amx_panels;   // B panels of an unpacked product
+
+// Packs columns [j0, j0 + cols) (cols <= 32) of op(B) over all k into one B
+// panel of the tile unit's layout (through a float32 panel).
+void amx_pack_panel(const KernelTable& kt, View b, long k, long j0, long cols, std::uint16_t* dst) {
+  float* tmp = tl_amx_b.get(static_cast<std::size_t>(k * 32));
+  kt.pack_panel(b.p + j0 * b.cs, b.cs, b.rs, cols, k, 32, 0, tmp);
+  kt.amx->split_b(tmp, 32, k, dst);
+}
+
+// An unpacked product on the tile unit: B packed here, in column blocks
+// whose panels take up to 8 MiB (the block width depends on k only).
+bool gemm_amx_unpacked(const KernelTable& kt, const Problem& p, int nt) {
+  if (!amx_suits(kt, p) || p.n < 32 || p.k < 32) return false;
+  const AmxKernels& ax = *kt.amx;
+  const bool b_rows = p.b.cs == 1;
+  if (ax.has_infinity(p.a.p, p.a.rs, p.m, p.k) ||
+      (b_rows ? ax.has_infinity(p.b.p, p.b.rs, p.k, p.n)
+              : p.b.rs == 1 ? ax.has_infinity(p.b.p, p.b.cs, p.n, p.k) : true))
+    return false;
+  const long steps = ceil_div(p.k, 32);
+  const long nc = max_l(32, round_down((8L << 20) / (6 * p.k), 32));
+  auto* panels = reinterpret_cast<std::uint16_t*>(
+      tl_amx_panels.get(static_cast<std::size_t>(ceil_div(min_l(nc, p.n), 32) * steps * 3072 / 2)));
+  for (long jc = 0; jc < p.n; jc += nc) {
+    const long ncur = min_l(nc, p.n - jc), np = ceil_div(ncur, 32);
+    for_tasks(nt > 1, np, [&](long q) { amx_pack_panel(kt, p.b, p.k, jc + 32 * q, min_l(32, ncur - 32 * q), panels + q * steps * 3072); });
+    Problem sub = p;
+    sub.n = ncur;
+    sub.c = p.c + jc;
+    sub.bias = p.bias ? p.bias + jc : nullptr;
+    gemm_amx_core(kt, sub, nt, panels, steps);
+  }
   return true;
 }
 
@@ -580,7 +626,7 @@ void gemm_one(const KernelTable& kt, const Problem& p, bool parallel, const Pack
     gemm_small(kt, p, dot, nt);
   } else if (pre) {
     gemm_prepacked(kt, p, nt, *pre);
-  } else {
+  } else if (!gemm_amx_unpacked(kt, p, nt)) {
     gemm_blocked(kt, p, nt);
   }
 }
@@ -715,66 +761,21 @@ PackedMatrix::~PackedMatrix() {
   std::free(amx_);
 }
 
-namespace {
-
-// The three bfloat16 parts of x (isa/amx.cc), as bit patterns: x0 is x with
-// its low 16 bits cleared (a NaN quieted first, so it stays a NaN), x1 the
-// same of x - x0, x2 the rest; an infinity or NaN has no lower parts.
-void split_bf16(float x, std::uint16_t* parts) {
-  std::uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7f800000u) == 0x7f800000u) {
-    if (u & 0x007fffffu) u |= 0x00400000u;
-    parts[0] = static_cast<std::uint16_t>(u >> 16);
-    parts[1] = parts[2] = 0;
-    return;
-  }
-  const std::uint32_t h0 = u & 0xffff0000u;
-  float f0, f1;
-  std::memcpy(&f0, &h0, 4);
-  const float r1 = x - f0;
-  std::uint32_t u1;
-  std::memcpy(&u1, &r1, 4);
-  const std::uint32_t h1 = u1 & 0xffff0000u;
-  std::memcpy(&f1, &h1, 4);
-  const float r2 = r1 - f1;
-  std::uint32_t u2;
-  std::memcpy(&u2, &r2, 4);
-  parts[0] = static_cast<std::uint16_t>(h0 >> 16);
-  parts[1] = static_cast<std::uint16_t>(h1 >> 16);
-  parts[2] = static_cast<std::uint16_t>(u2 >> 16);
-}
-
-}  // namespace
-
 const std::uint16_t* PackedMatrix::amx_panels() const {
   std::call_once(amx_once_, [this] {
     const long steps = amx_steps(), npanels = ceil_div(n, 32);
-    for (std::size_t i = 0; i < floats; ++i)
-      if (std::fabs(data[i]) == __builtin_inff()) return;
+    if (!kt->amx || kt->nr != 32 || kt->amx->has_infinity(data, 0, 1, static_cast<long>(floats))) return;
     long elems = 0;
     if (!checked_mul(npanels, steps * 3072, &elems) || elems > (1L << 60)) return;
     auto* dst = static_cast<std::uint16_t*>(std::aligned_alloc(64, (static_cast<std::size_t>(elems) * 2 + 63) / 64 * 64));
     if (!dst) return;
-    // B(p, j) from the float32 panels (nr = 32 columns each, as here).
-    const long nr = kt->nr;
+    // Panel q from the float32 panels of its 32 columns: their depth blocks
+    // (kc x 32 floats each, in order of k) together are all of k.
     parallel_for(npanels, [&](long q) {
-      std::uint16_t* out = dst + static_cast<std::size_t>(q) * static_cast<std::size_t>(steps) * 3072;
-      std::uint16_t parts[3];
-      for (long t = 0; t < steps; ++t)
-        for (long j = 0; j < 2; ++j)
-          for (long r = 0; r < 16; ++r)
-            for (long c = 0; c < 16; ++c)
-              for (long e = 0; e < 2; ++e) {
-                const long kk = 32 * t + 2 * r + e, col = 32 * q + 16 * j + c;
-                float x = 0.0f;
-                if (kk < k && col < n) {
-                  const long pc = kk / blk.kc * blk.kc, jr = col / nr * nr;
-                  x = panel(jr, pc)[(kk - pc) * nr + (col - jr)];
-                }
-                split_bf16(x, parts);
-                for (long part = 0; part < 3; ++part) out[((t * 3 + part) * 2 + j) * 512 + r * 32 + c * 2 + e] = parts[part];
-              }
+      float* tmp = tl_amx_b.get(static_cast<std::size_t>(k * 32));
+      for (long pc = 0; pc < k; pc += blk.kc)
+        std::memcpy(tmp + pc * 32, panel(32 * q, pc), static_cast<std::size_t>(min_l(blk.kc, k - pc)) * 32 * sizeof(float));
+      kt->amx->split_b(tmp, 32, k, dst + static_cast<std::size_t>(q) * static_cast<std::size_t>(steps) * 3072);
     });
     amx_ = dst;
   });

@@ -53,6 +53,9 @@ struct AmxKernels {
   void (*begin)();
   void (*end)();
   void (*split_a)(const float* a, long lda, long rows, long kc, std::uint16_t* dst);
+  // Packs kc rows of a float32 panel of 32 columns (rows ld floats apart)
+  // into a B panel.
+  void (*split_b)(const float* src, long ld, long kc, std::uint16_t* dst);
   void (*block)(long steps, const std::uint16_t* a, const std::uint16_t* b, float* c, long ldc, int init,
                 const float* bias);
   // Whether rows x cols of a matrix (rows ld floats apart) hold an infinity

@@ -105,6 +105,31 @@ inline __attribute__((always_inline)) void products() {
   _tile_dpbf16ps(3, 5, 7);
 }
 
+// Packs kc rows of a float32 B panel (32 columns, rows ld floats apart) into
+// one B panel of the layout above; k past kc is zeros.
+void amx_split_b(const float* src, long ld, long kc, std::uint16_t* dst) {
+  // Lane 2 c of a tile row takes column c of row 2 r, lane 2 c + 1 the same of row 2 r + 1.
+  alignas(64) static constexpr std::uint16_t kPairs[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                           8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i pairs = _mm512_load_si512(kPairs);
+  const long steps = (kc + 31) / 32;
+  for (long t = 0; t < steps; ++t)
+    for (long r = 0; r < 16; ++r) {
+      const long k0 = 32 * t + 2 * r;
+      __m256i q[2][2][3];  // [row of the pair][16-column half][part]
+      for (int e = 0; e < 2; ++e)
+        for (int j = 0; j < 2; ++j) {
+          const __m512 x = k0 + e < kc ? _mm512_loadu_ps(src + (k0 + e) * ld + 16 * j) : _mm512_setzero_ps();
+          split16(x, &q[e][j][0], &q[e][j][1], &q[e][j][2]);
+        }
+      for (int j = 0; j < 2; ++j)
+        for (int part = 0; part < 3; ++part) {
+          const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(q[0][j][part]), q[1][j][part], 1);
+          _mm512_storeu_si512(dst + ((t * 3 + part) * 2 + j) * 512 + r * 32, _mm512_permutexvar_epi16(pairs, both));
+        }
+    }
+}
+
 // Whether rows x cols of A (rows lda floats apart) hold an infinity: an
 // infinite part times a zero part of the other operand is NaN, so such a
 // product is left to the FMA path.
@@ -185,7 +210,7 @@ void amx_block(long steps, const std::uint16_t* a, const std::uint16_t* b, float
   _tile_stored(3, c + 16 * ldc + 16, cs);
 }
 
-constexpr AmxKernels kAmx = {&amx_begin, &amx_end, &amx_split_a, &amx_block, &amx_has_infinity};
+constexpr AmxKernels kAmx = {&amx_begin, &amx_end, &amx_split_a, &amx_split_b, &amx_block, &amx_has_infinity};
 
 }  // namespace
 
