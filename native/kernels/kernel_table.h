@@ -152,10 +152,11 @@ struct KernelTable {
   const AmxKernels* amx;
 };
 
-// The tables compiled into this binary: scalar everywhere, avx2 and avx512 on
-// x86-64, neon on arm64. Each is declared only where it is built, so naming
-// one on another architecture fails to compile. They never return null and do
-// not check the CPU: see dispatch.h.
+// The tables compiled into this binary: scalar everywhere, avx2, avx512 and
+// amx on x86-64, neon on arm64. Each is declared only where it is built, so
+// naming one on another architecture fails to compile. They do not check the
+// CPU (see dispatch.h) and never return null, but amx_kernels() does when the
+// compiler had no tile intrinsics.
 const KernelTable* scalar_kernels();
 #if defined(__x86_64__)
 const KernelTable* avx2_kernels();

@@ -58,6 +58,7 @@ const KernelTable* kernels_for(Isa isa, std::string* why) {
              missing("os-tile-state", f.os_amx);
       if (lack.empty() && !amx_permitted()) lack = " tile-data-permission";
       table = amx_kernels();
+      if (!table) lack = " tile-unit-code (this binary was built by a compiler without it)";
 #else
       lack = " x86-64";
 #endif

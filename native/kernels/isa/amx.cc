@@ -19,6 +19,10 @@
 //     (B[32 t + 2 r][col], B[32 t + 2 r + 1][col]) for its 16 columns.
 // Subnormal parts are read as zeros by the tile unit, which rounds to nearest
 // and flushes subnormal results (the other kernels' mode as well).
+//
+// A compiler without the tile intrinsics (GCC before 11) builds this unit
+// without its flags (native/sources.js, CMakeLists.txt): amx_kernels() is
+// then null and the path absent.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -27,6 +31,8 @@
 #include "../kernel_table.h"
 
 namespace attn {
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 namespace {
 
 // Tile registers: C blocks 0-3 (rows 16 i, columns 16 j: tile 2 i + j), A 4-5, B 6-7.
@@ -224,5 +230,8 @@ const KernelTable* amx_kernels() {
   }();
   return &table;
 }
+#else
+const KernelTable* amx_kernels() { return nullptr; }
+#endif
 
 }  // namespace attn
