@@ -171,9 +171,9 @@ struct GuidedRuns {
 struct RowTiles {
   long m, mr;
   long t0 = 0, h = 0;  // when h > 0, the pair of tiles [t0, t0 + h) and [t0 + h, m)
-  RowTiles(long m_, long mr_) : m(m_), mr(mr_) {
+  RowTiles(long m_, long mr_, bool pair = true) : m(m_), mr(mr_) {
     const long r = m % mr;
-    if (m > mr && r > 0 && 2 * r <= mr) {
+    if (pair && m > mr && r > 0 && 2 * r <= mr) {
       t0 = m - mr - r;
       h = (mr + r + 1) / 2;
     }
