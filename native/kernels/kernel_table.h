@@ -93,9 +93,12 @@ struct KernelTable {
   // -> -inf); entries at or after `valid` are excluded and written as 0.
   // y may alias x. fmask and umask may be null; they hold n entries.
   // next_x / next_y (may be null): the row that follows, prefetched meanwhile.
+  // stage (null, or n floats apart from x and y): the unnormalised row goes
+  // there and y is written with stores that bypass the caches (the caller
+  // fences them); the same values either way.
   void (*softmax_row)(const float* x, float* y, long n, long valid, float scale,
                       const float* fmask, const std::uint8_t* umask, const float* next_x,
-                      float* next_y);
+                      float* next_y, float* stage);
 
   // y[i] = exp(x[i]), tanh(x[i]) and erf(x[i]); exposed for accuracy tests.
   void (*exp_array)(const float* x, float* y, long n);
@@ -157,14 +160,14 @@ struct KernelTable {
 // naming one on another architecture fails to compile. They do not check the
 // CPU (see dispatch.h) and never return null, but amx_kernels() does when the
 // compiler had no tile intrinsics.
-const KernelTable* scalar_kernels();
+const KernelTable* scalar_kernels() noexcept;
 #if defined(__x86_64__)
-const KernelTable* avx2_kernels();
-const KernelTable* avx512_kernels();
-const KernelTable* amx_kernels();
+const KernelTable* avx2_kernels() noexcept;
+const KernelTable* avx512_kernels() noexcept;
+const KernelTable* amx_kernels() noexcept;
 #endif
 #if defined(__aarch64__)
-const KernelTable* neon_kernels();
+const KernelTable* neon_kernels() noexcept;
 #endif
 
 }  // namespace attn

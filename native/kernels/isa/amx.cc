@@ -220,7 +220,7 @@ constexpr AmxKernels kAmx = {&amx_begin, &amx_end, &amx_split_a, &amx_split_b, &
 
 }  // namespace
 
-const KernelTable* amx_kernels() {
+const KernelTable* amx_kernels() noexcept {
   static const KernelTable table = [] {
     KernelTable t = *avx512_kernels();
     t.isa = Isa::kAmx;
@@ -231,7 +231,7 @@ const KernelTable* amx_kernels() {
   return &table;
 }
 #else
-const KernelTable* amx_kernels() { return nullptr; }
+const KernelTable* amx_kernels() noexcept { return nullptr; }
 #endif
 
 }  // namespace attn

@@ -23,6 +23,7 @@ struct Ops {
   static V set1(float x) { return x; }
   static V load(const float* p) { return *p; }
   static void store(float* p, V v) { *p = v; }
+  static void stream(float* p, V v) { *p = v; }
   static V load_n(const float* p, long n) { return n > 0 ? *p : 0.0f; }
   static void store_n(float* p, V v, long n) {
     if (n > 0) *p = v;
@@ -68,6 +69,6 @@ constexpr KernelTable kTable = make_table(Isa::kScalar, "scalar");
 
 }  // namespace
 
-const KernelTable* scalar_kernels() { return &kTable; }
+const KernelTable* scalar_kernels() noexcept { return &kTable; }
 
 }  // namespace attn
