@@ -22,6 +22,15 @@ namespace {
 
 std::string missing(const char* what, bool have) { return have ? "" : std::string(" ") + what; }
 
+#if defined(__x86_64__)
+// What the AVX-512 path (and so the amx path) needs that this CPU or OS lacks.
+std::string avx512_lack(const CpuFeatures& f) {
+  return missing("avx512f", f.avx512f) + missing("avx512bw", f.avx512bw) + missing("avx512dq", f.avx512dq) +
+         missing("avx512vl", f.avx512vl) + missing("avx2", f.avx2) + missing("fma", f.fma) +
+         missing("os-zmm-state", f.os_zmm);
+}
+#endif
+
 }  // namespace
 
 const KernelTable* kernels_for(Isa isa, std::string* why) {
@@ -41,10 +50,7 @@ const KernelTable* kernels_for(Isa isa, std::string* why) {
       break;
     case Isa::kAvx512:
 #if defined(__x86_64__)
-      lack = missing("avx512f", f.avx512f) + missing("avx512bw", f.avx512bw) +
-             missing("avx512dq", f.avx512dq) + missing("avx512vl", f.avx512vl) +
-             missing("avx2", f.avx2) + missing("fma", f.fma) +
-             missing("os-zmm-state", f.os_zmm);
+      lack = avx512_lack(f);
       table = avx512_kernels();
 #else
       lack = " x86-64";
@@ -52,9 +58,7 @@ const KernelTable* kernels_for(Isa isa, std::string* why) {
       break;
     case Isa::kAmx:
 #if defined(__x86_64__)
-      lack = missing("avx512f", f.avx512f) + missing("avx512bw", f.avx512bw) +
-             missing("avx512dq", f.avx512dq) + missing("avx512vl", f.avx512vl) +
-             missing("amx-tile", f.amx_tile) + missing("amx-bf16", f.amx_bf16) +
+      lack = avx512_lack(f) + missing("amx-tile", f.amx_tile) + missing("amx-bf16", f.amx_bf16) +
              missing("os-tile-state", f.os_amx);
       if (lack.empty() && !amx_permitted()) lack = " tile-data-permission";
       table = amx_kernels();
