@@ -172,13 +172,14 @@ Napi::Value gemm_impl(const Napi::CallbackInfo& info, bool async) {
 // ------------------------------------------------------------ packed matrices
 // A packed matrix travels to JS as a type-tagged External holding a shared
 // pointer, so an async job can keep the matrix alive past the External; the
-// packed bytes are reported to V8 as external memory.
+// packed bytes are reported to V8 as external memory (with the tile unit's
+// copy on the amx path, made on first use: counted from the start).
 const napi_type_tag kPackedMatrixTag = {0x8a6f1c2e5b3d4a71ULL, 0x93e0c4b7d2f16a58ULL};
 
 // The handle for a packed matrix, or null when it cannot be made (the
 // environment is going away, say). Plain Node-API: also used while settling.
 napi_value packed_handle(napi_env env, std::shared_ptr<PackedMatrix> pm) {
-  const std::int64_t bytes = static_cast<std::int64_t>(pm->floats * sizeof(float));
+  const std::int64_t bytes = static_cast<std::int64_t>(pm->floats * sizeof(float) + pm->amx_bytes());
   auto* holder = new (std::nothrow) std::shared_ptr<PackedMatrix>(std::move(pm));
   if (!holder) return nullptr;
   auto finalize = [](napi_env e, void* data, void* hint) {

@@ -761,6 +761,11 @@ PackedMatrix::~PackedMatrix() {
   std::free(amx_);
 }
 
+std::size_t PackedMatrix::amx_bytes() const {
+  if (!kt->amx || kt->nr != 32) return 0;
+  return static_cast<std::size_t>(ceil_div(n, 32)) * static_cast<std::size_t>(amx_steps()) * 3072 * 2;
+}
+
 const std::uint16_t* PackedMatrix::amx_panels() const {
   std::call_once(amx_once_, [this] {
     const long steps = amx_steps(), npanels = ceil_div(n, 32);

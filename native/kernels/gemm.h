@@ -81,6 +81,8 @@ struct PackedMatrix {
   // an infinity (an infinite part times a zero part would be NaN).
   const std::uint16_t* amx_panels() const;
   long amx_steps() const { return (k + 31) / 32; }
+  // Bytes the tile unit's copy takes (or would): 0 on a table without one.
+  std::size_t amx_bytes() const;
 
  private:
   mutable std::once_flag amx_once_;
