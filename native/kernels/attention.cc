@@ -119,7 +119,7 @@ void attention_explicit(const KernelTable& kt, const AttentionArgs& a) {
       const long valid = visible_keys(a, i);
       add_mask_row(kt, a.mask_kind, a.mask, mask_offset(a, b, h, i), a.mask_strides[3], 1.0f, row, valid);
       add_mask_row(kt, a.kpm_kind, a.kpm, kpm_offset(a, b), 1, 1.0f, row, valid);
-      kt.softmax_row(row, row, a.sk, valid, 1.0f, nullptr, nullptr, nullptr, nullptr, nullptr);
+      kt.softmax_row(row, row, a.sk, valid, 1.0f, nullptr, nullptr, nullptr, nullptr);
     }
 
     // out = P V over the keys that can carry weight (k == 0 writes zeros).

@@ -93,12 +93,9 @@ struct KernelTable {
   // -> -inf); entries at or after `valid` are excluded and written as 0.
   // y may alias x. fmask and umask may be null; they hold n entries.
   // next_x / next_y (may be null): the row that follows, prefetched meanwhile.
-  // stage (null, or n floats apart from x and y): the unnormalised row goes
-  // there and y is written with stores that bypass the caches (the caller
-  // fences them); the same values either way.
   void (*softmax_row)(const float* x, float* y, long n, long valid, float scale,
                       const float* fmask, const std::uint8_t* umask, const float* next_x,
-                      float* next_y, float* stage);
+                      float* next_y);
 
   // y[i] = exp(x[i]), tanh(x[i]) and erf(x[i]); exposed for accuracy tests.
   void (*exp_array)(const float* x, float* y, long n);

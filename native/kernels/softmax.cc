@@ -3,21 +3,14 @@
 #include <algorithm>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <xmmintrin.h>
-#endif
-
 #include "../runtime/cpu.h"
 #include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
-#include "scratch.h"
 
 namespace attn {
 namespace {
 
 constexpr long kElemsPerTask = 1L << 15;  // below this, one thread
-
-thread_local Scratch tl_stage;
 
 }  // namespace
 
@@ -48,16 +41,6 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
   const long threads = tasks > 1 ? std::min<long>(tasks, ThreadPool::global().size()) : 1;
   const double y_bytes = 4.0 * static_cast<double>(rows) * static_cast<double>(cols);
   const bool prefetch_y = y_bytes / static_cast<double>(threads) > static_cast<double>(cpu_info().cache_used.l2);
-  // The same outputs are written past the caches on x86-64 (each row staged
-  // in L1 first): a large fresh result is otherwise read for ownership from
-  // memory before it is written. One thread, 8 MiB into a buffer last
-  // written long ago: a plain scale-and-copy took 0.92 ms with ordinary
-  // stores, 0.57 with streaming ones (0.56 into a buffer still in cache).
-#if defined(__x86_64__)
-  const bool stream_y = prefetch_y && kt.vector_width >= 8;
-#else
-  const bool stream_y = false;
-#endif
 
   parallel_ranges(rows, tasks, [&](long r0, long r1) {
     const long* strides[3] = {s.x_strides, s.y_strides, s.m_strides};
@@ -65,7 +48,6 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
     // A mask broadcast along the row is expanded once per row.
     std::vector<float> frow;
     std::vector<std::uint8_t> urow;
-    float* stage = stream_y ? tl_stage.get(static_cast<std::size_t>(cols)) : nullptr;
     if (mask_bcast_cols) {
       if (s.fmask) frow.resize(static_cast<std::size_t>(cols));
       if (s.umask) urow.resize(static_cast<std::size_t>(cols));
@@ -89,11 +71,8 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
       od.next();
       const bool more = r + 1 < r1;
       kt.softmax_row(xr, yr, cols, valid, s.scale, fm, um, more ? s.x + od.off[0] : nullptr,
-                     more && prefetch_y && !stream_y ? s.y + od.off[1] : nullptr, stage);
+                     more && prefetch_y ? s.y + od.off[1] : nullptr);
     }
-#if defined(__x86_64__)
-    if (stage) _mm_sfence();  // the streamed stores are visible before the range counts as done
-#endif
   });
 }
 

@@ -589,7 +589,7 @@ void test_softmax_rows(const KernelTable& kt) {
       const float* fmp = fm.empty() ? nullptr : fm.data();
       const std::uint8_t* ump = um.empty() ? nullptr : um.data();
       softmax_ref(x.data(), ref.data(), n, valid, scale, fmp, ump);
-      kt.softmax_row(x.data(), y.data(), n, valid, scale, fmp, ump, nullptr, nullptr, nullptr);
+      kt.softmax_row(x.data(), y.data(), n, valid, scale, fmp, ump, nullptr, nullptr);
       double err = 0, sum = 0, ref_sum = 0;
       for (long j = 0; j < n; ++j) {
         err = std::fmax(err, std::fabs(y[j] - ref[j]));
@@ -602,41 +602,29 @@ void test_softmax_rows(const KernelTable& kt) {
                 " err=" + std::to_string(err) + " sum=" + std::to_string(sum));
       // In place gives the same bits.
       std::vector<float> inplace = x;
-      kt.softmax_row(inplace.data(), inplace.data(), n, valid, scale, fmp, ump, nullptr, nullptr, nullptr);
+      kt.softmax_row(inplace.data(), inplace.data(), n, valid, scale, fmp, ump, nullptr, nullptr);
       check(std::memcmp(inplace.data(), y.data(), y.size() * sizeof(float)) == 0,
             std::string(kt.name) + " softmax in place n=" + std::to_string(n));
-      // Staged, with the result streamed past the caches, at every alignment
-      // of y (and in place): the same bits.
-      bool same = true;
-      for (long shift = 0; shift < 17; shift += 5) {
-        std::vector<float> ys(static_cast<std::size_t>(n + 32), 9.0f), stage(static_cast<std::size_t>(n));
-        kt.softmax_row(x.data(), ys.data() + shift, n, valid, scale, fmp, ump, nullptr, nullptr, stage.data());
-        same = same && std::memcmp(ys.data() + shift, y.data(), y.size() * sizeof(float)) == 0;
-        std::vector<float> in = x;
-        kt.softmax_row(in.data(), in.data(), n, valid, scale, fmp, ump, nullptr, nullptr, stage.data());
-        same = same && std::memcmp(in.data(), y.data(), y.size() * sizeof(float)) == 0;
-      }
-      check(same, std::string(kt.name) + " softmax staged and streamed n=" + std::to_string(n) + " mode=" + std::to_string(mode));
     }
   }
   // Edge rows.
   const float inf = std::numeric_limits<float>::infinity();
   for (long n : {1L, 5L, 16L, 33L}) {
     std::vector<float> x(static_cast<std::size_t>(n), -inf), y(static_cast<std::size_t>(n), 9.0f);
-    kt.softmax_row(x.data(), y.data(), n, n, 1.0f, nullptr, nullptr, nullptr, nullptr, nullptr);
+    kt.softmax_row(x.data(), y.data(), n, n, 1.0f, nullptr, nullptr, nullptr, nullptr);
     bool zeros = true;
     for (float v : y) zeros = zeros && v == 0.0f;
     check(zeros, std::string(kt.name) + " all -inf row -> zeros, n=" + std::to_string(n));
 
     std::vector<std::uint8_t> all(static_cast<std::size_t>(n), 1);
     std::vector<float> x2(static_cast<std::size_t>(n), 1.0f);
-    kt.softmax_row(x2.data(), y.data(), n, n, 1.0f, nullptr, all.data(), nullptr, nullptr, nullptr);
+    kt.softmax_row(x2.data(), y.data(), n, n, 1.0f, nullptr, all.data(), nullptr, nullptr);
     zeros = true;
     for (float v : y) zeros = zeros && v == 0.0f;
     check(zeros, std::string(kt.name) + " all-masked row -> zeros, n=" + std::to_string(n));
 
     x2[static_cast<std::size_t>(n - 1)] = std::nanf("");
-    kt.softmax_row(x2.data(), y.data(), n, n, 1.0f, nullptr, nullptr, nullptr, nullptr, nullptr);
+    kt.softmax_row(x2.data(), y.data(), n, n, 1.0f, nullptr, nullptr, nullptr, nullptr);
     bool nans = true;
     for (float v : y) nans = nans && std::isnan(v);
     check(nans, std::string(kt.name) + " NaN row -> NaN, n=" + std::to_string(n));
@@ -644,12 +632,12 @@ void test_softmax_rows(const KernelTable& kt) {
     // NaN among otherwise -inf entries is still NaN.
     std::vector<float> x3(static_cast<std::size_t>(n), -inf);
     x3[0] = std::nanf("");
-    kt.softmax_row(x3.data(), y.data(), n, n, 1.0f, nullptr, nullptr, nullptr, nullptr, nullptr);
+    kt.softmax_row(x3.data(), y.data(), n, n, 1.0f, nullptr, nullptr, nullptr, nullptr);
     nans = true;
     for (float v : y) nans = nans && std::isnan(v);
     check(nans, std::string(kt.name) + " NaN among -inf -> NaN, n=" + std::to_string(n));
 
-    kt.softmax_row(x2.data(), y.data(), n, 0, 1.0f, nullptr, nullptr, nullptr, nullptr, nullptr);
+    kt.softmax_row(x2.data(), y.data(), n, 0, 1.0f, nullptr, nullptr, nullptr, nullptr);
     zeros = true;
     for (float v : y) zeros = zeros && v == 0.0f;
     check(zeros, std::string(kt.name) + " valid=0 -> zeros, n=" + std::to_string(n));

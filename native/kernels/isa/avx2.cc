@@ -26,8 +26,6 @@ struct Ops {
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  // A store that bypasses the caches (p aligned to the vector).
-  static void stream(float* p, V v) { _mm256_stream_ps(p, v); }
   static V load_n(const float* p, long n) { return _mm256_maskload_ps(p, first(n)); }
   static void store_n(float* p, V v, long n) { _mm256_maskstore_ps(p, first(n), v); }
   static V keep_n(V v, long n, float f) {

@@ -22,8 +22,6 @@ struct Ops {
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  // A store that bypasses the caches (p aligned to the vector).
-  static void stream(float* p, V v) { _mm512_stream_ps(p, v); }
   static V load_n(const float* p, long n) { return _mm512_maskz_loadu_ps(first(n), p); }
   static void store_n(float* p, V v, long n) { _mm512_mask_storeu_ps(p, first(n), v); }
   static V keep_n(V v, long n, float f) { return _mm512_mask_blend_ps(first(n), _mm512_set1_ps(f), v); }

@@ -23,7 +23,6 @@ struct Ops {
   static V set1(float x) { return vdupq_n_f32(x); }
   static V load(const float* p) { return vld1q_f32(p); }
   static void store(float* p, V v) { vst1q_f32(p, v); }
-  static void stream(float* p, V v) { vst1q_f32(p, v); }  // no cache-bypassing store here
   static V load_n(const float* p, long n) {
     float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     std::memcpy(t, p, static_cast<std::size_t>(n) * sizeof(float));

@@ -23,7 +23,6 @@ struct Ops {
   static V set1(float x) { return x; }
   static V load(const float* p) { return *p; }
   static void store(float* p, V v) { *p = v; }
-  static void stream(float* p, V v) { *p = v; }
   static V load_n(const float* p, long n) { return n > 0 ? *p : 0.0f; }
   static void store_n(float* p, V v, long n) {
     if (n > 0) *p = v;
