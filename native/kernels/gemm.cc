@@ -408,17 +408,19 @@ void amx_tile(const KernelTable& kt, long steps, const std::uint16_t* a, const s
     for (long j = 0; j < cols; ++j) c[i * ldc + j] = s[i * 32 + j];
 }
 
-// C = A B (+ bias) (+ C when beta is 1), then the activation, on the tile
-// unit: the threads take runs of 32-row groups, or with few rows runs of
-// column panels. Every element gets the same arithmetic (blocks of k fixed
-// by the CPU) whatever the thread count. False (nothing done) when the
-// product does not suit it.
+// Whether a product can take the tile unit: a table with one, rows of A
+// contiguous, alpha 1, and beta 0 (with or without bias) or 1 (without), 32
+// rows or more (amx_min_rows).
 bool amx_suits(const KernelTable& kt, const Problem& p) {
   if (!kt.amx || kt.nr != 32 || p.a.cs != 1 || p.alpha != 1.0f || p.m < amx_min_rows()) return false;
   return p.beta == 0.0f || (p.beta == 1.0f && !p.bias);
 }
 
-// The product on B panels (steps_all steps of k each, all of k).
+// C = A B (+ bias) (+ C when beta is 1), then the activation, on the tile
+// unit, from B panels of steps_all steps of k each (all of k): the threads
+// take runs of 32-row groups, or with few rows runs of column panels. Every
+// element gets the same arithmetic (k blocks set by k alone) whatever the
+// thread count.
 void gemm_amx_core(const KernelTable& kt, const Problem& p, int nt, const std::uint16_t* panels, long steps_all) {
   const AmxKernels& ax = *kt.amx;
   const AmxBlocking blk = amx_blocking(p.k);
@@ -474,6 +476,8 @@ void gemm_amx_core(const KernelTable& kt, const Problem& p, int nt, const std::u
   });
 }
 
+// A product with packed weights on the tile unit; false (nothing done) when
+// it does not suit it (or the weights' tile copy could not be made).
 bool gemm_amx(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pm) {
   if (!amx_suits(kt, p)) return false;
   const std::uint16_t* panels = pm.amx_panels();
@@ -775,13 +779,19 @@ const std::uint16_t* PackedMatrix::amx_panels() const {
     auto* dst = static_cast<std::uint16_t*>(std::aligned_alloc(64, (static_cast<std::size_t>(elems) * 2 + 63) / 64 * 64));
     if (!dst) return;
     // Panel q from the float32 panels of its 32 columns: their depth blocks
-    // (kc x 32 floats each, in order of k) together are all of k.
-    parallel_for(npanels, [&](long q) {
-      float* tmp = tl_amx_b.get(static_cast<std::size_t>(k * 32));
-      for (long pc = 0; pc < k; pc += blk.kc)
-        std::memcpy(tmp + pc * 32, panel(32 * q, pc), static_cast<std::size_t>(min_l(blk.kc, k - pc)) * 32 * sizeof(float));
-      kt->amx->split_b(tmp, 32, k, dst + static_cast<std::size_t>(q) * static_cast<std::size_t>(steps) * 3072);
-    });
+    // (kc x 32 floats each, in order of k) together are all of k. A thread
+    // that cannot get its staging memory leaves the matrix without a copy.
+    try {
+      parallel_for(npanels, [&](long q) {
+        float* tmp = tl_amx_b.get(static_cast<std::size_t>(k * 32));
+        for (long pc = 0; pc < k; pc += blk.kc)
+          std::memcpy(tmp + pc * 32, panel(32 * q, pc), static_cast<std::size_t>(min_l(blk.kc, k - pc)) * 32 * sizeof(float));
+        kt->amx->split_b(tmp, 32, k, dst + static_cast<std::size_t>(q) * static_cast<std::size_t>(steps) * 3072);
+      });
+    } catch (const std::bad_alloc&) {
+      std::free(dst);
+      return;
+    }
     amx_ = dst;
   });
   return amx_;
