@@ -61,6 +61,29 @@ describe('matmul against a float64 reference', () => {
     }
   });
 
+  test('infinities and NaN in a product of 64 rows (large enough for the tile unit) give what float32 gives', () => {
+    // On the amx path an infinite part times a zero part would be NaN: such
+    // products stay on the FMA units. Row 3 of a holds +inf, column 5 of b a NaN.
+    const [m, k, n] = [64, 48, 40];
+    const a = Tensor.full([m, k], 0.5);
+    const b = Tensor.full([k, n], 0.25);
+    a.data[3 * k + 7] = Infinity;
+    b.data[11 * n + 5] = NaN;
+    for (const [x, y] of [
+      [a, b],
+      [a, Tensor.full([k, n], 0.25)],
+      [Tensor.full([m, k], 0.5), b],
+    ] as const) {
+      const c = matmul(x, y);
+      for (let i = 0; i < m; ++i)
+        for (let j = 0; j < n; ++j) {
+          const v = c.data[i * n + j];
+          const want = y === b && j === 5 ? NaN : x === a && i === 3 ? Infinity : 0.125 * k;
+          if (!Object.is(v, want)) expect.fail(`c[${i}][${j}] is ${v}, expected ${want}`);
+        }
+    }
+  });
+
   test('alpha and beta accumulate into out; beta 0 ignores NaN in out', () => {
     const a = rand([37, 41]);
     const b = rand([41, 29]);

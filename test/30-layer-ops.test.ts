@@ -305,6 +305,24 @@ describe(`linear (${process.env.ATTN_ISA} kernels)`, () => {
     expectClose(two.narrow(0, m - rows, rows), want, tol, `${m}x${k}x${n} gelu packed`);
   });
 
+  test('a packed weight with 64 rows of input: an infinity in x or in the weight gives infinities, not NaN', () => {
+    const [m, k, n] = [64, 40, 48];
+    const x = Tensor.full([m, k], 0.5);
+    x.data[5 * k + 2] = -Infinity;
+    const w = Tensor.full([n, k], 0.25);
+    const wInf = Tensor.full([n, k], 0.25);
+    wInf.data[9 * k + 4] = Infinity;
+    const y = linear(x, packMatrix(w, { transpose: true }), { bias: Tensor.full([n], 1) });
+    const z = linear(Tensor.full([m, k], 0.5), packMatrix(wInf, { transpose: true }));
+    for (let i = 0; i < m; ++i)
+      for (let j = 0; j < n; ++j) {
+        const wantY = i === 5 ? -Infinity : 0.125 * k + 1;
+        const wantZ = j === 9 ? Infinity : 0.125 * k;
+        if (y.data[i * n + j] !== wantY) expect.fail(`y[${i}][${j}] is ${y.data[i * n + j]}, expected ${wantY}`);
+        if (z.data[i * n + j] !== wantZ) expect.fail(`z[${i}][${j}] is ${z.data[i * n + j]}, expected ${wantZ}`);
+      }
+  });
+
   test('async gives the same bits; thread counts do not change them', async () => {
     const x = Tensor.randn([200, 300], { seed: 71 });
     const w = packMatrix(Tensor.randn([500, 300], { seed: 72 }), { transpose: true });
