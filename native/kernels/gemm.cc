@@ -5,7 +5,6 @@
 // sequence of operations whatever the thread count.
 #include "gemm.h"
 
-#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -373,15 +372,17 @@ struct AmxBlocking {
   long mc, kc;
 };
 AmxBlocking amx_blocking(long k) {
-  const CacheSizes& cs = cpu_info().cache_used;
-  long kc = 1024;
-  if (long v = parse_blocking_env("ATTN_AMX_BLOCKING", 1); v > 0) kc = max_l(32, round_down(v, 32));
+  // The overrides (0: none), read once.
+  static const AmxBlocking forced = [] {
+    const long mc = parse_blocking_env("ATTN_AMX_BLOCKING", 0), kc = parse_blocking_env("ATTN_AMX_BLOCKING", 1);
+    return AmxBlocking{mc > 0 ? max_l(32, round_down(mc, 32)) : 0, kc > 0 ? max_l(32, round_down(kc, 32)) : 0};
+  }();
+  long kc = forced.kc > 0 ? forced.kc : 1024;
   // Equal blocks: 1536 = 2 x 768 rather than 1024 + 512.
   const long blocks = ceil_div(k, kc);
   kc = min_l(kc, ceil_div(ceil_div(k, blocks), 32) * 32);
-  long mc = round_down(static_cast<long>(cs.l2 / 2) / (6 * kc), 32);
-  mc = max_l(32, min_l(mc, 512));
-  if (long v = parse_blocking_env("ATTN_AMX_BLOCKING", 0); v > 0) mc = max_l(32, round_down(v, 32));
+  long mc = round_down(static_cast<long>(cpu_info().cache_used.l2 / 2) / (6 * kc), 32);
+  mc = forced.mc > 0 ? forced.mc : max_l(32, min_l(mc, 512));
   return AmxBlocking{mc, kc};
 }
 
@@ -773,10 +774,9 @@ std::size_t PackedMatrix::amx_bytes() const {
 const std::uint16_t* PackedMatrix::amx_panels() const {
   std::call_once(amx_once_, [this] {
     const long steps = amx_steps(), npanels = ceil_div(n, 32);
-    if (!kt->amx || kt->nr != 32 || kt->amx->has_infinity(data, 0, 1, static_cast<long>(floats))) return;
-    long elems = 0;
-    if (!checked_mul(npanels, steps * 3072, &elems) || elems > (1L << 60)) return;
-    auto* dst = static_cast<std::uint16_t*>(std::aligned_alloc(64, (static_cast<std::size_t>(elems) * 2 + 63) / 64 * 64));
+    const std::size_t bytes = amx_bytes();  // 6 per weight of the float32 panels' < 2^60 bytes: no overflow
+    if (bytes == 0 || kt->amx->has_infinity(data, 0, 1, static_cast<long>(floats))) return;
+    auto* dst = static_cast<std::uint16_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
     if (!dst) return;
     // Panel q from the float32 panels of its 32 columns: their depth blocks
     // (kc x 32 floats each, in order of k) together are all of k. A thread

@@ -1,4 +1,5 @@
-// AMX (tile) kernels for float32 products with B packed beforehand. Compiled
+// AMX (tile) kernels for float32 products: B is packed into the tile layout
+// once per weight (or per call for an unpacked product), A as it goes. Compiled
 // with the AVX-512 flags plus -mamx-tile -mamx-bf16; everything here has
 // internal linkage but the table accessor.
 //
@@ -136,8 +137,8 @@ void amx_split_b(const float* src, long ld, long kc, std::uint16_t* dst) {
     }
 }
 
-// Whether rows x cols of A (rows lda floats apart) hold an infinity: an
-// infinite part times a zero part of the other operand is NaN, so such a
+// Whether rows x cols of a matrix (rows lda floats apart) hold an infinity:
+// an infinite part times a zero part of the other operand is NaN, so such a
 // product is left to the FMA path.
 bool amx_has_infinity(const float* a, long lda, long rows, long cols) {
   const __m512 inf = _mm512_set1_ps(__builtin_inff());
