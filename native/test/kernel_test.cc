@@ -842,6 +842,46 @@ void test_micro_variants(const KernelTable& kt) {
   }
   check(same, std::string(kt.name) + " micro-kernel with and without panel prefetch agree bitwise (" +
                   std::to_string(cases) + " tiles)");
+
+  // A pair of tiles (gemm_micro_pair, in chunks of k) gives each tile the bits
+  // gemm_micro gives it alone: every pair of row counts, depths shorter and
+  // longer than a chunk and not a multiple of it, partial widths, beta, bias,
+  // an activation, with and without prefetch.
+  bool pairs_same = true;
+  int pairs = 0;
+  for (long kc : {1L, 7L, 97L, 300L}) {
+    std::vector<float> a0(static_cast<std::size_t>(kt.mr * kc)), a1(a0.size()), b(static_cast<std::size_t>(kt.nr * kc)),
+        bias(static_cast<std::size_t>(kt.nr));
+    Rng rng(static_cast<std::uint64_t>(kc) + 11);
+    rng.fill(a0);
+    rng.fill(a1);
+    rng.fill(b);
+    rng.fill(bias);
+    const long ldc = kt.nr + 5;
+    for (int m0 = 1; m0 <= kt.mr; ++m0)
+      for (int m1 = 1; m1 <= kt.mr; ++m1)
+        for (int n : {kt.nr - 3, kt.nr}) {
+          if (n < 1) continue;
+          const int variant = (m0 * 3 + m1 + n) % 4;
+          const float beta = variant == 1 ? 0.5f : 0.0f;
+          const float* bp = variant >= 2 ? bias.data() : nullptr;
+          const int act = variant == 3 ? kActGelu : kActNone;
+          const bool prefetch = (m0 + m1) % 2 == 0;
+          std::vector<float> c(static_cast<std::size_t>(2 * kt.mr * ldc));
+          rng.fill(c);
+          std::vector<float> want = c;
+          float* c0 = c.data();
+          float* c1 = c.data() + kt.mr * ldc;
+          (prefetch ? kt.gemm_micro_prefetch : kt.gemm_micro)(kc, a0.data(), b.data(), want.data(), ldc, 1.0f, beta, m0,
+                                                              n, bp, act);
+          kt.gemm_micro(kc, a1.data(), b.data(), want.data() + kt.mr * ldc, ldc, 1.0f, beta, m1, n, bp, act);
+          kt.gemm_micro_pair(kc, a0.data(), m0, a1.data(), m1, b.data(), c0, c1, ldc, 1.0f, beta, n, bp, act, prefetch);
+          pairs_same = pairs_same && std::memcmp(c.data(), want.data(), c.size() * sizeof(float)) == 0;
+          ++pairs;
+        }
+  }
+  check(pairs_same, std::string(kt.name) + " tile pairs agree bitwise with their tiles run alone (" +
+                        std::to_string(pairs) + " pairs)");
 }
 
 // Bitwise equality across thread counts.
@@ -860,7 +900,8 @@ void test_threads(const KernelTable& kt) {
                           {3, 2000, 500, false, false, 1},  {67, 61, 59, true, false, 12},
                           {200, 700, 64, true, true, 3},    {16, 700, 300, false, true, 1},
                           {30, 333, 129, false, false, 1},  {60, 200, 700, false, true, 1},
-                          {117, 90, 1100, false, false, 1}, {1000, 300, 700, false, true, 1}};
+                          {117, 90, 1100, false, false, 1}, {1000, 300, 700, false, true, 1},
+                          {20, 1536, 512, false, true, 1},  {15, 640, 384, false, false, 1}};
   for (const Shape& s : shapes) {
     std::vector<float> A(static_cast<std::size_t>(s.m * s.k * s.batch)), Bm(static_cast<std::size_t>(s.k * s.n * s.batch));
     Rng rng(static_cast<std::uint64_t>(s.m + s.n));
@@ -1135,7 +1176,11 @@ void test_packed_products(const KernelTable& kt) {
   const Case cases[] = {{32, 32, 32, 0.0f, false, false, kActNone},   {33, 65, 31, 0.0f, true, false, kActNone},
                         {64, 96, 512, 0.0f, true, true, kActNone},    {97, 50, 1100, 1.0f, false, false, kActNone},
                         {40, 70, 77, 0.0f, true, false, kActGelu},    {129, 33, 64, 0.0f, true, false, kActRelu},
-                        {300, 130, 2100, 0.0f, true, true, kActNone}, {45, 31, 3, 1.0f, false, true, kActNone}};
+                        {300, 130, 2100, 0.0f, true, true, kActNone}, {45, 31, 3, 1.0f, false, true, kActNone},
+                        // Few rows against weights of a quarter of L2 or more: a full
+                        // tile and the rest as one pair (14 + r on 14-row tiles).
+                        {16, 1536, 512, 0.0f, true, true, kActNone},  {15, 1000, 700, 1.0f, false, false, kActNone},
+                        {27, 1100, 512, 0.0f, true, false, kActGelu}, {20, 1536, 768, 0.0f, false, true, kActNone}};
   const int before = ThreadPool::global().size();
   for (const Case& c : cases) {
     std::vector<float> A(static_cast<std::size_t>(c.m * c.k)), W(static_cast<std::size_t>(c.n * c.k)),
@@ -1153,7 +1198,9 @@ void test_packed_products(const KernelTable& kt) {
         for (long p = 0; p < c.k; ++p) W[static_cast<std::size_t>(j * c.k + p)] *= std::ldexp(1.0f, 40 - static_cast<int>(j % 81));
     }
     auto pm = pack_matrix(kt, W.data(), c.k, true, c.k, c.n);  // W is [n, k], PyTorch's layout
-    auto run = [&](int threads) {
+    // The product on `threads` threads, with the packed weights or (unpacked)
+    // with W itself as the transposed B.
+    auto run = [&](int threads, bool unpacked = false) {
       std::vector<float> C = C0;
       GemmArgs g;
       g.m = c.m;
@@ -1162,18 +1209,30 @@ void test_packed_products(const KernelTable& kt) {
       g.beta = c.beta;
       g.a = A.data();
       g.lda = c.k;
+      g.b = W.data();
+      g.ldb = c.k;
+      g.trans_b = true;
       g.c = C.data();
       g.ldc = c.n;
       g.bias = c.bias ? bias.data() : nullptr;
       g.act = c.act;
       ThreadPool::global().resize(threads);
-      sgemm_with_packed(g, *pm);
+      if (unpacked) {
+        sgemm(kt, g);
+      } else {
+        sgemm_with_packed(g, *pm);
+      }
       return C;
     };
     const std::vector<float> one = run(1), three = run(3);
     const std::string what = std::string(kt.name) + " packed product m=" + std::to_string(c.m) + " n=" +
                              std::to_string(c.n) + " k=" + std::to_string(c.k);
     check(std::memcmp(one.data(), three.data(), one.size() * 4) == 0, what + ": same bits on 3 threads");
+    if (c.m > kt.mr && c.m < 2 * kt.mr) {
+      // The unpacked product of the same shape tiles its rows the same way.
+      const std::vector<float> C = run(2, true);
+      check(std::memcmp(one.data(), C.data(), C.size() * 4) == 0, what + ": the unpacked product's bits");
+    }
     double worst = 0;
     for (long i = 0; i < c.m; ++i)
       for (long j = 0; j < c.n; ++j) {
