@@ -330,13 +330,20 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
 
 thread_local Scratch tl_pack_a_shared;
 
-// Few rows against B packed beforehand, on nt threads: all of A is packed once
-// (its tiles and depth blocks shared out between the threads), then runs of
-// B's columns are taken in turn, each B micro-panel fetched once for every
-// row tile (the pair reads it from L1; A stays in L2). So no thread packs A
-// again, and one held up by the system leaves its columns to the others.
-// Same tiles, same order over k for every element as the other paths.
-// Returns false (nothing done) when A would not fit the budget.
+// Few rows against B packed beforehand, on nt threads: all of A is packed,
+// then B's micro-panels are shared out, each fetched once for every row tile
+// (the pair reads it from L1; A stays in L2). A large A is packed once, on
+// the pool, and shared; a small one (a short request) by each thread for
+// itself, in its own memory: a shared copy, rewritten by one core on every
+// call while the others' caches hold it from the last, cost a coherence miss
+// per line (16 x 512: 10.8 us to pack on two threads, 1.2 us on one).
+// Each pool thread starts on its own contiguous share of the panels (by its
+// index: the same share on every call, so a weight of up to nt L2s' worth is
+// read from the L2 that read it last time) and then helps with what the
+// others have left, so one held up by the system does not hold up the
+// product. Same tiles, same order over k for every element as the other
+// paths, whichever thread computes a panel. Returns false (nothing done) when
+// A would not fit the budget.
 bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, const PackedMatrix& pre) {
   const GemmBlocking& blk = pre.blk;
   const long mr = kt.mr, nr = kt.nr;
@@ -350,28 +357,37 @@ bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, co
   }
   constexpr long kMaxFloats = 2L << 20;  // 8 MiB of packed A
   if (p.k > kMaxFloats / (tiles * mr)) return false;
-  float* apack = tl_pack_a_shared.get(static_cast<std::size_t>(tiles * mr * p.k));
+  const std::size_t a_floats = static_cast<std::size_t>(tiles * mr * p.k);
   // Depth block pc of tile s is at apack + tiles * mr * pc + s * mr * kc.
-  // On the pool when A is large; a few tiles' worth (a short request: 16 x
-  // 512 packs in about a microsecond) costs less here than waking the pool.
   const long kblocks = ceil_div(p.k, blk.kc);
-  for_tasks(tiles * mr * p.k > (256L << 10), tiles * kblocks, [&](long t) {
+  auto pack = [&](float* apack, long t) {
     const long s = t % tiles, pc = t / tiles * blk.kc, kc = min_l(blk.kc, p.k - pc);
     kt.pack_panel(p.a.p + starts[s] * p.a.rs + pc * p.a.cs, p.a.rs, p.a.cs, rows[s], kc, static_cast<int>(mr), 0,
                   apack + tiles * mr * pc + s * mr * kc);
-  });
+  };
+  const bool shared = a_floats > (64u << 10);
+  float* shared_a = nullptr;
+  if (shared) {
+    shared_a = tl_pack_a_shared.get(a_floats);
+    parallel_for(tiles * kblocks, [&](long t) { pack(shared_a, t); });
+  }
   const long panels = ceil_div(p.n, nr);
-  const GuidedRuns runs(panels, nt, 1, ceil_div(panels, 2L * nt));
   const bool prefetch = tuning().prefetch_panels;
   const auto micro = prefetch ? kt.gemm_micro_prefetch : kt.gemm_micro;
-  parallel_for(runs.count, [&](long t) {
-    const long c0 = runs.at[t] * nr, c1 = min_l(p.n, runs.at[t + 1] * nr);
-    for (long pc = 0; pc < p.k; pc += blk.kc) {
-      const long kc = min_l(blk.kc, p.k - pc);
-      const float beta = pc == 0 ? p.beta : 1.0f;
-      const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
-      const float* ablock = apack + tiles * mr * pc;
-      for (long jr = c0; jr < c1; jr += nr) {
+  ShareCursors shares(panels, nt);
+  parallel_for(nt, [&](long) {
+    float* apack = shared_a;
+    if (!shared) {
+      apack = tl_pack_a.get(a_floats);
+      for (long t = 0; t < tiles * kblocks; ++t) pack(apack, t);
+    }
+    shares.for_each(ThreadPool::thread_index(), [&](long q) {
+      const long jr = q * nr, c1 = min_l(p.n, jr + nr);
+      for (long pc = 0; pc < p.k; pc += blk.kc) {
+        const long kc = min_l(blk.kc, p.k - pc);
+        const float beta = pc == 0 ? p.beta : 1.0f;
+        const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
+        const float* ablock = apack + tiles * mr * pc;
         const float* b = pre.panel(jr, pc);
         const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
         for (long s = 0; s < tiles; ++s) {
@@ -386,7 +402,7 @@ bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, co
                 static_cast<int>(rows[s]), static_cast<int>(min_l(nr, c1 - jr)), bias, act);
         }
       }
-    }
+    });
   });
   return true;
 }

@@ -19,6 +19,7 @@ namespace attn {
 namespace {
 
 thread_local bool tl_in_job = false;
+thread_local int tl_worker_index = 0;  // 1.. on the pool's workers
 
 // Marks this thread as inside a job for its lifetime, exceptions included.
 class InJob {
@@ -77,9 +78,15 @@ void ThreadPool::start_workers(int n) {
   // Each worker starts from the generation of its creation, not of the moment
   // its thread first runs: a job posted in between is not missed.
   workers_.reserve(static_cast<std::size_t>(n - 1));
-  for (int i = 1; i < n; ++i) workers_.emplace_back([this, gen] { worker_loop(gen); });
+  for (int i = 1; i < n; ++i)
+    workers_.emplace_back([this, gen, i] {
+      tl_worker_index = i;
+      worker_loop(gen);
+    });
   size_.store(n, std::memory_order_relaxed);
 }
+
+int ThreadPool::thread_index() { return tl_worker_index; }
 
 void ThreadPool::stop_workers() {
   {

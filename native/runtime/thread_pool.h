@@ -40,6 +40,12 @@ class ThreadPool {
   // or rethrows the first exception a task threw (after the others stopped).
   void run(long ntasks, TaskFn fn, void* ctx);
 
+  // The calling thread's place in the pool: i for worker i (1 .. size - 1),
+  // 0 for any other thread. A worker keeps its index while the pool keeps its
+  // size, and usually its core too, so work split by index lands where that
+  // thread's caches held it last time.
+  static int thread_index();
+
   template <class F>
   void parallel_for(long ntasks, F&& f) {
     using Fn = std::remove_reference_t<F>;
@@ -109,5 +115,32 @@ inline void parallel_ranges(long n, long tasks, F&& f) {
     f(0L, n);
   }
 }
+
+// [0, units) cut into `parts` contiguous shares (at most kMax), each taken a
+// unit at a time through its own cursor. for_each(home, f) runs f on units of
+// share `home` (mod parts) first, then on what is left of the others, in
+// turn: every unit is taken exactly once, by whichever thread claims it.
+class ShareCursors {
+ public:
+  static constexpr long kMax = 64;
+  ShareCursors(long units, long parts) : parts_(parts < 1 ? 1 : (parts > kMax ? kMax : parts)) {
+    for (long i = 0; i <= parts_; ++i) at_[i] = units * i / parts_;
+    for (long i = 0; i < parts_; ++i) next_[i].store(at_[i], std::memory_order_relaxed);
+  }
+  template <class F>
+  void for_each(long home, F&& f) {
+    for (long d = 0; d < parts_; ++d) {
+      const long s = (home + d) % parts_;
+      for (long u = next_[s].fetch_add(1, std::memory_order_relaxed); u < at_[s + 1];
+           u = next_[s].fetch_add(1, std::memory_order_relaxed))
+        f(u);
+    }
+  }
+
+ private:
+  long parts_;
+  long at_[kMax + 1];
+  std::atomic<long> next_[kMax];
+};
 
 }  // namespace attn

@@ -88,7 +88,8 @@ int main(int argc, char** argv) {
     int reps = static_cast<int>(2e9 / flops) + 3;
     std::vector<std::unique_ptr<PackedMatrix>> weights;
     if (sh.packed) {
-      const long copies = std::max(1L, (32L << 20) / (4 * k * n));
+      const char* env_copies = std::getenv("KB_COPIES");
+      const long copies = env_copies ? std::max(1L, std::atol(env_copies)) : std::max(1L, (32L << 20) / (4 * k * n));
       for (long w = 0; w < copies; ++w) weights.push_back(pack_matrix(*kt, B.data(), n, false, k, n));
       reps = std::max(reps, 200);
     }

@@ -1630,6 +1630,30 @@ void test_pool_exceptions() {
   std::atomic<long> sum{0};
   parallel_for(100, [&](long t) { sum.fetch_add(t, std::memory_order_relaxed); });
   check(sum.load() == 4950, "pool: works after exceptions");
+  // Thread indices: 0 here, 0 .. size - 1 inside a job, each worker's its own.
+  std::atomic<unsigned> seen{0};
+  std::atomic<bool> in_range{true};
+  parallel_for(3000, [&](long) {
+    const int i = ThreadPool::thread_index();
+    if (i < 0 || i >= pool.size()) in_range = false;
+    else seen.fetch_or(1u << i, std::memory_order_relaxed);
+  });
+  check(ThreadPool::thread_index() == 0 && in_range.load() && (seen.load() & 1u),
+        "pool: thread indices in [0, size), 0 on the calling thread");
+
+  // Shares of units, each taken exactly once however many threads take part
+  // and whichever share they start from.
+  for (long units : {0L, 1L, 7L, 100L}) {
+    for (long parts : {1L, 2L, 3L, 200L}) {
+      ShareCursors shares(units, parts);
+      std::vector<std::atomic<int>> taken(static_cast<std::size_t>(units));
+      parallel_for(5, [&](long t) { shares.for_each(t, [&](long u) { taken[static_cast<std::size_t>(u)]++; }); });
+      bool once = true;
+      for (auto& x : taken) once = once && x.load() == 1;
+      check(once, "shares: each of " + std::to_string(units) + " units taken once from " + std::to_string(parts) +
+                      " shares by 5 tasks");
+    }
+  }
   pool.resize(before);
 }
 
