@@ -2,10 +2,14 @@
 // GFLOP/s per ISA. Usage: kernel_bench [isa] [threads] [n | MxNxK | MxNxKp ...]
 // A shape ending in p multiplies by weights packed beforehand (pack_matrix),
 // taking in turn copies enough to fill 32 MiB, so that each product streams
-// its weights from beyond L2 as a model's layers do.
+// its weights from beyond L2 as a model's layers do. sRxC times softmax over
+// the rows of an R x C matrix (logits of std 1) into a result kept from call
+// to call. aBxHxSxD times fused attention on [B, H, S, D] heads, Q, K and V
+// views of one [B, S, 3 H D] projection output.
 // With one thread, times are this thread's CPU time (CLOCK_THREAD_CPUTIME_ID):
 // on a shared machine, time spent descheduled does not count.
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +19,8 @@
 #include <vector>
 
 #include "../kernels/gemm.h"
+#include "../kernels/attention.h"
+#include "../kernels/softmax.h"
 #include "../runtime/dispatch.h"
 #include "../runtime/thread_pool.h"
 
@@ -44,11 +50,25 @@ int main(int argc, char** argv) {
   struct Shape {
     long m, n, k;
     bool packed;
+    bool softmax = false;
+    long heads = 0, dim = 0;  // attention when heads > 0
   };
   std::vector<Shape> sizes;
   for (int i = 3; i < argc; ++i) {
     long m = 0, n = 0, k = 0;
     char p = 0;
+    long h = 0, d = 0;
+    if (std::sscanf(argv[i], "a%ldx%ldx%ldx%ld", &m, &h, &n, &d) == 4) {
+      Shape sh{m, n, 0, false, false};
+      sh.heads = h;
+      sh.dim = d;
+      sizes.push_back(sh);
+      continue;
+    }
+    if (std::sscanf(argv[i], "s%ldx%ld", &m, &n) == 2) {
+      sizes.push_back({m, n, 0, false, true});
+      continue;
+    }
     const int got = std::sscanf(argv[i], "%ldx%ldx%ld%c", &m, &n, &k, &p);
     if (got >= 3) {
       sizes.push_back({m, n, k, got == 4 && p == 'p'});
@@ -71,6 +91,78 @@ int main(int argc, char** argv) {
               kt->name, kt->mr, kt->nr, b.mc, b.kc, b.nc, threads, best_peak / 1e9);
   for (const Shape& sh : sizes) {
     const long m = sh.m, n = sh.n, k = sh.k;
+    if (sh.heads > 0) {
+      const long B = m, H = sh.heads, S = n, D = sh.dim, E = H * D;
+      // Q, K and V as views of one [B, S, 3E] projection output, as
+      // MultiHeadAttention passes them; the output [B, S, E].
+      std::vector<float> qkv(3 * B * S * E), o(B * S * E);
+      for (long i = 0; i < 3 * B * S * E; ++i) qkv[i] = static_cast<float>((i * 7 % 13) - 6) * 0.1f;
+      AttentionArgs a;
+      a.batch = B;
+      a.heads = H;
+      a.sq = a.sk = S;
+      a.dk = a.dv = D;
+      a.q = qkv.data();
+      a.k = qkv.data() + E;
+      a.v = qkv.data() + 2 * E;
+      a.out = o.data();
+      for (long* st : {a.q_strides, a.k_strides, a.v_strides}) {
+        st[0] = 3 * S * E;
+        st[1] = D;
+        st[2] = 3 * E;
+      }
+      a.out_strides[0] = S * E;
+      a.out_strides[1] = D;
+      a.out_strides[2] = E;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(D));
+      const double flops = 4.0 * B * H * S * S * D;
+      const int reps = static_cast<int>(std::max(20.0, 2e9 / flops));
+      std::vector<double> ts;
+      for (int r = 0; r < reps; ++r) {
+        double t0 = now();
+        attention_fused(*kt, a);
+        ts.push_back(now() - t0);
+      }
+      std::sort(ts.begin(), ts.end());
+      const double med = ts[ts.size() / 2];
+      std::printf("attention [%ld, %ld, %ld, %ld]  median %8.3f ms  %7.1f GFLOP/s (%5.1f%% of %d-thread peak)  best %7.1f\n", B, H,
+                  S, D, med * 1e3, flops / med / 1e9, 100.0 * flops / med / (best_peak * threads), threads,
+                  flops / ts[0] / 1e9);
+      continue;
+    }
+    if (sh.softmax) {
+      std::vector<float> x(m * n), y(m * n);
+      std::uint32_t seed = 1;
+      for (float& v : x) {  // sums of uniforms: about normal, std 1
+        float s = 0;
+        for (int u = 0; u < 4; ++u) {
+          seed = seed * 1664525u + 1013904223u;
+          s += static_cast<float>(seed >> 8) / 16777216.0f - 0.5f;
+        }
+        v = s * 1.732f;
+      }
+      SoftmaxArgs sa;
+      sa.rank = 2;
+      sa.shape[0] = m;
+      sa.shape[1] = n;
+      sa.x = x.data();
+      sa.y = y.data();
+      sa.x_strides[0] = sa.y_strides[0] = n;
+      sa.x_strides[1] = sa.y_strides[1] = 1;
+      const int reps = static_cast<int>(std::max(20.0, 2e8 / static_cast<double>(m * n)));
+      std::vector<double> ts;
+      for (int r = 0; r < reps; ++r) {
+        double t0 = now();
+        softmax(*kt, sa, threads > 1);
+        ts.push_back(now() - t0);
+      }
+      std::sort(ts.begin(), ts.end());
+      const double med = ts[ts.size() / 2];
+      std::printf("softmax %5ldx%5ld  median %8.3f ms  %6.2f Gelem/s  %5.2f ns per %d floats  best %8.3f ms\n", m, n,
+                  med * 1e3, static_cast<double>(m * n) / med / 1e9, med * 1e9 * kt->vector_width / static_cast<double>(m * n),
+                  kt->vector_width, ts[0] * 1e3);
+      continue;
+    }
     std::vector<float> A(m * k), B(k * n), C(m * n);
     for (long i = 0; i < m * k; ++i) A[i] = static_cast<float>((i * 7 % 13) - 6) * 0.1f;
     for (long i = 0; i < k * n; ++i) B[i] = static_cast<float>((i * 5 % 11) - 5) * 0.1f;
