@@ -6,8 +6,11 @@ namespace {
 // GEMM blocking: the micro-panel of B streams from L2 with the panel of A
 // (kc long, so C is read and written few times), the A block fills a third of
 // L2, the B panel a quarter of L3. Measured on Zen 5 (86-88% of the FMA peak
-// without software prefetch) and on Cascade Lake (76-79% for n = 512-2048 on
-// one thread, where the panels must be prefetched into L1: 50-66% without).
+// without software prefetch), on Zen 4 (one thread, packed weights in L3:
+// 94% from 3 row tiles up, 97-99% for one or two; kc 128-384, the A-in-L1
+// order and software prefetch all measured slower) and on Cascade Lake
+// (76-79% for n = 512-2048 on one thread, where the panels must be prefetched
+// into L1: 50-66% without).
 constexpr double kKcL2 = 1.0 / 8, kMcL2 = 1.0 / 3, kNcL3 = 1.0 / 4;
 constexpr double kParallelFlops = 1 << 22;
 // Intel: the A micro-panel in 7/8 of L1 (kc = 512 for 14 rows and 32 KiB),
@@ -27,7 +30,7 @@ constexpr Tuning kTable[] = {
   {CpuFamily::kIntelSapphireRapids,  kKcL2, kMcL2, kNcL3, 128,   1024,  kAL1,  kBL2,  true,     kParallelFlops, "as Skylake server: 48 KiB L1, 2 MiB L2"},
   {CpuFamily::kAmdZen2,              kKcL2, kMcL2, kNcL3, 128,   1024,  0,     0,     false,    kParallelFlops, "as Zen 5: 512 KiB L2, AVX2 path"},
   {CpuFamily::kAmdZen3,              kKcL2, kMcL2, kNcL3, 128,   1024,  0,     0,     false,    kParallelFlops, "as Zen 5: 512 KiB L2, AVX2 path"},
-  {CpuFamily::kAmdZen4,              kKcL2, kMcL2, kNcL3, 128,   1024,  0,     0,     false,    kParallelFlops, "as Zen 5: 1 MiB L2; half the FMA rate per 512-bit op halves the bandwidth needed"},
+  {CpuFamily::kAmdZen4,              kKcL2, kMcL2, kNcL3, 128,   1024,  0,     0,     false,    kParallelFlops, "measured (Zen 4, 1 MiB L2): the Zen 5 shares; shorter kc, the A-in-L1 order and prefetching were no faster"},
   {CpuFamily::kAmdZen5,              kKcL2, kMcL2, kNcL3, 128,   1024,  0,     0,     false,    kParallelFlops, "measured (Zen 5, 1 MiB L2)"},
   {CpuFamily::kArm64,                kKcL2, kMcL2, kNcL3, 128,   1024,  kAL1,  kBL2,  true,     kParallelFlops, "generic"},
 };
