@@ -128,8 +128,9 @@ struct KernelTable {
 
   // Fused attention pieces (see attention.cc), in base 2 (log2 e folded into
   // the packed queries). attn_scores: the score tile of a block (rows x bk,
-  // rows attn_key_block apart) from Q packed in mr-row panels and K^T in
-  // nr-wide panels, with each row's maximum. attn_pv_block: O = O * rescale[r]
+  // rows attn_key_block apart) from Q packed in mr-row panels (ldq 0) or in
+  // rows ldq floats apart (ldq 64 or 128, dk <= ldq) and K^T in nr-wide
+  // panels, with each row's maximum. attn_pv_block: O = O * rescale[r]
   // + P V for the block, V in nr-wide panels vstride floats apart, ldv
   // floats from one key to the next (packed: nr; in place: the row stride)
   // (direct: O = P V * rescale[r], O not read).
@@ -137,7 +138,7 @@ struct KernelTable {
   // given, is each row's maximum and every entry is live); l holds
   // vector_width partial sums per row. attn_mask_row: add fscale * a float
   // mask, or apply a uint8 mask.
-  void (*attn_scores)(long dk, const float* qp, const float* ktp, long rows, long bk, float* tile,
+  void (*attn_scores)(long dk, const float* qp, long ldq, const float* ktp, long rows, long bk, float* tile,
                       float* rowmax);
   void (*attn_pv_block)(long bk, const float* tile, const float* vpk, long vstride, long ldv, long rows, long dv,
                         float* o, long ldo, const float* rescale, bool direct);

@@ -344,6 +344,9 @@ void test_fused(const KernelTable& kt) {
       // More queries than a task reads V in place for on one thread, fewer
       // per task on three: packed and in-place V give the same bits.
       {1, 1, 700, 300, 40, 72, false, 0, 0}, {2, 1, 600, 600, 64, 40, true, 0, 1},
+      // Queries staged as rows 64 and 128 floats apart, and in panels beyond.
+      {1, 2, 60, 70, 64, 24, true, 0, 0},    {1, 2, 60, 70, 65, 24, false, 0, 0},
+      {1, 2, 60, 70, 128, 24, true, 0, 0},   {1, 2, 60, 70, 130, 24, false, 0, 0},
   };
   double worst = 0;
   for (const FusedCase& c : cases) {
