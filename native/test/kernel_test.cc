@@ -651,6 +651,58 @@ void test_softmax_rows(const KernelTable& kt) {
   std::printf("  %s softmax rows: max abs error %.2e\n", kt.name, worst);
 }
 
+// Runs of rows (softmax_rows, three rows' passes overlapped) give each row
+// softmax_row's bits: awkward lengths, row strides wider than the rows, in
+// place, scale 0, with and without prefetching, and rows of -inf, of NaN, of
+// NaN among -inf and of +inf among the ordinary ones anywhere in the run.
+void test_softmax_runs(const KernelTable& kt) {
+  Rng rng(19);
+  const float inf = std::numeric_limits<float>::infinity();
+  long cases = 0;
+  bool all_same = true;
+  for (long n : {1L, 3L, 15L, 16L, 17L, 63L, 64L, 65L, 100L, 257L, 1000L}) {
+    for (long rows : {1L, 2L, 3L, 4L, 7L}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        const long ld = n + (variant == 1 ? 5 : 0);
+        std::vector<float> x(static_cast<std::size_t>(rows * ld));
+        rng.fill(x);
+        for (float& v : x) v *= 6.0f;
+        if (variant == 3) {  // special rows in the middle and at the ends
+          for (long j = 0; j < n; ++j) x[static_cast<std::size_t>(j)] = -inf;
+          if (rows > 1) x[static_cast<std::size_t>(ld + n / 2)] = std::nanf("");
+          if (rows > 2) {
+            for (long j = 0; j < n; ++j) x[static_cast<std::size_t>(2 * ld + j)] = -inf;
+            x[static_cast<std::size_t>(2 * ld)] = std::nanf("");
+          }
+          if (rows > 3) x[static_cast<std::size_t>((rows - 1) * ld + n - 1)] = inf;
+        }
+        const float scale = variant == 2 ? 0.0f : 0.75f;
+        std::vector<float> want(x.size(), 5.0f), got(x.size(), 5.0f);
+        for (long r = 0; r < rows; ++r)
+          kt.softmax_row(x.data() + r * ld, want.data() + r * ld, n, n, scale, nullptr, nullptr, nullptr, nullptr);
+        for (bool prefetch : {false, true}) {
+          std::fill(got.begin(), got.end(), 5.0f);
+          kt.softmax_rows(x.data(), ld, got.data(), ld, rows, n, scale, prefetch);
+          const bool same = std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0;
+          std::vector<float> inplace = x;
+          kt.softmax_rows(inplace.data(), ld, inplace.data(), ld, rows, n, scale, prefetch);
+          bool same_inplace = true;
+          for (long r = 0; r < rows; ++r)
+            same_inplace = same_inplace && std::memcmp(inplace.data() + r * ld, want.data() + r * ld, static_cast<std::size_t>(n) * sizeof(float)) == 0;
+          all_same = all_same && same && same_inplace;
+          ++cases;
+          if (!same || !same_inplace) {
+            check(false, std::string(kt.name) + " softmax runs n=" + std::to_string(n) + " rows=" + std::to_string(rows) +
+                             " variant=" + std::to_string(variant) + " prefetch=" + std::to_string(prefetch) +
+                             (same ? " (in place)" : ""));
+          }
+        }
+      }
+    }
+  }
+  check(all_same, std::string(kt.name) + " softmax runs equal softmax_row bit for bit (" + std::to_string(cases) + " cases)");
+}
+
 void test_softmax_driver(const KernelTable& kt) {
   // [B=2, H=3, R=5, C=37] with a [B, 1, 1, C] uint8 key mask, causal, strided rows.
   const long B = 2, H = 3, R = 5, C = 37, ld = 40;
@@ -687,6 +739,40 @@ void test_softmax_driver(const KernelTable& kt) {
       }
   check(err < 2e-6, std::string(kt.name) + " softmax driver (strided, broadcast mask, causal) err=" +
                         std::to_string(err));
+
+  // Without mask or causal limit the rows go in runs (the rows of a run end
+  // with the last leading axis): each equals softmax_row's, on 1 and 3
+  // threads, rows in L2 (runs) and rows of 2048 (one at a time).
+  for (long cols : {37L, 2048L}) {
+    const long rows_per = cols == 37 ? 5 : 9;
+    const long lx = cols + 3;
+    std::vector<float> x2(static_cast<std::size_t>(B * H * rows_per * lx)), y1(static_cast<std::size_t>(B * H * rows_per * cols)),
+        y3(y1.size()), want(y1.size());
+    rng.fill(x2);
+    SoftmaxArgs p;
+    p.rank = 4;
+    long shp[4] = {B, H, rows_per, cols};
+    long pxs[4] = {H * rows_per * lx, rows_per * lx, lx, 1};
+    long pys[4] = {H * rows_per * cols, rows_per * cols, cols, 1};
+    std::memcpy(p.shape, shp, sizeof shp);
+    std::memcpy(p.x_strides, pxs, sizeof pxs);
+    std::memcpy(p.y_strides, pys, sizeof pys);
+    p.x = x2.data();
+    p.scale = 0.5f;
+    for (long row = 0; row < B * H * rows_per; ++row)
+      kt.softmax_row(x2.data() + row * lx, want.data() + row * cols, cols, cols, 0.5f, nullptr, nullptr, nullptr, nullptr);
+    p.y = y1.data();
+    softmax(kt, p);
+    const int before = ThreadPool::global().size();
+    ThreadPool::global().resize(3);
+    p.y = y3.data();
+    softmax(kt, p);
+    ThreadPool::global().resize(before);
+    check(std::memcmp(y1.data(), want.data(), want.size() * sizeof(float)) == 0 &&
+              std::memcmp(y3.data(), want.data(), want.size() * sizeof(float)) == 0,
+          std::string(kt.name) + " softmax driver: plain rows equal softmax_row's on 1 and 3 threads, cols=" +
+              std::to_string(cols));
+  }
 }
 
 // ---------------------------------------------------------------- GEMM
@@ -1721,6 +1807,7 @@ int main(int argc, char** argv) {
     std::printf("isa %s (mr %d, nr %d, width %d)\n", kt->name, kt->mr, kt->nr, kt->vector_width);
     test_exp(*kt);
     test_softmax_rows(*kt);
+    test_softmax_runs(*kt);
     test_softmax_driver(*kt);
     test_gemm(*kt);
     test_threads(*kt);
