@@ -395,6 +395,7 @@ function prepareSoftmax(x: unknown, options: unknown, fn: string, prep: Prep): S
     rank: X.rank,
     scale,
     causal: causal ? 1 : 0,
+    streamOut: opts.out === undefined ? 1 : 0,
     maskKind: maskKind(M),
     xOffset: X.offset,
     outOffset: target.offset,

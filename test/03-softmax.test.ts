@@ -140,6 +140,23 @@ describe('softmax outputs and views', () => {
     expect(Buffer.from(x.data.buffer).equals(Buffer.from(expected.data.buffer))).toBe(true);
   });
 
+  test('a new result (long rows written past the caches) has the same bits as out', () => {
+    // Rows in runs and one at a time, masked and causal, at several lengths.
+    for (const [shape, options] of [
+      [[3, 5, 4099], {}],
+      [[64, 1000], { scale: 0.5 }],
+      [[2, 3, 700], { causal: true }],
+      [[4, 2050], { mask: Tensor.randn([2050], { seed: 9 }) }],
+      [[7, 33], {}],
+    ] as const) {
+      const x = rand([...shape]);
+      const out = Tensor.zeros([...shape]);
+      softmax(x, { ...options, out });
+      const fresh = softmax(x, options);
+      expect(Buffer.from(fresh.data.buffer, fresh.data.byteOffset, fresh.data.byteLength).equals(Buffer.from(out.data.buffer, out.data.byteOffset, out.data.byteLength))).toBe(true);
+    }
+  });
+
   test('strided input views, strided out, and subarray storage', () => {
     const big = rand([9, 60]);
     const x = big.narrow(1, 5, 41); // row stride 60

@@ -148,6 +148,7 @@ describe('the native layer checks bounds itself', () => {
       rank: 2,
       scale: 1,
       causal: 0,
+      streamOut: 0,
       maskKind: 2,
       xOffset: 0,
       outOffset: 0,

@@ -131,7 +131,7 @@ describe('outputs whose elements share memory are refused', () => {
   test('the raw functions check every written view alike', () => {
     const x = new Float32Array(9);
     const sp = (outStrides: number[]) =>
-      softmaxParams({ rank: 2, scale: 1, causal: 0, maskKind: 0, xOffset: 0, outOffset: 0, maskOffset: 0, shape: [3, 3], xStrides: [3, 1], outStrides, maskStrides: [] });
+      softmaxParams({ rank: 2, scale: 1, causal: 0, streamOut: 0, maskKind: 0, xOffset: 0, outOffset: 0, maskOffset: 0, shape: [3, 3], xStrides: [3, 1], outStrides, maskStrides: [] });
     expect(() => native.softmax(x, new Float32Array(9), null, sp([0, 1]))).toThrow(`out: ${OVERLAP}`);
     expect(() => native.softmax(x, x, null, sp([0, 1]))).toThrow(`out: ${OVERLAP}`);
     expect(() => native.softmax(x, new Float32Array(9), null, sp([2, 1]))).toThrow(`out: ${OVERLAP}`);
@@ -172,7 +172,7 @@ describe('bounds computed with checked arithmetic', () => {
       });
     expect(() => native.gemm(c, c, new Float32Array(16), null, g({ batch: 2 ** 40, aBatchStride: 2 ** 40 }))).toThrow(/^a: its shape and strides span more than 2\^53 elements$/);
     expect(() => native.gemm(c, c, new Float32Array(16), null, g({ m: 2 ** 30, lda: 2 ** 30, ldc: 2 ** 30, k: 2 ** 30, n: 2 ** 30 }))).toThrow(RangeError);
-    const sp = softmaxParams({ rank: 2, scale: 1, causal: 0, maskKind: 0, xOffset: 0, outOffset: 0, maskOffset: 0, shape: [2 ** 40, 2 ** 30], xStrides: [0, 1], outStrides: [2 ** 40, 1], maskStrides: [] });
+    const sp = softmaxParams({ rank: 2, scale: 1, causal: 0, streamOut: 0, maskKind: 0, xOffset: 0, outOffset: 0, maskOffset: 0, shape: [2 ** 40, 2 ** 30], xStrides: [0, 1], outStrides: [2 ** 40, 1], maskStrides: [] });
     expect(() => native.softmax(c, new Float32Array(16), null, sp)).toThrow(RangeError);
     const cp = copyStridedParams({ rank: 3, srcOffset: 0, dstOffset: 0, shape: [2 ** 20, 2 ** 20, 2 ** 20], srcStrides: [0, 0, 0], dstStrides: [2 ** 40, 2 ** 20, 1] });
     expect(() => native.copyStrided(c, new Float32Array(16), cp)).toThrow(RangeError);

@@ -273,6 +273,7 @@ Napi::Value softmax_impl(const Napi::CallbackInfo& info, bool async) {
   if (!std::isfinite(scale)) throw_range(env, "scale must be finite");
   s.scale = static_cast<float>(scale);
   s.causal = p.flag(P::kCausal, "causal");
+  s.stream_out = p.flag(P::kStreamOut, "streamOut");
   const long mask_kind = p.integer(P::kMaskKind, 0, 2, "mask kind");
   const long off_x = p.integer(P::kXOffset, 0, kMaxIndex, "offset of x");
   const long off_y = p.integer(P::kOutOffset, 0, kMaxIndex, "offset of out");

@@ -103,13 +103,21 @@ struct KernelTable {
   void (*softmax_row)(const float* x, float* y, long n, long valid, float scale,
                       const float* fmask, const std::uint8_t* umask, const float* next_x,
                       float* next_y);
+  // softmax_row with the exponentials staged in `stage` (n floats) and y
+  // written past the caches (next_y is not fetched); the caller then orders
+  // the stores with fence().
+  void (*softmax_row_streamed)(const float* x, float* y, long n, long valid, float scale,
+                               const float* fmask, const std::uint8_t* umask, const float* next_x,
+                               float* stage);
+  void (*fence)();
   // `rows` rows of n entries, no mask, every entry live, scale >= 0 (x rows
   // ldx apart, y rows ldy apart; a y row may be its own x row, no other
   // overlap): three rows at a time in a pipeline of softmax_row's passes,
   // each row's result softmax_row's bit for bit; prefetch: fetch the next
-  // rows meanwhile (for rows that come from beyond L2).
+  // rows meanwhile (for rows that come from beyond L2); stage (2 n floats,
+  // or null): write y past the caches, the rows staged there first.
   void (*softmax_rows)(const float* x, long ldx, float* y, long ldy, long rows, long n, float scale,
-                       bool prefetch);
+                       bool prefetch, float* stage);
 
   // y[i] = exp(x[i]), tanh(x[i]) and erf(x[i]); exposed for accuracy tests.
   void (*exp_array)(const float* x, float* y, long n);

@@ -22,6 +22,9 @@ struct SoftmaxArgs {
   const std::uint8_t* umask = nullptr;
   long m_strides[kMaxRank] = {0};  // 0 on broadcast axes; last is 0 or 1
   bool causal = false;
+  // y is a new result nobody has read (its memory, recycled, is likely
+  // cold): rows in runs are written past the caches.
+  bool stream_out = false;
 };
 
 void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel = true);

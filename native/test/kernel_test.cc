@@ -611,6 +611,21 @@ void test_softmax_rows(const KernelTable& kt) {
       kt.softmax_row(inplace.data(), inplace.data(), n, valid, scale, fmp, ump, nullptr, nullptr);
       check(std::memcmp(inplace.data(), y.data(), y.size() * sizeof(float)) == 0,
             std::string(kt.name) + " softmax in place n=" + std::to_string(n));
+      // So does the streamed form, at any alignment of y, and in place.
+      std::vector<float> stage(static_cast<std::size_t>(n)), buf(static_cast<std::size_t>(n + 32));
+      bool streamed_same = true;
+      for (long shift : {0L, 1L, 5L, 15L}) {
+        float* ys = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(buf.data()) + 63) / 64 * 64) + shift;
+        if (ys + n > buf.data() + buf.size()) ys = buf.data();
+        kt.softmax_row_streamed(x.data(), ys, n, valid, scale, fmp, ump, nullptr, stage.data());
+        kt.fence();
+        streamed_same = streamed_same && std::memcmp(ys, y.data(), y.size() * sizeof(float)) == 0;
+      }
+      std::vector<float> inplace2 = x;
+      kt.softmax_row_streamed(inplace2.data(), inplace2.data(), n, valid, scale, fmp, ump, nullptr, stage.data());
+      kt.fence();
+      streamed_same = streamed_same && std::memcmp(inplace2.data(), y.data(), y.size() * sizeof(float)) == 0;
+      check(streamed_same, std::string(kt.name) + " softmax streamed n=" + std::to_string(n) + " mode=" + std::to_string(mode));
     }
   }
   // Edge rows.
@@ -634,6 +649,15 @@ void test_softmax_rows(const KernelTable& kt) {
     bool nans = true;
     for (float v : y) nans = nans && std::isnan(v);
     check(nans, std::string(kt.name) + " NaN row -> NaN, n=" + std::to_string(n));
+    std::vector<float> stage(static_cast<std::size_t>(n)), ys(static_cast<std::size_t>(n), 9.0f);
+    kt.softmax_row_streamed(x2.data(), ys.data(), n, n, 1.0f, nullptr, nullptr, nullptr, stage.data());
+    kt.softmax_row_streamed(x.data(), y.data(), n, n, 1.0f, nullptr, nullptr, nullptr, stage.data());
+    kt.fence();
+    nans = true;
+    for (float v : ys) nans = nans && std::isnan(v);
+    zeros = true;
+    for (float v : y) zeros = zeros && v == 0.0f;
+    check(nans && zeros, std::string(kt.name) + " streamed: NaN row -> NaN, all -inf row -> zeros, n=" + std::to_string(n));
 
     // NaN among otherwise -inf entries is still NaN.
     std::vector<float> x3(static_cast<std::size_t>(n), -inf);
@@ -680,12 +704,16 @@ void test_softmax_runs(const KernelTable& kt) {
         std::vector<float> want(x.size(), 5.0f), got(x.size(), 5.0f);
         for (long r = 0; r < rows; ++r)
           kt.softmax_row(x.data() + r * ld, want.data() + r * ld, n, n, scale, nullptr, nullptr, nullptr, nullptr);
-        for (bool prefetch : {false, true}) {
+        std::vector<float> stage(static_cast<std::size_t>(2 * n));
+        for (int how = 0; how < 3; ++how) {
+          // 0: plain, 1: prefetching, 2: streamed through the stage.
+          const bool prefetch = how == 1;
+          float* st = how == 2 ? stage.data() : nullptr;
           std::fill(got.begin(), got.end(), 5.0f);
-          kt.softmax_rows(x.data(), ld, got.data(), ld, rows, n, scale, prefetch);
+          kt.softmax_rows(x.data(), ld, got.data(), ld, rows, n, scale, prefetch, st);
           const bool same = std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0;
           std::vector<float> inplace = x;
-          kt.softmax_rows(inplace.data(), ld, inplace.data(), ld, rows, n, scale, prefetch);
+          kt.softmax_rows(inplace.data(), ld, inplace.data(), ld, rows, n, scale, prefetch, st);
           bool same_inplace = true;
           for (long r = 0; r < rows; ++r)
             same_inplace = same_inplace && std::memcmp(inplace.data() + r * ld, want.data() + r * ld, static_cast<std::size_t>(n) * sizeof(float)) == 0;
@@ -693,7 +721,7 @@ void test_softmax_runs(const KernelTable& kt) {
           ++cases;
           if (!same || !same_inplace) {
             check(false, std::string(kt.name) + " softmax runs n=" + std::to_string(n) + " rows=" + std::to_string(rows) +
-                             " variant=" + std::to_string(variant) + " prefetch=" + std::to_string(prefetch) +
+                             " variant=" + std::to_string(variant) + " how=" + std::to_string(how) +
                              (same ? " (in place)" : ""));
           }
         }
@@ -701,6 +729,31 @@ void test_softmax_runs(const KernelTable& kt) {
     }
   }
   check(all_same, std::string(kt.name) + " softmax runs equal softmax_row bit for bit (" + std::to_string(cases) + " cases)");
+
+  // Streamed through the stage into rows at every alignment (the aligned
+  // middle streamed, the ends stored): the same bits, and nothing written
+  // outside the rows.
+  bool aligned_same = true;
+  for (long n : {5L, 16L, 33L, 100L}) {
+    const long rows = 3, ld = n + 7;
+    std::vector<float> x(static_cast<std::size_t>(rows * ld)), stage(static_cast<std::size_t>(2 * n));
+    rng.fill(x);
+    std::vector<float> want(static_cast<std::size_t>(rows * n));
+    for (long r = 0; r < rows; ++r)
+      kt.softmax_row(x.data() + r * ld, want.data() + r * n, n, n, 1.0f, nullptr, nullptr, nullptr, nullptr);
+    for (long shift = 0; shift < 16; ++shift) {
+      std::vector<float> buf(static_cast<std::size_t>(rows * ld + 64), -3.0f);
+      float* base = buf.data() + 16;
+      float* y = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(base) + 63) / 64 * 64) + shift;
+      kt.softmax_rows(x.data(), ld, y, ld, rows, n, 1.0f, false, stage.data());
+      for (long r = 0; r < rows; ++r)
+        aligned_same = aligned_same && std::memcmp(y + r * ld, want.data() + r * n, static_cast<std::size_t>(n) * sizeof(float)) == 0;
+      for (long r = 0; r < rows; ++r)
+        for (long j = n; j < ld && r * ld + j < rows * ld - (ld - n); ++j) aligned_same = aligned_same && y[r * ld + j] == -3.0f;
+      aligned_same = aligned_same && y[-1] == -3.0f;
+    }
+  }
+  check(aligned_same, std::string(kt.name) + " softmax runs streamed at every alignment: same bits, nothing outside the rows");
 }
 
 void test_softmax_driver(const KernelTable& kt) {
@@ -743,8 +796,8 @@ void test_softmax_driver(const KernelTable& kt) {
   // Without mask or causal limit the rows go in runs (the rows of a run end
   // with the last leading axis): each equals softmax_row's, on 1 and 3
   // threads, rows in L2 (runs) and rows of 2048 (one at a time).
-  for (long cols : {37L, 2048L}) {
-    const long rows_per = cols == 37 ? 5 : 9;
+  for (long cols : {37L, 2048L, 3000L}) {
+    const long rows_per = cols == 37 ? 5 : cols == 2048 ? 9 : 20;
     const long lx = cols + 3;
     std::vector<float> x2(static_cast<std::size_t>(B * H * rows_per * lx)), y1(static_cast<std::size_t>(B * H * rows_per * cols)),
         y3(y1.size()), want(y1.size());
@@ -768,10 +821,43 @@ void test_softmax_driver(const KernelTable& kt) {
     p.y = y3.data();
     softmax(kt, p);
     ThreadPool::global().resize(before);
+    // As a new result: long rows written past the caches, the same bits.
+    std::vector<float> ys(y1.size(), 7.0f);
+    p.y = ys.data();
+    p.stream_out = true;
+    softmax(kt, p);
     check(std::memcmp(y1.data(), want.data(), want.size() * sizeof(float)) == 0 &&
-              std::memcmp(y3.data(), want.data(), want.size() * sizeof(float)) == 0,
-          std::string(kt.name) + " softmax driver: plain rows equal softmax_row's on 1 and 3 threads, cols=" +
+              std::memcmp(y3.data(), want.data(), want.size() * sizeof(float)) == 0 &&
+              std::memcmp(ys.data(), want.data(), want.size() * sizeof(float)) == 0,
+          std::string(kt.name) + " softmax driver: plain rows equal softmax_row's on 1 and 3 threads and streamed, cols=" +
               std::to_string(cols));
+  }
+  // The masked, causal rows above as a new result (streamed one at a time when long enough).
+  for (long cols : {37L, 1500L}) {
+    std::vector<float> xm(static_cast<std::size_t>(B * H * R * cols)), ya(xm.size()), yb(xm.size(), 3.0f);
+    rng.fill(xm);
+    std::vector<std::uint8_t> km(static_cast<std::size_t>(B * cols), 0);
+    for (long j = cols - 3; j < cols; ++j) km[static_cast<std::size_t>(cols + j)] = 1;
+    SoftmaxArgs q;
+    q.rank = 4;
+    long shq[4] = {B, H, R, cols};
+    long stq[4] = {H * R * cols, R * cols, cols, 1};
+    long msq[4] = {cols, 0, 0, 1};
+    std::memcpy(q.shape, shq, sizeof shq);
+    std::memcpy(q.x_strides, stq, sizeof stq);
+    std::memcpy(q.y_strides, stq, sizeof stq);
+    std::memcpy(q.m_strides, msq, sizeof msq);
+    q.x = xm.data();
+    q.umask = km.data();
+    q.causal = true;
+    q.scale = 0.5f;
+    q.y = ya.data();
+    softmax(kt, q);
+    q.y = yb.data();
+    q.stream_out = true;
+    softmax(kt, q);
+    check(std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)) == 0,
+          std::string(kt.name) + " softmax driver: masked causal rows streamed give the same bits, cols=" + std::to_string(cols));
   }
 }
 

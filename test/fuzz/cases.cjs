@@ -897,7 +897,7 @@ function rawSoftmax(R) {
   const m = maskKind === 1 ? arena.f32(offM + mExtent) : maskKind === 2 ? arena.u8(offM + mExtent) : null;
   const scale = R.pick([1, 0.5, 3, -1]);
   const causal = rank >= 2 && R.chance(0.3);
-  const fields = { rank, scale, causal: +causal, maskKind, xOffset: offX, outOffset: offY, maskOffset: offM, shape, xStrides: xs, outStrides: ys, maskStrides: maskKind ? ms : [] };
+  const fields = { rank, scale, causal: +causal, streamOut: +R.chance(0.5), maskKind, xOffset: offX, outOffset: offY, maskOffset: offM, shape, xStrides: xs, outStrides: ys, maskStrides: maskKind ? ms : [] };
   let block = Float64Array.from(P.softmaxParams(fields));
   let valid = true;
   const args = [x, y, m];

@@ -28,6 +28,11 @@ struct Ops {
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V load_n(const float* p, long n) { return _mm256_maskload_ps(p, first(n)); }
   static void store_n(float* p, V v, long n) { _mm256_maskstore_ps(p, first(n), v); }
+  // A store that bypasses the caches, to a kStreamAlign-byte aligned p; fence()
+  // orders such stores before what follows.
+  static constexpr long kStreamAlign = 32;
+  static void stream(float* p, V v) { _mm256_stream_ps(p, v); }
+  static void fence() { _mm_sfence(); }
   static V keep_n(V v, long n, float f) {
     return _mm256_blendv_ps(_mm256_set1_ps(f), v, _mm256_castsi256_ps(first(n)));
   }

@@ -24,6 +24,11 @@ struct Ops {
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V load_n(const float* p, long n) { return _mm512_maskz_loadu_ps(first(n), p); }
   static void store_n(float* p, V v, long n) { _mm512_mask_storeu_ps(p, first(n), v); }
+  // A store that bypasses the caches, to a kStreamAlign-byte aligned p; fence()
+  // orders such stores before what follows.
+  static constexpr long kStreamAlign = 64;
+  static void stream(float* p, V v) { _mm512_stream_ps(p, v); }
+  static void fence() { _mm_sfence(); }
   static V keep_n(V v, long n, float f) { return _mm512_mask_blend_ps(first(n), _mm512_set1_ps(f), v); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static float fma1(float a, float b, float c) { return __builtin_fmaf(a, b, c); }

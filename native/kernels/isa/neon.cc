@@ -33,6 +33,10 @@ struct Ops {
     vst1q_f32(t, v);
     std::memcpy(p, t, static_cast<std::size_t>(n) * sizeof(float));
   }
+  // No store that bypasses the caches here: stream() is a plain store.
+  static constexpr long kStreamAlign = static_cast<long>(sizeof(V));
+  static void stream(float* p, V v) { store(p, v); }
+  static void fence() {}
   static uint32x4_t first(long n) {
     const uint32_t idx[4] = {0, 1, 2, 3};
     return vcltq_u32(vld1q_u32(idx), vdupq_n_u32(static_cast<uint32_t>(n)));

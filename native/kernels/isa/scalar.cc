@@ -27,6 +27,10 @@ struct Ops {
   static void store_n(float* p, V v, long n) {
     if (n > 0) *p = v;
   }
+  // No store that bypasses the caches here: stream() is a plain store.
+  static constexpr long kStreamAlign = static_cast<long>(sizeof(V));
+  static void stream(float* p, V v) { store(p, v); }
+  static void fence() {}
   static V keep_n(V v, long n, float f) { return n > 0 ? v : f; }
   static V fma(V a, V b, V c) { return a * b + c; }
   static float fma1(float a, float b, float c) { return a * b + c; }
