@@ -756,6 +756,17 @@ void test_softmax_runs(const KernelTable& kt) {
   check(aligned_same, std::string(kt.name) + " softmax runs streamed at every alignment: same bits, nothing outside the rows");
 }
 
+// Softmax over a rank-4 view: its shape, the strides of x, y and the mask.
+SoftmaxArgs softmax_args4(const long (&shape)[4], const long (&xs)[4], const long (&ys)[4], const long (&ms)[4]) {
+  SoftmaxArgs a;
+  a.rank = 4;
+  std::memcpy(a.shape, shape, sizeof shape);
+  std::memcpy(a.x_strides, xs, sizeof xs);
+  std::memcpy(a.y_strides, ys, sizeof ys);
+  std::memcpy(a.m_strides, ms, sizeof ms);
+  return a;
+}
+
 void test_softmax_driver(const KernelTable& kt) {
   // [B=2, H=3, R=5, C=37] with a [B, 1, 1, C] uint8 key mask, causal, strided rows.
   const long B = 2, H = 3, R = 5, C = 37, ld = 40;
@@ -764,16 +775,9 @@ void test_softmax_driver(const KernelTable& kt) {
   rng.fill(x);
   std::vector<std::uint8_t> mask(static_cast<std::size_t>(B * C), 0);
   for (long j = 30; j < C; ++j) mask[static_cast<std::size_t>(1 * C + j)] = 1;
-  SoftmaxArgs s;
-  s.rank = 4;
-  long shape[4] = {B, H, R, C};
-  long xs[4] = {H * R * ld, R * ld, ld, 1};
-  long ys[4] = {H * R * C, R * C, C, 1};
-  long ms[4] = {C, 0, 0, 1};
-  std::memcpy(s.shape, shape, sizeof shape);
-  std::memcpy(s.x_strides, xs, sizeof xs);
-  std::memcpy(s.y_strides, ys, sizeof ys);
-  std::memcpy(s.m_strides, ms, sizeof ms);
+  const long xs[4] = {H * R * ld, R * ld, ld, 1};
+  const long ys[4] = {H * R * C, R * C, C, 1};
+  SoftmaxArgs s = softmax_args4({B, H, R, C}, xs, ys, {C, 0, 0, 1});
   s.x = x.data();
   s.y = y.data();
   s.umask = mask.data();
@@ -802,14 +806,8 @@ void test_softmax_driver(const KernelTable& kt) {
     std::vector<float> x2(static_cast<std::size_t>(B * H * rows_per * lx)), y1(static_cast<std::size_t>(B * H * rows_per * cols)),
         y3(y1.size()), want(y1.size());
     rng.fill(x2);
-    SoftmaxArgs p;
-    p.rank = 4;
-    long shp[4] = {B, H, rows_per, cols};
-    long pxs[4] = {H * rows_per * lx, rows_per * lx, lx, 1};
-    long pys[4] = {H * rows_per * cols, rows_per * cols, cols, 1};
-    std::memcpy(p.shape, shp, sizeof shp);
-    std::memcpy(p.x_strides, pxs, sizeof pxs);
-    std::memcpy(p.y_strides, pys, sizeof pys);
+    SoftmaxArgs p = softmax_args4({B, H, rows_per, cols}, {H * rows_per * lx, rows_per * lx, lx, 1},
+                                  {H * rows_per * cols, rows_per * cols, cols, 1}, {0, 0, 0, 0});
     p.x = x2.data();
     p.scale = 0.5f;
     for (long row = 0; row < B * H * rows_per; ++row)
@@ -838,15 +836,8 @@ void test_softmax_driver(const KernelTable& kt) {
     rng.fill(xm);
     std::vector<std::uint8_t> km(static_cast<std::size_t>(B * cols), 0);
     for (long j = cols - 3; j < cols; ++j) km[static_cast<std::size_t>(cols + j)] = 1;
-    SoftmaxArgs q;
-    q.rank = 4;
-    long shq[4] = {B, H, R, cols};
-    long stq[4] = {H * R * cols, R * cols, cols, 1};
-    long msq[4] = {cols, 0, 0, 1};
-    std::memcpy(q.shape, shq, sizeof shq);
-    std::memcpy(q.x_strides, stq, sizeof stq);
-    std::memcpy(q.y_strides, stq, sizeof stq);
-    std::memcpy(q.m_strides, msq, sizeof msq);
+    const long stq[4] = {H * R * cols, R * cols, cols, 1};
+    SoftmaxArgs q = softmax_args4({B, H, R, cols}, stq, stq, {cols, 0, 0, 1});
     q.x = xm.data();
     q.umask = km.data();
     q.causal = true;
