@@ -65,8 +65,9 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
   // read from memory. One thread, Zen 4, into results in buffers that fill
   // 64 MiB in turn: 32 x 2048 and 16 x 4096 40-45% faster, 64 x 4096 41%,
   // 128 x 1024 30-38%, 512 x 768 9-17%; 256 x 512 (2 KiB rows) 25% slower,
-  // so shorter rows keep ordinary stores. Into a given `out` (often reused,
-  // and then in cache) stores stay ordinary.
+  // so shorter rows keep ordinary stores (4096 x 512, 8 MiB, streamed
+  // 20-30% slower too). Into a given `out` (often reused, and then in
+  // cache) stores stay ordinary.
   const bool stream = s.stream_out && 4.0 * static_cast<double>(cols) > static_cast<double>(cpu_info().cache_used.l1d) / 16.0;
 
   parallel_ranges(rows, tasks, [&](long r0, long r1) {
