@@ -115,7 +115,8 @@ struct KernelTable {
   // overlap): three rows at a time in a pipeline of softmax_row's passes,
   // each row's result softmax_row's bit for bit; prefetch: fetch the next
   // rows meanwhile (for rows that come from beyond L2); stage (2 n floats,
-  // or null): write y past the caches, the rows staged there first.
+  // or null): write y past the caches, the rows staged there first (then
+  // fence(), as for softmax_row_streamed).
   void (*softmax_rows)(const float* x, long ldx, float* y, long ldy, long rows, long n, float scale,
                        bool prefetch, float* stage);
 

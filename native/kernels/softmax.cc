@@ -82,6 +82,7 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
         for (long i = 0; i < run; ++i) od.next();
         r += run;
       }
+      if (stage) kt.fence();  // the streamed stores, before the task counts as done
       return;
     }
     // A new result's long rows, one at a time, through a stage row too.
@@ -118,7 +119,7 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
                        more && prefetch_y ? s.y + od.off[1] : nullptr);
       }
     }
-    if (row_stage) kt.fence();
+    if (row_stage) kt.fence();  // as above
   });
 }
 

@@ -711,9 +711,11 @@ void test_softmax_runs(const KernelTable& kt) {
           float* st = how == 2 ? stage.data() : nullptr;
           std::fill(got.begin(), got.end(), 5.0f);
           kt.softmax_rows(x.data(), ld, got.data(), ld, rows, n, scale, prefetch, st);
+          kt.fence();
           const bool same = std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0;
           std::vector<float> inplace = x;
           kt.softmax_rows(inplace.data(), ld, inplace.data(), ld, rows, n, scale, prefetch, st);
+          kt.fence();
           bool same_inplace = true;
           for (long r = 0; r < rows; ++r)
             same_inplace = same_inplace && std::memcmp(inplace.data() + r * ld, want.data() + r * ld, static_cast<std::size_t>(n) * sizeof(float)) == 0;
@@ -746,6 +748,7 @@ void test_softmax_runs(const KernelTable& kt) {
       float* base = buf.data() + 16;
       float* y = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(base) + 63) / 64 * 64) + shift;
       kt.softmax_rows(x.data(), ld, y, ld, rows, n, 1.0f, false, stage.data());
+      kt.fence();
       for (long r = 0; r < rows; ++r)
         aligned_same = aligned_same && std::memcmp(y + r * ld, want.data() + r * n, static_cast<std::size_t>(n) * sizeof(float)) == 0;
       for (long r = 0; r < rows; ++r)
