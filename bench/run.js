@@ -70,13 +70,28 @@ const inTurn = (f) =>
   });
 
 /**
- * Untimed calls at the start of each block: until the other system's pool
- * has stopped polling for work (onnxruntime's threads poll for tens of
- * milliseconds after a run, ours for setIdleSpin's 10 ms; a polling thread
- * holds a CPU the next system's threads need) and this system's own threads
- * are awake.
+ * Before each block the process is left idle until no thread of it is using
+ * a CPU (`quiesce`): the other system's pool stops polling for work
+ * (onnxruntime's threads poll for about 40-50 ms after a run, ours for
+ * setIdleSpin's 10 ms; a polling thread holds a CPU the next system's threads
+ * need: on two cores, our two-thread calls in the first 50 ms after
+ * onnxruntime's took 1.3-1.9x as long). Then untimed calls for
+ * BLOCK_WARMUP_S wake this system's own threads and caches.
  */
 const BLOCK_WARMUP_S = SMOKE ? 0 : 0.05;
+const QUIET_WINDOW_MS = 5;
+const QUIET_MAX_MS = SMOKE ? 0 : 500;
+
+/** Waits (at most QUIET_MAX_MS) for a QUIET_WINDOW_MS window in which the process used under a tenth of a CPU. */
+async function quiesce() {
+  const start = now();
+  while ((now() - start) * 1e3 < QUIET_MAX_MS) {
+    const before = process.cpuUsage();
+    await sleep(QUIET_WINDOW_MS);
+    const used = process.cpuUsage(before);
+    if ((used.user + used.system) / 1e3 < QUIET_WINDOW_MS / 10) return;
+  }
+}
 
 /**
  * Times each named async function in turn, in blocks, so all see the same
@@ -91,6 +106,7 @@ async function compare(fns, { minTime = SMOKE ? 0.02 : 1.0, minReps = SMOKE ? 2 
   const faults = Object.fromEntries(names.map((n) => [n, 0]));
   for (let b = 0; b < blocks; ++b) {
     for (const name of names) {
+      await quiesce();
       const warm = now();
       do await fns[name](); while (now() - warm < BLOCK_WARMUP_S);
       const start = now();
@@ -871,7 +887,8 @@ async function benchServing(report, peak) {
   const before = batcher.stats();
   for (let r = 0; r < rounds; ++r) {
     for (const [name, answer] of Object.entries(systems)) {
-      // Untimed first (see BLOCK_WARMUP_S).
+      // The other system idle, then untimed calls (see BLOCK_WARMUP_S).
+      await quiesce();
       if (BLOCK_WARMUP_S > 0) await closedLoops(answer, requests, BLOCK_WARMUP_S, { latencies: [], tokens: 0, flops: 0, flopsOf: model.flops });
       const t0 = now();
       const c0 = process.cpuUsage();
