@@ -262,15 +262,25 @@ long block_rows(const GemmBlocking& blk, long kc_max, int mr) {
   return max_l(blk.mc, min_l(round_down(1024, mr), round_down(blk.mc * blk.kc / kc_max, mr)));
 }
 
-// Whether the micro-kernel fetches the weight panels ahead of use (B packed
-// beforehand): where the CPU's tuning asks for it, and on every CPU for a
-// product of one A block (m <= mc rows: a short request), whose weights
-// stream through once per call from wherever they are, main memory after an
-// idle gap. Zen 4, d512 block (1, 16) on one thread with 5 ms between
-// calls: 4-9% faster (two threads 3%, d768 (1, 32) 4%); back to back the
-// same. Larger products keep the tuning's choice (on Zen 4 prefetching
-// measured no faster with the weights in L3).
-bool prefetch_panels(const Problem& p, long mc) { return tuning().prefetch_panels || p.m <= mc; }
+// How the micro-kernel prefetches the weight panels (B packed beforehand;
+// the levels of gemm_micro_pair). A product of one A block (m <= mc rows: a
+// short request) streams its weights through once per call from wherever
+// they are, main memory after an idle gap or when other work has had the
+// caches: on every CPU it fetches them a few KiB ahead into L2 and near ones
+// into L1 (gemm_micro_stream). Zen 4, interleaved: the d512 block at (1, 16)
+// with 5 ms between calls 4-9% faster on one thread with the near fetch
+// alone, 3% on two; back to back the same; the far fetch: see
+// register_tile.inc. Larger products keep the tuning's choice (on Zen 4
+// prefetching measured no faster with the weights in L3).
+enum PrefetchLevel : int { kNoPrefetch = 0, kNearPrefetch = 1, kStreamPrefetch = 2 };
+int prefetch_level(const Problem& p, long mc) {
+  if (p.m <= mc) return kStreamPrefetch;
+  return tuning().prefetch_panels ? kNearPrefetch : kNoPrefetch;
+}
+using MicroFn = void (*)(long, const float*, const float*, float*, long, float, float, int, int, const float*, int);
+MicroFn micro_for(const KernelTable& kt, int level) {
+  return level == kStreamPrefetch ? kt.gemm_micro_stream : level == kNearPrefetch ? kt.gemm_micro_prefetch : kt.gemm_micro;
+}
 
 // The Goto/BLIS loop nest on nt threads, B packed here block by block.
 void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
@@ -280,8 +290,8 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
   if (nt > 1) choose_grid(p.m, p.n, nt, mr, nr, &tm, &tn);
   const long tasks = tm * tn;
   const bool parallel = tasks > 1;
-  const bool prefetch = tuning().prefetch_panels;
-  const auto micro = prefetch ? kt.gemm_micro_prefetch : kt.gemm_micro;
+  const int prefetch = tuning().prefetch_panels ? kNearPrefetch : kNoPrefetch;
+  const MicroFn micro = micro_for(kt, prefetch);
   const long nc_l2 = blk.nc_l2;
 
   const long nc_max = min_l(blk.nc, ceil_div(p.n, nr) * nr);
@@ -382,8 +392,8 @@ bool gemm_prepacked_few_rows(const KernelTable& kt, const Problem& p, int nt, co
     parallel_for(tiles * kblocks, [&](long t) { pack(shared_a, t); });
   }
   const long panels = ceil_div(p.n, nr);
-  const bool prefetch = prefetch_panels(p, block_rows(blk, min_l(blk.kc, p.k), static_cast<int>(mr)));
-  const auto micro = prefetch ? kt.gemm_micro_prefetch : kt.gemm_micro;
+  const int prefetch = prefetch_level(p, block_rows(blk, min_l(blk.kc, p.k), static_cast<int>(mr)));
+  const MicroFn micro = micro_for(kt, prefetch);
   ShareCursors shares(panels, nt);
   parallel_for(nt, [&](long) {
     float* apack = shared_a;
@@ -626,8 +636,8 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
   const GuidedRuns runs(guided ? tiles : 0, nt, 4, mc / mr);
   if (guided) tm = runs.count;
   const long tasks = tm * tn;
-  const bool prefetch = prefetch_panels(p, mc);
-  const auto micro = prefetch ? kt.gemm_micro_prefetch : kt.gemm_micro;
+  const int prefetch = prefetch_level(p, mc);
+  const MicroFn micro = micro_for(kt, prefetch);
   for_tasks(tasks > 1, tasks, [&](long t) {
     const long ti = t / tn, tj = t % tn;
     const long r0 = guided ? rt.boundary(runs.at[ti] * mr) : rt.split(tm, ti);

@@ -83,13 +83,18 @@ struct KernelTable {
   // prefetcher does not keep up; see tuning.h). Bitwise the same results.
   void (*gemm_micro_prefetch)(long kc, const float* a, const float* b, float* c, long ldc,
                               float alpha, float beta, int m, int n, const float* bias, int act);
+  // The same, also fetching B a few KiB ahead into L2: for weights that
+  // stream from L3 or memory (a short request's). Bitwise the same results.
+  void (*gemm_micro_stream)(long kc, const float* a, const float* b, float* c, long ldc,
+                            float alpha, float beta, int m, int n, const float* bias, int act);
   // Two tiles of C from one B micro-panel, m0 and m1 rows (<= mr; packed A
   // panels a0 and a1, C at c0 and c1), a chunk of k at a time, so that the
-  // panel is streamed once. Bitwise the same as gemm_micro (prefetch: its
-  // prefetching form) on each tile.
+  // panel is streamed once. Bitwise the same as gemm_micro on each tile. The
+  // first tile prefetches as gemm_micro (prefetch 0), gemm_micro_prefetch (1)
+  // or gemm_micro_stream (2) does.
   void (*gemm_micro_pair)(long kc, const float* a0, int m0, const float* a1, int m1, const float* b, float* c0,
                           float* c1, long ldc, float alpha, float beta, int n, const float* bias, int act,
-                          bool prefetch);
+                          int prefetch);
   // Packs a panel for the micro-kernel: dst[k * w + l] = src[l * ls + k * ks]
   // for l < lanes (zero up to w), k < kc. w is mr (A) or nr (B). The lanes
   // [lanes, lanes + ahead) of src are the next panel's, fetched meanwhile.

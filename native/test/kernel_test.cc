@@ -1006,19 +1006,22 @@ void test_micro_variants(const KernelTable& kt) {
         c2 = c1;
         const float beta = (m + n) % 2 ? 0.0f : 0.5f;
         const float* bp = m % 3 == 0 ? bias.data() : nullptr;
+        std::vector<float> c3 = c1;
         kt.gemm_micro(kc, a.data(), b.data(), c1.data(), ldc, 1.25f, beta, m, n, bp, kActNone);
         kt.gemm_micro_prefetch(kc, a.data(), b.data(), c2.data(), ldc, 1.25f, beta, m, n, bp, kActNone);
-        same = same && std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0;
+        kt.gemm_micro_stream(kc, a.data(), b.data(), c3.data(), ldc, 1.25f, beta, m, n, bp, kActNone);
+        same = same && std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0 &&
+               std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0;
         ++cases;
       }
   }
-  check(same, std::string(kt.name) + " micro-kernel with and without panel prefetch agree bitwise (" +
+  check(same, std::string(kt.name) + " micro-kernel without, with near and with streaming panel prefetch agree bitwise (" +
                   std::to_string(cases) + " tiles)");
 
   // A pair of tiles (gemm_micro_pair, in chunks of k) gives each tile the bits
   // gemm_micro gives it alone: every pair of row counts, depths shorter and
   // longer than a chunk and not a multiple of it, partial widths, beta, bias,
-  // an activation, with and without prefetch.
+  // an activation, at each prefetch level.
   bool pairs_same = true;
   int pairs = 0;
   for (long kc : {1L, 7L, 97L, 300L}) {
@@ -1038,14 +1041,14 @@ void test_micro_variants(const KernelTable& kt) {
           const float beta = variant == 1 ? 0.5f : 0.0f;
           const float* bp = variant >= 2 ? bias.data() : nullptr;
           const int act = variant == 3 ? kActGelu : kActNone;
-          const bool prefetch = (m0 + m1) % 2 == 0;
+          const int prefetch = (m0 + m1 + n) % 3;  // none, near, streaming
           std::vector<float> c(static_cast<std::size_t>(2 * kt.mr * ldc));
           rng.fill(c);
           std::vector<float> want = c;
           float* c0 = c.data();
           float* c1 = c.data() + kt.mr * ldc;
-          (prefetch ? kt.gemm_micro_prefetch : kt.gemm_micro)(kc, a0.data(), b.data(), want.data(), ldc, 1.0f, beta, m0,
-                                                              n, bp, act);
+          const auto alone = prefetch == 2 ? kt.gemm_micro_stream : prefetch == 1 ? kt.gemm_micro_prefetch : kt.gemm_micro;
+          alone(kc, a0.data(), b.data(), want.data(), ldc, 1.0f, beta, m0, n, bp, act);
           kt.gemm_micro(kc, a1.data(), b.data(), want.data() + kt.mr * ldc, ldc, 1.0f, beta, m1, n, bp, act);
           kt.gemm_micro_pair(kc, a0.data(), m0, a1.data(), m1, b.data(), c0, c1, ldc, 1.0f, beta, n, bp, act, prefetch);
           pairs_same = pairs_same && std::memcmp(c.data(), want.data(), c.size() * sizeof(float)) == 0;
