@@ -24,7 +24,7 @@ export interface NativeCpuInfo {
   /** GEMM blocking; ncL2 > 0: runs of ncL2 columns of B sweep an A micro-panel kept in L1 (0: the B-reusing order). */
   gemmBlocking: { mr: number; nr: number; mc: number; kc: number; nc: number; ncL2: number };
   /** The tuning table row in use (native/kernels/tuning.cc) and where it comes from. */
-  tuning: { family: string; prefetchPanels: boolean; minParallelFlops: number; basis: string };
+  tuning: { family: string; prefetchPanels: boolean; streamPanels: boolean; minParallelFlops: number; basis: string };
 }
 
 type F32 = Float32Array;

@@ -44,6 +44,10 @@ describe('runtime CPU dispatch', () => {
     expect(info.tuning.family).toBe(info.family);
     expect(info.tuning.minParallelFlops).toBeGreaterThan(0);
     expect(info.tuning.basis.length).toBeGreaterThan(0);
+    expect(typeof info.tuning.prefetchPanels).toBe('boolean');
+    expect(typeof info.tuning.streamPanels).toBe('boolean');
+    // The streaming prefetch is set for the AMD families, where it was measured.
+    expect(info.tuning.streamPanels).toBe(info.family.startsWith('amd-'));
   });
 
   test('automatic choice is the widest available path', () => {

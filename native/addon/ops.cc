@@ -1003,6 +1003,7 @@ Napi::Value cpu_info_impl(const Napi::CallbackInfo& info) {
   Napi::Object tn = Napi::Object::New(env);
   tn.Set("family", cpu_family_name(tu.family));
   tn.Set("prefetchPanels", tu.prefetch_panels);
+  tn.Set("streamPanels", tu.stream_panels);
   tn.Set("minParallelFlops", tu.min_parallel_flops);
   tn.Set("basis", tu.basis);
   o.Set("tuning", tn);

@@ -270,11 +270,11 @@ long block_rows(const GemmBlocking& blk, long kc_max, int mr) {
 // into L1 (gemm_micro_stream). Zen 4, interleaved: the d512 block at (1, 16)
 // with 5 ms between calls 4-9% faster on one thread with the near fetch
 // alone, 3% on two; back to back the same; the far fetch: see
-// register_tile.inc. Larger products keep the tuning's choice (on Zen 4
-// prefetching measured no faster with the weights in L3).
+// register_tile.inc. Larger products stream where the tuning says so
+// (stream_panels), else prefetch as it says.
 enum PrefetchLevel : int { kNoPrefetch = 0, kNearPrefetch = 1, kStreamPrefetch = 2 };
 int prefetch_level(const Problem& p, long mc) {
-  if (p.m <= mc) return kStreamPrefetch;
+  if (p.m <= mc || tuning().stream_panels) return kStreamPrefetch;
   return tuning().prefetch_panels ? kNearPrefetch : kNoPrefetch;
 }
 using MicroFn = void (*)(long, const float*, const float*, float*, long, float, float, int, int, const float*, int);

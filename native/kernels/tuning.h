@@ -23,6 +23,11 @@ struct Tuning {
   // The micro-kernel prefetches its A and B panels into L1 a few steps ahead:
   // for cores whose own L1 prefetcher does not keep two streams from L2 fed.
   bool prefetch_panels;
+  // Every product with B packed beforehand also fetches B a few KiB ahead
+  // into L2 (the micro-kernel's streaming level), not only a product of one
+  // A block (which does on every CPU): for weights that stream from L3 or
+  // memory when the caches have gone to other work.
+  bool stream_panels;
   // Work (flops) below which a GEMM stays on the calling thread; each further
   // thread must get at least half of it.
   double min_parallel_flops;
