@@ -44,6 +44,15 @@ void check(bool ok, const std::string& what) {
   }
 }
 
+// Runs f() with the pool at n threads, then gives the pool back its size.
+template <class F>
+void on_threads(int n, F&& f) {
+  const int before = ThreadPool::global().size();
+  ThreadPool::global().resize(n);
+  f();
+  ThreadPool::global().resize(before);
+}
+
 // Deterministic values in [-1, 1).
 struct Rng {
   std::uint64_t s;
@@ -237,13 +246,10 @@ void test_attention(const KernelTable& kt) {
                                             " weights " + std::to_string(err_w));
 
     // Without the weights output, and on other thread counts: the same bits.
-    const int before = ThreadPool::global().size();
     std::vector<float> out2(out.size(), -1.0f);
     a.out = out2.data();
     a.weights = nullptr;
-    ThreadPool::global().resize(3);
-    attention_explicit(kt, a);
-    ThreadPool::global().resize(before);
+    on_threads(3, [&] { attention_explicit(kt, a); });
     check(std::memcmp(out.data(), out2.data(), out.size() * sizeof(float)) == 0,
           std::string(kt.name) + " attention without weights, 3 threads: same bits, variant " + std::to_string(variant));
 
@@ -437,11 +443,8 @@ void test_fused(const KernelTable& kt) {
                           " Sq=" + std::to_string(c.Sq) + " Sk=" + std::to_string(c.Sk) + " dk=" + std::to_string(c.dk) +
                           " causal=" + std::to_string(c.causal) + " mask=" + std::to_string(c.mask) + " kpm=" +
                           std::to_string(c.kpm) + " rel err " + std::to_string(rel));
-    const int before = ThreadPool::global().size();
-    ThreadPool::global().resize(3);
     a.out = got3.data();
-    attention_fused(kt, a);
-    ThreadPool::global().resize(before);
+    on_threads(3, [&] { attention_fused(kt, a); });
     check(std::memcmp(got.data(), got3.data(), got.size() * sizeof(float)) == 0,
           std::string(kt.name) + " fused attention: same bits on 3 threads, Sq=" + std::to_string(c.Sq));
   }
@@ -507,11 +510,8 @@ void test_packed(const KernelTable& kt) {
     std::vector<float> packed(q.size(), 7.0f), packed3(q.size(), -7.0f);
     a.out = packed.data();
     attention_fused(kt, a);
-    const int before = ThreadPool::global().size();
-    ThreadPool::global().resize(3);
     a.out = packed3.data();
-    attention_fused(kt, a);
-    ThreadPool::global().resize(before);
+    on_threads(3, [&] { attention_fused(kt, a); });
     check(std::memcmp(packed.data(), packed3.data(), packed.size() * sizeof(float)) == 0,
           std::string(kt.name) + " packed sequences: same bits on 3 threads, causal=" + std::to_string(causal));
     double worst = 0;
@@ -817,11 +817,8 @@ void test_softmax_driver(const KernelTable& kt) {
       kt.softmax_row(x2.data() + row * lx, want.data() + row * cols, cols, cols, 0.5f, nullptr, nullptr, nullptr, nullptr);
     p.y = y1.data();
     softmax(kt, p);
-    const int before = ThreadPool::global().size();
-    ThreadPool::global().resize(3);
     p.y = y3.data();
-    softmax(kt, p);
-    ThreadPool::global().resize(before);
+    on_threads(3, [&] { softmax(kt, p); });
     // As a new result: long rows written past the caches, the same bits.
     std::vector<float> ys(y1.size(), 7.0f);
     p.y = ys.data();
@@ -1654,10 +1651,7 @@ void test_layer_norm(const KernelTable& kt) {
     a.y_strides[1] = E;
     a.y_strides[2] = 1;
     a.eps = 1e-6f;
-    const int before = ThreadPool::global().size();
-    ThreadPool::global().resize(3);
-    layer_norm(kt, a);
-    ThreadPool::global().resize(before);
+    on_threads(3, [&] { layer_norm(kt, a); });
     double err = 0;
     bool same = true;
     for (long bi = 0; bi < B; ++bi)
@@ -1707,10 +1701,7 @@ void test_layer_norm(const KernelTable& kt) {
     b.x_strides[0] = 1;
     b.y = out.data();
     b.y_strides[0] = 1;
-    const int before = ThreadPool::global().size();
-    ThreadPool::global().resize(3);
-    activation(kt, b);
-    ThreadPool::global().resize(before);
+    on_threads(3, [&] { activation(kt, b); });
     for (std::size_t i = 0; i < big.size(); ++i) err = std::fmax(err, std::fabs(out[i] - gelu_tanh_ref(big[i])) / (1 + std::fabs(big[i])));
     check(err < 1e-6, std::string(kt.name) + " activation driver err " + std::to_string(err));
   }
@@ -1729,13 +1720,9 @@ void test_tensor_ops() {
       for (long c = 0; c < 2; ++c) ok = ok && dst[static_cast<std::size_t>(a * 6 + b * 2 + c)] == src[static_cast<std::size_t>(c * 12 + b * 4 + a)];
   check(ok, "copy_strided permute");
 
-  const int before = ThreadPool::global().size();
   std::vector<float> n1(300001), n2(300001);
-  ThreadPool::global().resize(1);
-  fill_normal(n1.data(), static_cast<long>(n1.size()), 42, 0.0, 1.0);
-  ThreadPool::global().resize(3);
-  fill_normal(n2.data(), static_cast<long>(n2.size()), 42, 0.0, 1.0);
-  ThreadPool::global().resize(before);
+  on_threads(1, [&] { fill_normal(n1.data(), static_cast<long>(n1.size()), 42, 0.0, 1.0); });
+  on_threads(3, [&] { fill_normal(n2.data(), static_cast<long>(n2.size()), 42, 0.0, 1.0); });
   check(std::memcmp(n1.data(), n2.data(), n1.size() * sizeof(float)) == 0, "fill_normal thread-independent");
   double mean = 0, var = 0;
   for (float v : n1) mean += v;
