@@ -430,6 +430,52 @@ export function attentionWith(q: Tensor, k: Tensor, v: Tensor, options: Attentio
   return resultOf(plan);
 }
 
+/**
+ * A sync attention call laid out once, to be repeated on the same tensors:
+ * the kernel's arguments and the result they write. Only for calls whose
+ * every run is the kernel alone (dot scores, inputs used in place, into a
+ * given out, no weights); null for any other.
+ */
+interface RepeatableAttention {
+  args: Parameters<NativeBinding['attention']>;
+  result: AttentionResult;
+}
+function repeatableAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions, causalAlways: number): RepeatableAttention | null {
+  const plan = planAttention(q, k, v, options, 'attention', NOW, causalAlways);
+  const plain = plan.score === 'scaled_dot' || plan.score === 'dot';
+  // A contiguous copy of an input (made once, here) would go stale.
+  const inPlace = plan.q4.data === q.data && plan.k4.data === k.data && plan.v4.data === v.data;
+  if (!plain || !inPlace || plan.weights || plan.output !== options.out || !hasWork(plan)) return null;
+  const args = attentionArgs(plan, { q: plan.q4, k: plan.k4, scores: null });
+  args[args.length - 1] = (args[args.length - 1] as Float64Array).slice(); // the block is shared by every call
+  return { args, result: resultOf(plan) };
+}
+
+/** @internal Where a repeated attention step keeps its layout: unset until the first run, null when it cannot repeat. */
+export interface AttentionRepeat {
+  call?: RepeatableAttention | null;
+}
+
+/**
+ * @internal attentionWith for a step that a module repeats on the same
+ * tensors (its workspace's views, with the same options object): checked and
+ * laid out on the first call, the kernel alone on the next ones. The addon
+ * checks the arguments on every call all the same.
+ */
+export function attentionRepeated(
+  slot: AttentionRepeat,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions,
+  causalAlways: number,
+): AttentionResult {
+  if (slot.call === undefined) slot.call = repeatableAttention(q, k, v, options, causalAlways);
+  if (!slot.call) return attentionWith(q, k, v, options, causalAlways);
+  native.attention(...slot.call.args);
+  return slot.call.result;
+}
+
 /** @internal attentionAsync with `causalAlways` leading keys that every query sees under causal masking. */
 export async function attentionAsyncWith(
   q: Tensor,

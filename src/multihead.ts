@@ -2,7 +2,7 @@
 // torch.nn.MultiheadAttention with batch_first=True computes it):
 // Q = XW^Q, K = XW^K, V = XW^V; split into h heads of E/h; scaled dot-product
 // attention per head; concatenate; project with W^O.
-import { attentionAsyncWith, attentionWith, type AttentionOptions, type AttentionResult } from './attention';
+import { attentionAsyncWith, attentionRepeated, attentionWith, type AttentionOptions, type AttentionRepeat, type AttentionResult } from './attention';
 import { matmul, matmulAsync, packMatrix, packMatrixAsync, PackedMatrix, type MatmulOptions } from './ops';
 import { copyAsync } from './staging';
 import { type Memory, Tensor, checkTensor, newTensor, dims, resultMemory } from './tensor';
@@ -168,7 +168,7 @@ export class KVCache {
  */
 export type Step =
   | { kind: 'matmul'; a: Tensor; b: Tensor | PackedMatrix; options: MatmulOptions }
-  | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: AttentionOptions; causalAlways: number }
+  | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: AttentionOptions; causalAlways: number; repeat?: AttentionRepeat }
   | { kind: 'copy'; src: Tensor; dst: Tensor }
   | { kind: 'pack'; w: Tensor }
   | { kind: 'op'; run: () => Tensor; runAsync: () => Promise<Tensor> };
@@ -186,8 +186,11 @@ export function runSync<T>(gen: Steps<T>): T {
     const s = r.value;
     let value: unknown;
     if (s.kind === 'matmul') value = matmul(s.a, s.b, s.options);
-    else if (s.kind === 'attention') value = attentionWith(s.q, s.k, s.v, s.options, s.causalAlways);
-    else if (s.kind === 'copy') s.dst.assign(s.src);
+    else if (s.kind === 'attention') {
+      value = s.repeat
+        ? attentionRepeated(s.repeat, s.q, s.k, s.v, s.options, s.causalAlways)
+        : attentionWith(s.q, s.k, s.v, s.options, s.causalAlways);
+    } else if (s.kind === 'copy') s.dst.assign(s.src);
     else if (s.kind === 'op') value = s.run();
     else value = packMatrix(s.w, { transpose: true });
     r = gen.next(value);
@@ -578,6 +581,40 @@ interface Projected {
   Q: Tensor;
   K: Tensor;
   V: Tensor;
+  /** The [B, L, 3E] workspace temporary Q, K and V are views of (one GEMM for self-attention). */
+  qkv?: Tensor;
+}
+
+/**
+ * A workspace's heads for plain self-attention (no masks, cache, extra keys
+ * or weights): the [B, h, L, E/h] views of its QKV and merged temporaries and
+ * the attention step's options, made once and kept while the temporaries
+ * stay the same objects, so that the step repeats its layout (runSync).
+ */
+interface HeadViews extends AttentionRepeat {
+  qkv: Tensor;
+  causal: boolean;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  options: AttentionOptions;
+}
+const headViewsByMerged = new WeakMap<Tensor, HeadViews>();
+
+function headViews(qkv: Tensor, merged: Tensor, heads: number, causal: boolean): HeadViews {
+  const last = headViewsByMerged.get(merged);
+  if (last && last.qkv === qkv && last.causal === causal) return last;
+  const E = merged.shape[2];
+  const views: HeadViews = {
+    qkv,
+    causal,
+    q: splitHeads(qkv.narrow(2, 0, E), heads),
+    k: splitHeads(qkv.narrow(2, E, E), heads),
+    v: splitHeads(qkv.narrow(2, 2 * E, E), heads),
+    options: { causal, out: splitHeads(merged, heads) },
+  };
+  headViewsByMerged.set(merged, views);
+  return views;
 }
 
 /** Mean of weights [B, h, L, S] over the heads: (1/h) · ones[1, h] · W[b] per batch item, as one batched GEMM. */
@@ -866,7 +903,7 @@ export class MultiHeadAttention {
       note('QKV = X · [W^Q W^K W^V]ᵀ', qkv);
       const Q = qkv.narrow(2, 0, E);
       note('Q, K, V (views of QKV)', Q);
-      return { Q, K: qkv.narrow(2, E, E), V: qkv.narrow(2, 2 * E, E) };
+      return { Q, K: qkv.narrow(2, E, E), V: qkv.narrow(2, 2 * E, E), qkv };
     }
     const Q = yield* linear(p.q3, yield* this.packed('q', this.qProjWeight), bias?.narrow(0, 0, E), temp('q', [B, L, E]));
     let K: Tensor, V: Tensor;
@@ -941,6 +978,18 @@ export class MultiHeadAttention {
 
     // Split into h heads of E/h: [B, S, E] -> [B, S, h, E/h] -> [B, h, S, E/h] (views).
     note('split heads', [B, L, h, this.headDim]);
+    const { causal, needWeights, sequenceLengths } = p;
+    const plain = !p.cache && p.extra === 0 && !p.attnMask && !p.keyPaddingMask && !needWeights && !sequenceLengths;
+    if (plain && proj.qkv) {
+      // Attention per head, written straight into the merged [B, L, E] layout.
+      const merged = temp('merged', [B, L, E]);
+      const views = headViews(proj.qkv, merged, h, causal);
+      note('heads first', views.q);
+      const att = (yield { kind: 'attention', q: views.q, k: views.k, v: views.v, options: views.options, causalAlways: 0, repeat: views }) as AttentionResult;
+      note('softmax(QKᵀ/√d_k) · V per head', views.options.out as Tensor);
+      note('concat heads', merged);
+      return { merged, att };
+    }
     const Qh = splitHeads(proj.Q, h);
     let Kh = splitHeads(proj.K, h);
     let Vh = splitHeads(proj.V, h);
@@ -953,7 +1002,6 @@ export class MultiHeadAttention {
     // Attention per head, written straight into the merged [B, L, E] layout.
     const merged = temp('merged', [B, L, E]);
     const out = splitHeads(merged, h);
-    const { causal, needWeights, sequenceLengths } = p;
     // The masks cover the keys given (and cached); the extra keys are never masked.
     const attnMask = p.attnMask && p.extra > 0 ? yield* padKeysFront(p.attnMask, p.extra, p.memory) : p.attnMask;
     const keyPaddingMask =

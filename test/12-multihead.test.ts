@@ -110,6 +110,35 @@ describe('forward against a float64 multi-head reference', () => {
     expectBitwiseEqual(b.weights!, a.weights!, 'weights');
   });
 
+  test('repeated plain self-attention forwards (laid out once per workspace) follow every change of shape, causality, masks and module', async () => {
+    const m = new MultiHeadAttention({ embedDim: 32, numHeads: 4, seed: 7 });
+    const other = new MultiHeadAttention({ embedDim: 32, numHeads: 4, seed: 8 });
+    for (const t of [m.inProjBias!, m.outProjBias!]) t.assign(rand(t.shape as number[], 0.1));
+    const xs = [rand([2, 5, 32]), rand([1, 9, 32]), rand([2, 5, 32])];
+    const kpm = Tensor.zeros([2, 5], 'uint8');
+    kpm.data[4] = 1;
+    const calls: { x: Tensor; causal: boolean; masked?: boolean; mod?: MultiHeadAttention }[] = [
+      { x: xs[0], causal: false },
+      { x: xs[0], causal: false },
+      { x: xs[0], causal: true },
+      { x: xs[1], causal: false },
+      { x: xs[2], causal: false },
+      { x: xs[2], causal: false, masked: true },
+      { x: xs[2], causal: false },
+      { x: xs[0], causal: true, mod: other },
+      { x: xs[0], causal: true },
+    ];
+    for (const round of [0, 1]) {
+      for (const { x, causal, masked, mod } of calls) {
+        const mm = mod ?? m;
+        const opts = masked ? { causal, keyPaddingMask: kpm } : { causal };
+        const ref = multiheadRef(mm.stateDict(), 4, x, x, x, opts);
+        const r = round === 0 ? mm.forward(x, undefined, undefined, opts) : await mm.forwardAsync(x, undefined, undefined, opts);
+        expectClose(r.output, ref.output, 2e-5, `round ${round} ${x.shape} causal ${causal} masked ${!!masked}`);
+      }
+    }
+  });
+
   test('trace reports the stages of the seed document', () => {
     const m = new MultiHeadAttention({ embedDim: 512, numHeads: 8 });
     const stages: [string, readonly number[]][] = [];
