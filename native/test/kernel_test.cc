@@ -353,6 +353,12 @@ void test_fused(const KernelTable& kt) {
       // Queries staged as rows 64 and 128 floats apart, and in panels beyond.
       {1, 2, 60, 70, 64, 24, true, 0, 0},    {1, 2, 60, 70, 65, 24, false, 0, 0},
       {1, 2, 60, 70, 128, 24, true, 0, 0},   {1, 2, 60, 70, 130, 24, false, 0, 0},
+      // Key blocks of one vector or less (the narrow score tile) on rows
+      // split into even tiles, and last query blocks of 1 to 3 rows.
+      {1, 3, 16, 16, 64, 64, false, 0, 0},   {2, 2, 17, 9, 64, 32, true, 1, 2},
+      {1, 2, 29, 16, 100, 64, false, 3, 3},  {1, 1, 6, 13, 64, 64, true, 2, 1},
+      {1, 2, 40, 131, 64, 64, true, 0, 0},   {1, 2, 57, 10, 64, 64, false, 0, 0},
+      {1, 1, 59, 16, 48, 48, true, 0, 1},    {1, 1, 58, 8, 128, 16, false, 1, 0},
   };
   double worst = 0;
   for (const FusedCase& c : cases) {
