@@ -191,34 +191,17 @@ Block* owned_block(napi_env env, napi_value v) {
   return Block::from_data(data);
 }
 
-// The block's bytes, reported to V8 as external memory while an ArrayBuffer
-// holds it. V8 then collects sooner as results pile up, and their blocks come
-// back to the cache sooner: a sync loop of fresh 2.3 MiB results (Zen 4, two
-// threads) reached steady reuse after 5 blocks of 9 calls instead of 7, with
-// 82 MiB in flight instead of 119, and faulted fresh pages in fewer blocks.
-static std::int64_t counted_bytes(const Block* b) { return static_cast<std::int64_t>(b->capacity()); }
-
 Napi::Value allocate_array_buffer(Napi::Env env, std::size_t bytes, bool zero) {
   Block* b = Block::create(bytes, zero);
   b->retain();  // the finalizer's reference; create()'s stays with this frame
-  std::int64_t unused;
-  napi_adjust_external_memory(env, counted_bytes(b), &unused);  // the finalizer takes it back
   napi_value ab;
-  auto finalize = [](napi_env e, void*, void* hint) {
-    Block* fb = static_cast<Block*>(hint);
-    std::int64_t ignored;
-    napi_adjust_external_memory(e, -counted_bytes(fb), &ignored);
-    fb->release();
-  };
+  auto finalize = [](napi_env, void*, void* hint) { static_cast<Block*>(hint)->release(); };
   if (napi_create_external_arraybuffer(env, b->data(), bytes, finalize, b, &ab) != napi_ok) {
     // Refused (a length over the runtime's limit, external memory not
     // allowed, the environment going away): the caller uses memory of its own.
     // On some refusals Node has already run the finalizer; nothing else can
     // hold the block yet, so its count says whether it did.
-    if (b->refs() == 2) {
-      napi_adjust_external_memory(env, -counted_bytes(b), &unused);
-      b->release();
-    }
+    if (b->refs() == 2) b->release();
     b->release();
     napi_value pending;
     bool has = false;
