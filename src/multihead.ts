@@ -593,6 +593,7 @@ interface Projected {
  */
 interface HeadViews extends AttentionRepeat {
   qkv: Tensor;
+  heads: number;
   causal: boolean;
   q: Tensor;
   k: Tensor;
@@ -603,10 +604,11 @@ const headViewsByMerged = new WeakMap<Tensor, HeadViews>();
 
 function headViews(qkv: Tensor, merged: Tensor, heads: number, causal: boolean): HeadViews {
   const last = headViewsByMerged.get(merged);
-  if (last && last.qkv === qkv && last.causal === causal) return last;
+  if (last && last.qkv === qkv && last.heads === heads && last.causal === causal) return last;
   const E = merged.shape[2];
   const views: HeadViews = {
     qkv,
+    heads,
     causal,
     q: splitHeads(qkv.narrow(2, 0, E), heads),
     k: splitHeads(qkv.narrow(2, E, E), heads),
