@@ -980,18 +980,27 @@ export class MultiHeadAttention {
 
     // Split into h heads of E/h: [B, S, E] -> [B, S, h, E/h] -> [B, h, S, E/h] (views).
     note('split heads', [B, L, h, this.headDim]);
-    const { causal, needWeights, sequenceLengths } = p;
-    const plain = !p.cache && p.extra === 0 && !p.attnMask && !p.keyPaddingMask && !needWeights && !sequenceLengths;
+    // Attention per head, written straight into the merged [B, L, E] layout.
+    const merged = temp('merged', [B, L, E]);
+    const plain = !p.cache && p.extra === 0 && !p.attnMask && !p.keyPaddingMask && !p.needWeights && !p.sequenceLengths;
+    let step: Extract<Step, { kind: 'attention' }>;
     if (plain && proj.qkv) {
-      // Attention per head, written straight into the merged [B, L, E] layout.
-      const merged = temp('merged', [B, L, E]);
-      const views = headViews(proj.qkv, merged, h, causal);
+      const views = headViews(proj.qkv, merged, h, p.causal);
       note('heads first', views.q);
-      const att = (yield { kind: 'attention', q: views.q, k: views.k, v: views.v, options: views.options, causalAlways: 0, repeat: views }) as AttentionResult;
-      note('softmax(QKᵀ/√d_k) · V per head', views.options.out as Tensor);
-      note('concat heads', merged);
-      return { merged, att };
+      step = { kind: 'attention', q: views.q, k: views.k, v: views.v, options: views.options, causalAlways: 0, repeat: views };
+    } else {
+      step = yield* this.heads(p, proj, merged);
     }
+    const att = (yield step) as AttentionResult;
+    note('softmax(QKᵀ/√d_k) · V per head', step.options.out as Tensor);
+    note('concat heads', merged);
+    return { merged, att };
+  }
+
+  /** The attention step over heads split from the projections (any options: masks, cache, extra keys, weights). */
+  private *heads(p: ForwardPlan, proj: Projected, merged: Tensor): Steps<Extract<Step, { kind: 'attention' }>> {
+    const h = this.numHeads;
+    const { causal, needWeights, sequenceLengths, note } = p;
     const Qh = splitHeads(proj.Q, h);
     let Kh = splitHeads(proj.K, h);
     let Vh = splitHeads(proj.V, h);
@@ -1000,18 +1009,11 @@ export class MultiHeadAttention {
       ({ keys: Kh, values: Vh } = yield* p.cache.append(Kh, Vh));
       note('cached keys', Kh);
     }
-
-    // Attention per head, written straight into the merged [B, L, E] layout.
-    const merged = temp('merged', [B, L, E]);
-    const out = splitHeads(merged, h);
     // The masks cover the keys given (and cached); the extra keys are never masked.
     const attnMask = p.attnMask && p.extra > 0 ? yield* padKeysFront(p.attnMask, p.extra, p.memory) : p.attnMask;
     const keyPaddingMask =
       p.keyPaddingMask && p.extra > 0 ? yield* padKeysFront(p.keyPaddingMask, p.extra, p.memory) : p.keyPaddingMask;
-    const options = { attnMask, keyPaddingMask, causal, needWeights, out, sequenceLengths };
-    const att = (yield { kind: 'attention', q: Qh, k: Kh, v: Vh, options, causalAlways: p.extra }) as AttentionResult;
-    note('softmax(QKᵀ/√d_k) · V per head', out);
-    note('concat heads', merged);
-    return { merged, att };
+    const options = { attnMask, keyPaddingMask, causal, needWeights, out: splitHeads(merged, h), sequenceLengths };
+    return { kind: 'attention', q: Qh, k: Kh, v: Vh, options, causalAlways: p.extra };
   }
 }
