@@ -87,6 +87,13 @@ struct KernelTable {
   // stream from L3 or memory (a short request's). Bitwise the same results.
   void (*gemm_micro_stream)(long kc, const float* a, const float* b, float* c, long ldc,
                             float alpha, float beta, int m, int n, const float* bias, int act);
+  // A tile of m <= narrow_rows rows from a compact A panel m floats wide
+  // (a[p * m + r]; one row: the row itself, contiguous), without software
+  // prefetch: for products of a few rows against packed weights. Bitwise the
+  // same as gemm_micro on the same rows.
+  int narrow_rows;
+  void (*gemm_micro_narrow)(long kc, const float* a, const float* b, float* c, long ldc,
+                            float alpha, float beta, int m, int n, const float* bias, int act);
   // Two tiles of C from one B micro-panel, m0 and m1 rows (<= mr; packed A
   // panels a0 and a1, C at c0 and c1), a chunk of k at a time, so that the
   // panel is streamed once. Bitwise the same as gemm_micro on each tile. The

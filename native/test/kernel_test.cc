@@ -1021,6 +1021,42 @@ void test_micro_variants(const KernelTable& kt) {
   check(same, std::string(kt.name) + " micro-kernel without, with near and with streaming panel prefetch agree bitwise (" +
                   std::to_string(cases) + " tiles)");
 
+  // The narrow tile reads a compact A panel (m floats a step) and gives the
+  // bits gemm_micro gives the same rows from an mr-wide panel: partial
+  // widths, beta, bias, activations, depths of 1 to past a set multiple.
+  bool narrow_same = true;
+  int narrow_cases = 0;
+  for (long kc : {1L, 3L, 6L, 37L, 513L}) {
+    std::vector<float> wide(static_cast<std::size_t>(kt.mr * kc)), b(static_cast<std::size_t>(kt.nr * kc)),
+        bias(static_cast<std::size_t>(kt.nr));
+    Rng rng(static_cast<std::uint64_t>(kc) + 5);
+    rng.fill(wide);
+    rng.fill(b);
+    rng.fill(bias);
+    for (int m = 1; m <= kt.narrow_rows; ++m) {
+      std::vector<float> compact(static_cast<std::size_t>(m * kc));
+      for (long p = 0; p < kc; ++p)
+        for (int r = 0; r < m; ++r) compact[static_cast<std::size_t>(p * m + r)] = wide[static_cast<std::size_t>(p * kt.mr + r)];
+      for (int n : {1, kt.vector_width - 1, kt.nr - 1, kt.nr}) {
+        if (n < 1) continue;
+        const int variant = (m + n + static_cast<int>(kc)) % 4;
+        const float beta = variant == 1 ? 0.5f : 0.0f;
+        const float* bp = variant >= 2 ? bias.data() : nullptr;
+        const int act = variant == 3 ? kActGelu : kActNone;
+        const long ldc = kt.nr + 3;
+        std::vector<float> want(static_cast<std::size_t>(m * ldc));
+        rng.fill(want);
+        std::vector<float> got = want;
+        kt.gemm_micro(kc, wide.data(), b.data(), want.data(), ldc, 0.75f, beta, m, n, bp, act);
+        kt.gemm_micro_narrow(kc, compact.data(), b.data(), got.data(), ldc, 0.75f, beta, m, n, bp, act);
+        narrow_same = narrow_same && std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0;
+        ++narrow_cases;
+      }
+    }
+  }
+  check(narrow_cases > 0 && narrow_same, std::string(kt.name) + " narrow tiles from compact A panels agree bitwise with the micro-kernel (" +
+                                             std::to_string(narrow_cases) + " tiles)");
+
   // A pair of tiles (gemm_micro_pair, in chunks of k) gives each tile the bits
   // gemm_micro gives it alone: every pair of row counts, depths shorter and
   // longer than a chunk and not a multiple of it, partial widths, beta, bias,
@@ -1358,7 +1394,12 @@ void test_packed_products(const KernelTable& kt) {
                         // Few rows against weights of a quarter of L2 or more: a full
                         // tile and the rest as one pair (14 + r on 14-row tiles).
                         {16, 1536, 512, 0.0f, true, true, kActNone},  {15, 1000, 700, 1.0f, false, false, kActNone},
-                        {27, 1100, 512, 0.0f, true, false, kActGelu}, {20, 1536, 768, 0.0f, false, true, kActNone}};
+                        {27, 1100, 512, 0.0f, true, false, kActGelu}, {20, 1536, 768, 0.0f, false, true, kActNone},
+                        // One to three rows (narrow tiles): a token's projections, a
+                        // depth over two K blocks, partial panels, an epilogue.
+                        {1, 1536, 512, 0.0f, true, true, kActNone},   {2, 97, 1100, 1.0f, false, false, kActNone},
+                        {3, 65, 31, 0.0f, true, false, kActGelu},     {1, 33, 2100, 1.0f, true, true, kActRelu},
+                        {3, 2304, 768, 0.0f, false, true, kActNone},  {2, 5, 1, 0.0f, true, false, kActNone}};
   const int before = ThreadPool::global().size();
   for (const Case& c : cases) {
     std::vector<float> A(static_cast<std::size_t>(c.m * c.k)), W(static_cast<std::size_t>(c.n * c.k)),
@@ -1457,6 +1498,47 @@ void test_packed_products(const KernelTable& kt) {
         else ok = ok && v == 0.5f * 0.25f * static_cast<float>(k);
       }
     check(ok, std::string(kt.name) + " packed product: infinity and NaN propagate, other elements exact");
+  }
+  {
+    // A few rows of A as a view: rows far apart (lda > k) or transposed (k
+    // strided): the same bits as contiguous rows, on one and on two threads.
+    const long n = 200, k = 300;
+    std::vector<float> W(static_cast<std::size_t>(n * k));
+    Rng rng(91);
+    rng.fill(W);
+    auto pm = pack_matrix(kt, W.data(), k, true, k, n);
+    bool same = true;
+    for (long m = 1; m <= kt.narrow_rows + 1; ++m)
+      for (int threads : {1, 2}) {
+        ThreadPool::global().resize(threads);
+        std::vector<float> A(static_cast<std::size_t>(m * k)), At(A.size()), Aw(static_cast<std::size_t>(m * (k + 9)));
+        rng.fill(A);
+        for (long i = 0; i < m; ++i)
+          for (long p = 0; p < k; ++p) {
+            const float v = A[static_cast<std::size_t>(i * k + p)];
+            At[static_cast<std::size_t>(p * m + i)] = v;
+            Aw[static_cast<std::size_t>(i * (k + 9) + p)] = v;
+          }
+        auto product = [&](const float* a, long lda, bool ta) {
+          std::vector<float> C(static_cast<std::size_t>(m * n));
+          GemmArgs g;
+          g.m = m;
+          g.n = n;
+          g.k = k;
+          g.a = a;
+          g.lda = lda;
+          g.trans_a = ta;
+          g.c = C.data();
+          g.ldc = n;
+          sgemm_with_packed(g, *pm);
+          return C;
+        };
+        const std::vector<float> plain = product(A.data(), k, false), t = product(At.data(), m, true),
+                                 w = product(Aw.data(), k + 9, false);
+        same = same && std::memcmp(plain.data(), t.data(), plain.size() * 4) == 0 &&
+               std::memcmp(plain.data(), w.data(), plain.size() * 4) == 0;
+      }
+    check(same, std::string(kt.name) + " packed product of few rows: strided and transposed A give the bits of contiguous rows");
   }
   ThreadPool::global().resize(before);
 }
