@@ -973,6 +973,11 @@ void test_gemm(const KernelTable& kt) {
       {1, 300, 257, false, true, 0, 1.0f, 0.0f, 3, false},
       {300, 1, 257, false, false, 0, 1.0f, 0.0f, 2, true},
       {5, 700, 3, true, false, 0, 1.0f, -1.0f, 1, false},
+      // A few rows against B read along its rows, in chunks of its columns
+      // (more than one chunk, a partial last vector).
+      {4, 2100, 300, false, false, 1, 1.0f, 0.5f, 1, false},
+      {1, 1500, 40, true, false, 2, -2.0f, 0.0f, 2, false},
+      {3, 1031, 1029, false, false, 0, 1.0f, 1.0f, 1, false},
       {1000, 1000, 2, false, false, 0, 1.0f, 0.0f, 1, false},
       {2, 3, 0, false, false, 0, 1.0f, 0.5f, 1, false},
       {2, 3, 4, false, false, 0, 0.0f, 2.0f, 1, false},
@@ -985,6 +990,36 @@ void test_gemm(const KernelTable& kt) {
                   " k=" + std::to_string(c.k) + " batch=" + std::to_string(c.batch));
   }
   std::printf("  %s gemm: %d cases, worst error %.3f of tolerance\n", kt.name, cases, worst);
+
+  // The unpacked row form: rows computed on their own (B streamed along its
+  // rows, up to 4 rows) have the bits they have inside a larger small product
+  // (B walked a column block at a time), with alpha, beta, a bias and an
+  // activation.
+  {
+    const long m = 9, n = 37, k = 300;
+    std::vector<float> A(static_cast<std::size_t>(m * k)), Bm(static_cast<std::size_t>(k * n)),
+        bias(static_cast<std::size_t>(n)), C0(static_cast<std::size_t>(m * n));
+    Rng rng(19);
+    rng.fill(A);
+    rng.fill(Bm);
+    rng.fill(bias);
+    rng.fill(C0);
+    auto small = [&](long i0, long rows, std::vector<float>& C) {
+      SmallGemm g{false, rows, n, k, A.data() + i0 * k, k, 1, Bm.data(), n, 1, C.data() + i0 * n, n, 0.5f, 0.25f,
+                  bias.data(), kActGelu};
+      kt.gemm_small(g, 0, rows, 0, n);
+    };
+    std::vector<float> whole = C0;
+    small(0, m, whole);
+    bool same = true;
+    for (long rows = 1; rows <= 4; ++rows) {
+      std::vector<float> part = C0;
+      for (long i0 = 0; i0 + rows <= m; i0 += rows) small(i0, rows, part);
+      const long done = m / rows * rows;
+      same = same && std::memcmp(whole.data(), part.data(), static_cast<std::size_t>(done * n) * sizeof(float)) == 0;
+    }
+    check(same, std::string(kt.name) + " unpacked row form: rows streamed alone equal the same rows of a larger product bitwise");
+  }
 }
 
 // The two micro-kernel variants (with and without panel prefetch, chosen
