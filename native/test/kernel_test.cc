@@ -996,7 +996,7 @@ void test_gemm(const KernelTable& kt) {
   // (B walked a column block at a time), with alpha, beta, a bias and an
   // activation.
   {
-    const long m = 9, n = 37, k = 300;
+    const long m = 9, n = 150, k = 300;  // rows wider than a column block
     std::vector<float> A(static_cast<std::size_t>(m * k)), Bm(static_cast<std::size_t>(k * n)),
         bias(static_cast<std::size_t>(n)), C0(static_cast<std::size_t>(m * n));
     Rng rng(19);
