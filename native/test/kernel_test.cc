@@ -991,10 +991,11 @@ void test_gemm(const KernelTable& kt) {
   }
   std::printf("  %s gemm: %d cases, worst error %.3f of tolerance\n", kt.name, cases, worst);
 
-  // The unpacked row form: rows computed on their own (B streamed along its
-  // rows, up to 4 rows) have the bits they have inside a larger small product
-  // (B walked a column block at a time), with alpha, beta, a bias and an
-  // activation.
+  // The unpacked product's rows computed 1 to 4 at a time have the bits they
+  // have inside a larger small product, with alpha, beta, a bias and an
+  // activation: in the row form, rows streamed along B's rows against B
+  // walked a column block at a time; in the dot form (B transposed,
+  // contiguous in k), any rows of A per pass over B.
   {
     const long m = 9, n = 150, k = 300;  // rows wider than a column block
     std::vector<float> A(static_cast<std::size_t>(m * k)), Bm(static_cast<std::size_t>(k * n)),
@@ -1004,21 +1005,24 @@ void test_gemm(const KernelTable& kt) {
     rng.fill(Bm);
     rng.fill(bias);
     rng.fill(C0);
-    auto small = [&](long i0, long rows, std::vector<float>& C) {
-      SmallGemm g{false, rows, n, k, A.data() + i0 * k, k, 1, Bm.data(), n, 1, C.data() + i0 * n, n, 0.5f, 0.25f,
-                  bias.data(), kActGelu};
-      kt.gemm_small(g, 0, rows, 0, n);
-    };
-    std::vector<float> whole = C0;
-    small(0, m, whole);
-    bool same = true;
-    for (long rows = 1; rows <= 4; ++rows) {
-      std::vector<float> part = C0;
-      for (long i0 = 0; i0 + rows <= m; i0 += rows) small(i0, rows, part);
-      const long done = m / rows * rows;
-      same = same && std::memcmp(whole.data(), part.data(), static_cast<std::size_t>(done * n) * sizeof(float)) == 0;
+    for (const bool dot : {false, true}) {
+      auto small = [&](long i0, long rows, std::vector<float>& C) {
+        SmallGemm g{dot, rows, n, k, A.data() + i0 * k, k, 1, Bm.data(), dot ? 1 : n, dot ? k : 1, C.data() + i0 * n,
+                    n, 0.5f, 0.25f, bias.data(), kActGelu};
+        kt.gemm_small(g, 0, rows, 0, n);
+      };
+      std::vector<float> whole = C0;
+      small(0, m, whole);
+      bool same = true;
+      for (long rows = 1; rows <= 4; ++rows) {
+        std::vector<float> part = C0;
+        for (long i0 = 0; i0 + rows <= m; i0 += rows) small(i0, rows, part);
+        const long done = m / rows * rows;
+        same = same && std::memcmp(whole.data(), part.data(), static_cast<std::size_t>(done * n) * sizeof(float)) == 0;
+      }
+      check(same, std::string(kt.name) + (dot ? " unpacked dot form" : " unpacked row form") +
+                      ": rows 1 to 4 at a time equal the same rows of a larger product bitwise");
     }
-    check(same, std::string(kt.name) + " unpacked row form: rows streamed alone equal the same rows of a larger product bitwise");
   }
 }
 
