@@ -140,14 +140,20 @@ describe('softmax outputs and views', () => {
     expect(Buffer.from(x.data.buffer).equals(Buffer.from(expected.data.buffer))).toBe(true);
   });
 
-  test('a new result (long rows written past the caches) has the same bits as out', () => {
-    // Rows in runs and one at a time, masked and causal, at several lengths.
+  test('a new result (long rows, or a large result, written past the caches) has the same bits as out', () => {
+    // Rows in runs and one at a time, masked and causal, at several lengths;
+    // short rows of results larger than any L2 (streamed too), rows of
+    // lengths that leave them off the vector alignment among them.
     for (const [shape, options] of [
       [[3, 5, 4099], {}],
       [[64, 1000], { scale: 0.5 }],
       [[2, 3, 700], { causal: true }],
       [[4, 2050], { mask: Tensor.randn([2050], { seed: 9 }) }],
       [[7, 33], {}],
+      [[2600, 256], {}],
+      [[5300, 100], { scale: 0.5 }],
+      [[3, 1000, 177], { causal: true }],
+      [[1500, 500], { mask: Tensor.randn([500], { seed: 10 }) }],
     ] as const) {
       const x = rand([...shape]);
       const out = Tensor.zeros([...shape]);

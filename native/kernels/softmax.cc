@@ -60,15 +60,23 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
 
   // A new result's rows go past the caches (staged, then streamed: see
   // softmax_rows and softmax_row_streamed) when they are longer than a
-  // sixteenth of L1: its memory, recycled from an earlier result, mostly
-  // comes back cold, and each line written with ordinary stores is first
-  // read from memory. One thread, Zen 4, into results in buffers that fill
-  // 64 MiB in turn: 32 x 2048 and 16 x 4096 40-45% faster, 64 x 4096 41%,
-  // 128 x 1024 30-38%, 512 x 768 9-17%; 256 x 512 (2 KiB rows) 25% slower,
-  // so shorter rows keep ordinary stores (4096 x 512, 8 MiB, streamed
-  // 20-30% slower too). Into a given `out` (often reused, and then in
+  // sixteenth of L1, or when a thread's share of the result is at least half
+  // its L2. A result's memory is recycled from results the garbage collector
+  // freed, and it collects them in batches (when tens of megabytes of them
+  // have piled up), so it comes back cold: each line written with ordinary
+  // stores is first read from memory. One thread, Zen 4, into results in
+  // buffers that fill 64 MiB in turn: 32 x 2048 and 16 x 4096 40-45% faster,
+  // 64 x 4096 41%, 128 x 1024 30-38%, 512 x 768 9-17%. Short rows of a large
+  // result too, softmax(x) as users call it, in turns of the event loop:
+  // 4096 x 512 0.78-0.83 -> 0.51-0.55 ms, 1024 x 512 0.19-0.20 -> 0.14-0.15,
+  // 256 x 512 0.05-0.06 -> 0.04, 16384 x 128 0.71-0.81 -> 0.65-0.66; two
+  // threads, 4096 x 512 0.47-0.50 -> 0.31-0.37. A small result (128 x 128:
+  // 0.035 -> 0.039 ms streamed) keeps ordinary stores: the rotation of small
+  // blocks can stay in cache. Into a given `out` (often reused, and then in
   // cache) stores stay ordinary.
-  const bool stream = s.stream_out && 4.0 * static_cast<double>(cols) > static_cast<double>(cpu_info().cache_used.l1d) / 16.0;
+  const bool long_rows = 4.0 * static_cast<double>(cols) > static_cast<double>(cpu_info().cache_used.l1d) / 16.0;
+  const bool large_share = 2.0 * y_bytes / static_cast<double>(threads) >= static_cast<double>(cpu_info().cache_used.l2);
+  const bool stream = s.stream_out && (long_rows || large_share);
 
   parallel_ranges(rows, tasks, [&](long r0, long r1) {
     const long* strides[3] = {s.x_strides, s.y_strides, s.m_strides};

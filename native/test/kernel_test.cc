@@ -836,6 +836,29 @@ void test_softmax_driver(const KernelTable& kt) {
           std::string(kt.name) + " softmax driver: plain rows equal softmax_row's on 1 and 3 threads and streamed, cols=" +
               std::to_string(cols));
   }
+  // Short rows of a new result larger than any L2 (streamed as well: a
+  // thread's share of it is at least half its L2), on 1 and 3 threads; rows
+  // of 37 floats are off the vector alignment.
+  for (long cols : {37L, 100L}) {
+    const long rows = (6L << 20) / (4 * cols);
+    std::vector<float> xl(static_cast<std::size_t>(rows * cols)), want(xl.size()), y1(xl.size(), 5.0f), y3(xl.size(), 6.0f);
+    rng.fill(xl);
+    for (long row = 0; row < rows; ++row)
+      kt.softmax_row(xl.data() + row * cols, want.data() + row * cols, cols, cols, 0.5f, nullptr, nullptr, nullptr, nullptr);
+    SoftmaxArgs p = softmax_args4({1, 1, rows, cols}, {rows * cols, rows * cols, cols, 1}, {rows * cols, rows * cols, cols, 1},
+                                  {0, 0, 0, 0});
+    p.x = xl.data();
+    p.scale = 0.5f;
+    p.stream_out = true;
+    p.y = y1.data();
+    softmax(kt, p);
+    p.y = y3.data();
+    on_threads(3, [&] { softmax(kt, p); });
+    check(std::memcmp(y1.data(), want.data(), want.size() * sizeof(float)) == 0 &&
+              std::memcmp(y3.data(), want.data(), want.size() * sizeof(float)) == 0,
+          std::string(kt.name) + " softmax driver: short rows of a large new result equal softmax_row's on 1 and 3 threads, cols=" +
+              std::to_string(cols));
+  }
   // The masked, causal rows above as a new result (streamed one at a time when long enough).
   for (long cols : {37L, 1500L}) {
     std::vector<float> xm(static_cast<std::size_t>(B * H * R * cols)), ya(xm.size()), yb(xm.size(), 3.0f);
