@@ -142,6 +142,7 @@ function prepareLayerNorm(x: unknown, options: unknown, fn: string): NativeCall 
   const X = unitLast(X0);
   const params = layerNormParams({
     rank: X.rank,
+    streamOut: opts.out === undefined ? 1 : 0,
     shape: X.shape,
     xStrides: X.strides,
     xOffset: X.offset,
@@ -185,6 +186,7 @@ function prepareActivation(x: unknown, code: number, out: unknown, fn: string): 
   const O = atLeast1d(o);
   const params = activationParams({
     kind: code,
+    streamOut: out === undefined ? 1 : 0,
     rank: X.rank,
     shape: X.shape,
     xStrides: X.strides,

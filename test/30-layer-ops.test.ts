@@ -130,6 +130,29 @@ describe(`layerNorm (${process.env.ATTN_ISA} kernels)`, () => {
     expectBitwiseEqual(await layerNormAsync(x, opts), one, 'async');
   });
 
+  test('a large new result (written past the caches) has the same bits as out, on 1 and 2 threads', () => {
+    // Results larger than any L2, rows on and off the vector alignment.
+    for (const [shape, seed] of [
+      [[2100, 768], 61],
+      [[30000, 37], 62],
+      [[3, 700, 501], 63],
+    ] as const) {
+      const x = Tensor.randn([...shape], { seed });
+      const n = shape[shape.length - 1];
+      const opts = { residual: Tensor.randn([...shape], { seed: seed + 100 }), weight: Tensor.randn([n], { seed: 3 }), bias: Tensor.randn([n], { seed: 4 }) };
+      setNumThreads(1);
+      const out = Tensor.zeros([...shape]);
+      layerNorm(x, { ...opts, out });
+      expectBitwiseEqual(layerNorm(x, opts), out, `new result ${shape}, 1 thread`);
+      setNumThreads(2);
+      expectBitwiseEqual(layerNorm(x, opts), out, `new result ${shape}, 2 threads`);
+      const view = x.narrow(0, 1, shape[0] - 1); // starts a row in: off the vector alignment
+      const viewOut = Tensor.zeros(view.shape);
+      layerNorm(view, { weight: opts.weight, out: viewOut });
+      expectBitwiseEqual(layerNorm(view, { weight: opts.weight }), viewOut, `a view of ${shape}`);
+    }
+  });
+
   test('bad input gets a named error', async () => {
     const x = Tensor.zeros([2, 4]);
     expect(() => layerNorm([1, 2] as never)).toThrow('Expected float32 Tensor for x but received an Array of length 2');
@@ -196,6 +219,24 @@ describe(`gelu and relu (${process.env.ATTN_ISA} kernels)`, () => {
     const one = gelu(big);
     setNumThreads(2);
     expectBitwiseEqual(gelu(big), one, 'threads');
+  });
+
+  test('a large new result (ReLU\'s written past the caches) has the same bits as out, on 1 and 2 threads', () => {
+    // One contiguous run, rows off the vector alignment, and a row view.
+    const cases = [Tensor.randn([1531, 1029], { seed: 55 }), Tensor.randn([2000, 703], { seed: 56 }).narrow(1, 2, 700), Tensor.randn([(1 << 20) + 3], { seed: 57 })];
+    for (const x of cases) {
+      for (const [name, f] of [
+        ['relu', (o?: Tensor) => relu(x, o ? { out: o } : undefined)],
+        ['gelu', (o?: Tensor) => gelu(x, o ? { out: o } : undefined)],
+      ] as const) {
+        setNumThreads(1);
+        const out = Tensor.zeros(x.shape);
+        f(out);
+        expectBitwiseEqual(f(), out, `${name} ${x.shape}, 1 thread`);
+        setNumThreads(2);
+        expectBitwiseEqual(f(), out, `${name} ${x.shape}, 2 threads`);
+      }
+    }
   });
 
   test('bad input gets a named error', async () => {
@@ -360,6 +401,7 @@ describe('the native layer functions check bounds and overlap themselves', () =>
   const lnParams = (change: Partial<LayerNormParams> = {}) =>
     layerNormParams({
       rank: 2,
+      streamOut: 0,
       shape: [2, 4],
       xStrides: [4, 1],
       xOffset: 0,
@@ -404,18 +446,18 @@ describe('the native layer functions check bounds and overlap themselves', () =>
       'sum must be x or the residual itself, or share no memory with the inputs',
     );
     expect(() => native.layerNorm(f(8), null, null, null, null, f(8), null, Float64Array.from([1]))).toThrow(
-      'Expected 49 entries in layerNorm parameters but received 1',
+      'Expected 50 entries in layerNorm parameters but received 1',
     );
     native.layerNorm(buf, null, null, null, null, buf, null, lnParams()); // exactly in place: fine
   });
 
   test('activation', () => {
     const params = (outOffset = 0) =>
-      activationParams({ kind: 2, rank: 1, shape: [6], xStrides: [1], xOffset: 0, outStrides: [1], outOffset });
+      activationParams({ kind: 2, streamOut: 0, rank: 1, shape: [6], xStrides: [1], xOffset: 0, outStrides: [1], outOffset });
     expect(() => native.activation(f(5), f(6), params())).toThrow('x is too short');
     const buf = f(8);
     expect(() => native.activation(buf, buf, params(1))).toThrow('out must be x itself or share no memory with it');
-    expect(() => native.activation(f(6), f(6), activationParams({ kind: 4, rank: 1, shape: [6], xStrides: [1], xOffset: 0, outStrides: [1], outOffset: 0 }))).toThrow(
+    expect(() => native.activation(f(6), f(6), activationParams({ kind: 4, streamOut: 0, rank: 1, shape: [6], xStrides: [1], xOffset: 0, outStrides: [1], outOffset: 0 }))).toThrow(
       RangeError,
     );
     native.activation(buf, buf, params());

@@ -771,6 +771,7 @@ Napi::Value layer_norm_impl(const Napi::CallbackInfo& info, bool async) {
   ParamReader<P> p(info, 7);
   LayerNormArgs a;
   a.rank = read_shape(env, p, a.shape);
+  a.stream_out = p.flag(P::kStreamOut, "streamOut");
   const int rank = a.rank;
   const long cols = a.shape[rank - 1];
   const RowView xv = read_rows(env, p, x, rank, a.shape, P::kXStrides, P::kXOffset, "x");
@@ -835,6 +836,7 @@ Napi::Value activation_impl(const Napi::CallbackInfo& info, bool async) {
   ParamReader<P> p(info, 2);
   ActivationArgs a;
   a.act = static_cast<int>(p.integer(P::kKind, 1, kActivationCount - 1, "activation kind"));
+  a.stream_out = p.flag(P::kStreamOut, "streamOut");
   a.rank = read_shape(env, p, a.shape);
   const RowView xv = read_rows(env, p, x, a.rank, a.shape, P::kXStrides, P::kXOffset, "x");
   const RowView ov = read_rows(env, p, out, a.rank, a.shape, P::kOutStrides, P::kOutOffset, "out");

@@ -138,6 +138,9 @@ struct KernelTable {
   void (*erf_array)(const float* x, float* y, long n);
   // y[i] = act(x[i]) for an Activation act; y may be x.
   void (*activation_array)(int act, const float* x, float* y, long n);
+  // activation_array with y written past the caches where it is aligned (a
+  // new result: see softmax_row_streamed); then fence(). The same values.
+  void (*activation_array_streamed)(int act, const float* x, float* y, long n);
 
   // One LayerNorm row of n entries: z = x (+ r) (+ shift), then
   // y = (z - mean(z)) / sqrt(var(z) + eps) (* gamma) (+ beta), and z itself
@@ -148,6 +151,10 @@ struct KernelTable {
   // accuracy.
   void (*layer_norm_row)(const float* x, const float* r, const float* shift, const float* gamma,
                          const float* beta, float* y, float* sum, long n, float eps);
+  // layer_norm_row with its intermediate row in `stage` (n floats) and y
+  // written past the caches; then fence(). The same bits.
+  void (*layer_norm_row_streamed)(const float* x, const float* r, const float* shift, const float* gamma,
+                                  const float* beta, float* y, float* sum, long n, float eps, float* stage);
 
   // Additive attention scores for one query row:
   // out[j] = sum_h w[h] * tanh(qb[h] + pk[j * pk_stride + h]), j < sk, h < hd.

@@ -28,6 +28,9 @@ struct LayerNormArgs {
   float* sum = nullptr;
   long sum_strides[kMaxRank] = {};
   float eps = 1e-5f;
+  // y is a new result nobody has read yet: a large one is written past the
+  // caches (see stream_new_result). The same values either way.
+  bool stream_out = false;
 };
 
 // Rows split across the pool; each row is normalised by one call of
@@ -43,6 +46,7 @@ struct ActivationArgs {
   long x_strides[kMaxRank] = {};
   float* y = nullptr;
   long y_strides[kMaxRank] = {};
+  bool stream_out = false;  // as for LayerNormArgs (ReLU only: see activation())
 };
 
 void activation(const KernelTable& kt, const ActivationArgs& a);

@@ -7,6 +7,7 @@
 #include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 #include "scratch.h"
+#include "tuning.h"
 
 namespace attn {
 namespace {
@@ -75,8 +76,7 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
   // blocks can stay in cache. Into a given `out` (often reused, and then in
   // cache) stores stay ordinary.
   const bool long_rows = 4.0 * static_cast<double>(cols) > static_cast<double>(cpu_info().cache_used.l1d) / 16.0;
-  const bool large_share = 2.0 * y_bytes / static_cast<double>(threads) >= static_cast<double>(cpu_info().cache_used.l2);
-  const bool stream = s.stream_out && (long_rows || large_share);
+  const bool stream = s.stream_out && (long_rows || stream_new_result(y_bytes, threads));
 
   parallel_ranges(rows, tasks, [&](long r0, long r1) {
     const long* strides[3] = {s.x_strides, s.y_strides, s.m_strides};

@@ -54,4 +54,8 @@ const Tuning& tuning() {
   return t;
 }
 
+bool stream_new_result(double bytes, long threads) {
+  return 2.0 * bytes / static_cast<double>(threads > 1 ? threads : 1) >= static_cast<double>(cpu_info().cache_used.l2);
+}
+
 }  // namespace attn

@@ -36,6 +36,13 @@ struct Tuning {
   const char* basis;
 };
 
+// Whether a new result (memory nobody has read since it was recycled, so
+// cold) of `bytes` that `threads` threads write goes past the caches: when
+// each thread's share is at least half its L2. Ordinary stores would first
+// read every line of it from memory; a smaller result stays in cache for
+// whoever reads it next.
+bool stream_new_result(double bytes, long threads);
+
 // The row for `family` (the generic row when the family has none).
 const Tuning& tuning_for(CpuFamily family);
 // The row for this CPU.

@@ -53,6 +53,14 @@ void on_threads(int n, F&& f) {
   ThreadPool::global().resize(before);
 }
 
+// A pointer into `buf` (at least 32 floats longer than needed) whose address
+// is `skew` floats past a 64-byte boundary, for the streamed stores' heads.
+float* at_skew(std::vector<float>& buf, long skew) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(buf.data());
+  const long to_line = static_cast<long>((64 - addr % 64) % 64) / 4;
+  return buf.data() + to_line + skew;
+}
+
 // Deterministic values in [-1, 1).
 struct Rng {
   std::uint64_t s;
@@ -1433,6 +1441,18 @@ void test_erf_gelu(const KernelTable& kt) {
         ok = ok && std::fabs(b[static_cast<std::size_t>(i)] - want) <= 1e-6 * (1 + std::fabs(want)) &&
              std::memcmp(&b[static_cast<std::size_t>(i)], &c[static_cast<std::size_t>(i)], 4) == 0;
       }
+      // Streamed at three alignments of y: the same bits, nothing written outside.
+      std::vector<float> buf(static_cast<std::size_t>(n) + 40);
+      for (long skew : {0L, 1L, 5L}) {
+        std::fill(buf.begin(), buf.end(), -7.0f);
+        float* ys = at_skew(buf, skew);
+        kt.activation_array_streamed(act, a.data(), ys, n);
+        kt.fence();
+        long outside = 0;
+        for (const float* q = buf.data(); q < buf.data() + buf.size(); ++q)
+          if (q < ys || q >= ys + n) outside += *q != -7.0f;
+        ok = ok && outside == 0 && std::memcmp(ys, b.data(), static_cast<std::size_t>(n) * 4) == 0;
+      }
       check(ok, std::string(kt.name) + " activation " + std::to_string(act) + " tail n=" + std::to_string(n));
     }
 }
@@ -1700,6 +1720,23 @@ void layer_norm_ref(const float* x, const float* r, const float* sh, const float
   for (long j = 0; j < n; ++j) y[j] = (z[static_cast<std::size_t>(j)] - mean) * rstd * (g ? g[j] : 1.0) + (b ? b[j] : 0.0);
 }
 
+
+// Activation arguments for `rows` rows of `cols`: x's rows ldx apart, y's contiguous.
+ActivationArgs activation_rows(int act, long rows, long cols, const float* x, long ldx, float* y) {
+  ActivationArgs a;
+  a.act = act;
+  a.rank = 2;
+  a.shape[0] = rows;
+  a.shape[1] = cols;
+  a.x = x;
+  a.x_strides[0] = ldx;
+  a.x_strides[1] = 1;
+  a.y = y;
+  a.y_strides[0] = cols;
+  a.y_strides[1] = 1;
+  return a;
+}
+
 void test_layer_norm(const KernelTable& kt) {
   // Rows of every awkward length, with each optional input on or off, and
   // rows far from 0 (mean 1e4, spread 1; and mean -3e5 spread 0.01 with the
@@ -1759,6 +1796,22 @@ void test_layer_norm(const KernelTable& kt) {
           sum_ok = sum_ok && zs[static_cast<std::size_t>(j)] == z;
         }
         check(sum_ok, std::string(kt.name) + " layer_norm sum output n=" + std::to_string(n));
+        // Streamed (a stage row, y past the caches) at three alignments of y:
+        // the same bits, nothing written outside the row.
+        std::vector<float> stage(static_cast<std::size_t>(n)), ybuf(static_cast<std::size_t>(n) + 40);
+        bool streamed_same = true;
+        for (long skew : {0L, 1L, 7L}) {
+          std::fill(ybuf.begin(), ybuf.end(), 42.0f);
+          float* ys = at_skew(ybuf, skew);
+          kt.layer_norm_row_streamed(x.data(), rp, sp, gp, bp, ys, nullptr, n, 1e-5f, stage.data());
+          kt.fence();
+          long outside = 0;
+          for (const float* q = ybuf.data(); q < ybuf.data() + ybuf.size(); ++q)
+            if (q < ys || q >= ys + n) outside += *q != 42.0f;
+          streamed_same = streamed_same && outside == 0 && std::memcmp(ys, y.data(), static_cast<std::size_t>(n) * 4) == 0;
+        }
+        check(streamed_same, std::string(kt.name) + " layer_norm streamed n=" + std::to_string(n) + " variant " +
+                                 std::to_string(variant));
       }
     }
   std::printf("  %s layer_norm: max error %.2e (rows near 0), %.2e (rows with mean 1e4 or -3e5)\n", kt.name,
@@ -1825,17 +1878,7 @@ void test_layer_norm(const KernelTable& kt) {
     std::vector<float> x(static_cast<std::size_t>(R * (C + 3))), y(static_cast<std::size_t>(R * C));
     Rng rng(5);
     for (float& v : x) v = 4.0f * rng.next();
-    ActivationArgs a;
-    a.act = kActGelu;
-    a.rank = 2;
-    a.shape[0] = R;
-    a.shape[1] = C;
-    a.x = x.data();
-    a.x_strides[0] = C + 3;
-    a.x_strides[1] = 1;
-    a.y = y.data();
-    a.y_strides[0] = C;
-    a.y_strides[1] = 1;
+    ActivationArgs a = activation_rows(kActGelu, R, C, x.data(), C + 3, y.data());
     activation(kt, a);
     double err = 0;
     for (long i = 0; i < R; ++i)
@@ -1854,6 +1897,71 @@ void test_layer_norm(const KernelTable& kt) {
     on_threads(3, [&] { activation(kt, b); });
     for (std::size_t i = 0; i < big.size(); ++i) err = std::fmax(err, std::fabs(out[i] - gelu_tanh_ref(big[i])) / (1 + std::fabs(big[i])));
     check(err < 1e-6, std::string(kt.name) + " activation driver err " + std::to_string(err));
+  }
+  // Large new results (a thread's share past half of any L2: written past the
+  // caches) on 1 and 3 threads equal the rows computed one by one: layerNorm
+  // rows of 37 and 768 floats with a residual, ReLU as one contiguous run and
+  // as strided rows.
+  Rng rng(123);
+  for (long cols : {37L, 768L}) {
+    const long rows = (6L << 20) / (4 * cols);
+    std::vector<float> x(static_cast<std::size_t>(rows * cols)), r(x.size()), g(static_cast<std::size_t>(cols)),
+        bt(g.size()), want(x.size()), y1(x.size(), 5.0f), y3(x.size(), 6.0f);
+    rng.fill(x);
+    rng.fill(r);
+    rng.fill(g);
+    rng.fill(bt);
+    for (long row = 0; row < rows; ++row)
+      kt.layer_norm_row(x.data() + row * cols, r.data() + row * cols, nullptr, g.data(), bt.data(), want.data() + row * cols,
+                        nullptr, cols, 1e-5f);
+    LayerNormArgs a;
+    a.rank = 2;
+    a.shape[0] = rows;
+    a.shape[1] = cols;
+    a.x = x.data();
+    a.x_strides[0] = a.r_strides[0] = a.y_strides[0] = cols;
+    a.x_strides[1] = a.r_strides[1] = a.y_strides[1] = 1;
+    a.residual = r.data();
+    a.gamma = g.data();
+    a.beta = bt.data();
+    a.stream_out = true;
+    a.y = y1.data();
+    layer_norm(kt, a);
+    a.y = y3.data();
+    on_threads(3, [&] { layer_norm(kt, a); });
+    check(std::memcmp(y1.data(), want.data(), want.size() * 4) == 0 && std::memcmp(y3.data(), want.data(), want.size() * 4) == 0,
+          std::string(kt.name) + " layer_norm driver: a large new result equals the rows' on 1 and 3 threads, cols=" +
+              std::to_string(cols));
+  }
+  {
+    const long rows = 1531, cols = 1029;  // 6 MiB; rows 1032 apart in x
+    std::vector<float> x(static_cast<std::size_t>(rows * (cols + 3))), want(static_cast<std::size_t>(rows * cols)),
+        y1(want.size(), 5.0f), y3(want.size(), 6.0f), c1(want.size(), 7.0f);
+    rng.fill(x);
+    for (long row = 0; row < rows; ++row)
+      kt.activation_array(kActRelu, x.data() + row * (cols + 3), want.data() + row * cols, cols);
+    ActivationArgs a = activation_rows(kActRelu, rows, cols, x.data(), cols + 3, y1.data());
+    a.stream_out = true;
+    activation(kt, a);
+    a.y = y3.data();
+    on_threads(3, [&] { activation(kt, a); });
+    // The same elements as one contiguous run (x's rows copied together).
+    std::vector<float> xc(want.size());
+    for (long row = 0; row < rows; ++row)
+      std::memcpy(xc.data() + row * cols, x.data() + row * (cols + 3), static_cast<std::size_t>(cols) * 4);
+    ActivationArgs c;
+    c.act = kActRelu;
+    c.rank = 1;
+    c.shape[0] = rows * cols;
+    c.x = xc.data();
+    c.x_strides[0] = 1;
+    c.y = c1.data();
+    c.y_strides[0] = 1;
+    c.stream_out = true;
+    on_threads(3, [&] { activation(kt, c); });
+    check(std::memcmp(y1.data(), want.data(), want.size() * 4) == 0 && std::memcmp(y3.data(), want.data(), want.size() * 4) == 0 &&
+              std::memcmp(c1.data(), want.data(), want.size() * 4) == 0,
+          std::string(kt.name) + " relu driver: a large new result equals the rows' on 1 and 3 threads, strided and contiguous");
   }
 }
 
