@@ -1,6 +1,9 @@
-import { describe, expect, test } from 'vitest';
-import { Tensor, matmul } from '../src';
-import { expectClose, gemmTolerance, matmulRef, values } from './support/reference';
+import { afterAll, describe, expect, test } from 'vitest';
+import { Tensor, getNumThreads, matmul, packMatrix, setNumThreads } from '../src';
+import { expectBitwiseEqual, expectClose, gemmTolerance, matmulRef, values } from './support/reference';
+
+const threadsBefore = getNumThreads();
+afterAll(() => setNumThreads(threadsBefore));
 
 // Sizes around every tile edge (14/32 on AVX-512, 6/16 on AVX2, 4/4 scalar,
 // 8/12 NEON), vector widths, primes, and block sizes.
@@ -94,6 +97,31 @@ describe('matmul against a float64 reference', () => {
     const got = matmul(a, b, { out: nanOut, alpha: 2 });
     expect(values(got).some(Number.isNaN)).toBe(false);
     expect(got).toBe(nanOut);
+  });
+});
+
+describe('a new result', () => {
+  test('large new results (written past the caches where they can be) have the same bits as out, on 1 and 2 threads', () => {
+    // Shallow products whose results are larger than any L2: rows of a
+    // multiple of 16 floats (streamed), of 1000 (not), a bias and alpha,
+    // batches, a packed weight, and one deeper than a depth block.
+    const cases: [Tensor, Tensor | ReturnType<typeof packMatrix>, Parameters<typeof matmul>[2]][] = [
+      [rand([1531, 24]), rand([24, 1024]), {}],
+      [rand([1531, 24]), rand([24, 1040]), { bias: rand([1040]), alpha: 0.5 }],
+      [rand([1500, 24]), rand([24, 1000]), {}],
+      [rand([3, 700, 40]), rand([3, 40, 1024]), {}],
+      [rand([1531, 40]), packMatrix(rand([40, 1024])), {}],
+      [rand([64, 1500]), packMatrix(rand([1500, 1024])), {}],
+    ];
+    for (const [a, b, opts] of cases) {
+      setNumThreads(1);
+      const fresh = matmul(a, b, opts);
+      const out = Tensor.zeros(fresh.shape);
+      matmul(a, b, { ...opts, out });
+      expectBitwiseEqual(fresh, out, `${a.shape} 1 thread`);
+      setNumThreads(2);
+      expectBitwiseEqual(matmul(a, b, opts), out, `${a.shape} 2 threads`);
+    }
   });
 });
 

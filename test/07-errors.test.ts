@@ -89,6 +89,7 @@ describe('the native layer checks bounds itself', () => {
       batch: 1,
       alpha: 1,
       beta: 0,
+      streamOut: 0,
       aOffset: 0,
       bOffset: 0,
       cOffset: 0,
@@ -107,7 +108,7 @@ describe('the native layer checks bounds itself', () => {
       'out: unsupported operation: more than one element of the written-to tensor refers to a single memory location',
     );
     expect(() => native.gemm(c, c, c, null, gemm(2, 2, 2))).toThrow('out must not share memory with a or b');
-    expect(() => native.gemm(c, c, c, null, p([2, 2]))).toThrow('Expected 18 entries in gemm parameters but received 2');
+    expect(() => native.gemm(c, c, c, null, p([2, 2]))).toThrow('Expected 19 entries in gemm parameters but received 2');
     expect(() => native.gemm(c, [1] as never, c, null, p([]))).toThrow('Expected Float32Array for b but received an Array');
     expect(() => native.gemm(c, c, new Float32Array(4), new Float32Array(1), gemm(2, 2, 2))).toThrow('bias is too short');
     expect(() => native.gemm(c, c, c, null, gemm(2 ** 40, 2 ** 40, 2, { lda: 2, ldb: 2 ** 40, ldc: 2 ** 40 }))).toThrow(RangeError);
@@ -131,6 +132,7 @@ describe('the native layer checks bounds itself', () => {
       batch: 1,
       alpha: 1,
       beta: 0,
+      streamOut: 0,
       aOffset: 0,
       cOffset: 0,
       biasOffset: 0,

@@ -45,7 +45,7 @@ describe('detaching, transferring or shrinking buffers while an async call runs'
     const out = new Float32Array(64);
     const params = gemmParams({
       m: 8, n: 8, k: 8, transA: 0, transB: 0, lda: 8, ldb: 8, ldc: 8, aBatchStride: 0, bBatchStride: 0, cBatchStride: 0,
-      batch: 1, alpha: 1, beta: 0, aOffset: 0, bOffset: 0, cOffset: 0, biasOffset: 0,
+      batch: 1, alpha: 1, beta: 0, streamOut: 0, aOffset: 0, bOffset: 0, cOffset: 0, biasOffset: 0,
     });
     const p = native.gemmAsync(a, a, out, null, params);
     structuredClone(out.buffer, { transfer: [out.buffer] });
@@ -168,7 +168,7 @@ describe('bounds computed with checked arithmetic', () => {
     const g = (change: Partial<Parameters<typeof gemmParams>[0]>) =>
       gemmParams({
         m: 2, n: 2, k: 2, transA: 0, transB: 0, lda: 2, ldb: 2, ldc: 2, aBatchStride: 0, bBatchStride: 0, cBatchStride: 4,
-        batch: 1, alpha: 1, beta: 0, aOffset: 0, bOffset: 0, cOffset: 0, biasOffset: 0, ...change,
+        batch: 1, alpha: 1, beta: 0, streamOut: 0, aOffset: 0, bOffset: 0, cOffset: 0, biasOffset: 0, ...change,
       });
     expect(() => native.gemm(c, c, new Float32Array(16), null, g({ batch: 2 ** 40, aBatchStride: 2 ** 40 }))).toThrow(/^a: its shape and strides span more than 2\^53 elements$/);
     expect(() => native.gemm(c, c, new Float32Array(16), null, g({ m: 2 ** 30, lda: 2 ** 30, ldc: 2 ** 30, k: 2 ** 30, n: 2 ** 30 }))).toThrow(RangeError);

@@ -119,7 +119,7 @@ void register_a_out_bias(KernelCall& call, GemmArgs& g, const AOut& e) {
 }
 
 // The slots gemm and gemmWithPacked share (named alike in both blocks): m,
-// A's and out's layouts, the batch, alpha and beta.
+// A's and out's layouts, the batch, alpha, beta and streamOut.
 template <class P>
 void read_a_and_out(ParamReader<P>& p, GemmArgs& g, long& off_a, long& off_c) {
   g.m = p.integer(P::kM, 0, kMaxIndex, "m");
@@ -131,6 +131,7 @@ void read_a_and_out(ParamReader<P>& p, GemmArgs& g, long& off_a, long& off_c) {
   g.batch = p.integer(P::kBatch, 0, kMaxIndex, "batch");
   g.alpha = static_cast<float>(p.number(P::kAlpha));
   g.beta = static_cast<float>(p.number(P::kBeta));
+  g.stream_out = p.flag(P::kStreamOut, "streamOut");
   off_a = p.integer(P::kAOffset, 0, kMaxIndex, "offset of a");
   off_c = p.integer(P::kCOffset, 0, kMaxIndex, "offset of out");
 }

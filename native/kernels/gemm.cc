@@ -52,7 +52,14 @@ struct Problem {
   float alpha, beta;
   const float* bias;
   int act;
+  bool stream_c;  // a new result whose tiles may go past the caches (see store_mode)
 };
+
+// What the micro-kernels add to the last depth block's act: kStoreStream for
+// a new result of one depth block (several would read C back), whose every
+// tile row is aligned (the caller checked C and ldc; tiles start at
+// multiples of nr).
+int store_mode(const Problem& p, long kc) { return p.stream_c && p.k <= kc ? kStoreStream : kActNone; }
 
 // C = act(beta * C (+ bias)), for the degenerate cases (k == 0 or alpha == 0).
 void scale_c(const KernelTable& kt, const Problem& p) {
@@ -299,6 +306,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
   const long mc = block_rows(blk, kc_max, mr);
   const RowTiles rt(p, mr);
   float* bpack = tl_pack_b.get(static_cast<std::size_t>(nc_max * kc_max));
+  const int store = store_mode(p, blk.kc);
 
   for (long jc = 0; jc < p.n; jc += blk.nc) {
     const long ncur = min_l(blk.nc, p.n - jc);
@@ -306,7 +314,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
     for (long pc = 0; pc < p.k; pc += blk.kc) {
       const long kc = min_l(blk.kc, p.k - pc);
       const float beta = pc == 0 ? p.beta : 1.0f;
-      const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
+      const int act = pc + kc >= p.k ? p.act | store : kActNone;  // on the finished sums only
 
       // Pack this B panel, split by micro-panels across the threads.
       const long pack_tasks = parallel ? min_l(tasks, panels) : 1;
@@ -343,6 +351,7 @@ void gemm_blocked(const KernelTable& kt, const Problem& p, int nt) {
               });
           ic = end;
         }
+        if (store) kt.fence();  // the streamed stores, before the task counts as done
       });
     }
   }
@@ -685,6 +694,7 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
   const long tasks = tm * tn;
   const int prefetch = prefetch_level(p, mc);
   const MicroFn micro = micro_for(kt, prefetch);
+  const int store = store_mode(p, blk.kc);
   for_tasks(tasks > 1, tasks, [&](long t) {
     const long ti = t / tn, tj = t % tn;
     const long r0 = guided ? rt.boundary(runs.at[ti] * mr) : rt.split(tm, ti);
@@ -695,7 +705,7 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
     for (long pc = 0; pc < p.k; pc += blk.kc) {
       const long kc = min_l(blk.kc, p.k - pc);
       const float beta = pc == 0 ? p.beta : 1.0f;
-      const int act = pc + kc >= p.k ? p.act : kActNone;  // on the finished sums only
+      const int act = pc + kc >= p.k ? p.act | store : kActNone;  // on the finished sums only
       for (long ic = r0; ic < r1;) {
         const long end = rt.block_end(ic, mc, r1);
         pack_a_tiles(kt, p.a, rt, ic, end, pc, kc, apack);
@@ -715,6 +725,7 @@ void gemm_prepacked(const KernelTable& kt, const Problem& p, int nt, const Packe
         ic = end;
       }
     }
+    if (store) kt.fence();  // the streamed stores, before the task counts as done
   });
 }
 
@@ -772,7 +783,7 @@ void gemm_one(const KernelTable& kt, const Problem& p, bool parallel, const Pack
 }
 
 // Batch item `item` of g; with `pre`, B (and k, n) come from the packed matrix.
-Problem problem_of(const GemmArgs& g, long item, const PackedMatrix* pre = nullptr) {
+Problem problem_of(const GemmArgs& g, long item, const PackedMatrix* pre = nullptr, bool stream = false) {
   Problem p;
   p.m = g.m;
   p.n = pre ? pre->n : g.n;
@@ -785,7 +796,18 @@ Problem problem_of(const GemmArgs& g, long item, const PackedMatrix* pre = nullp
   p.beta = g.beta;
   p.bias = g.bias;
   p.act = g.act;
+  p.stream_c = stream;
   return p;
+}
+
+// Whether g's result goes past the caches where its tiles allow (see
+// GemmArgs::stream_out), written by up to `threads` threads.
+bool streams_result(const GemmArgs& g, long threads) {
+  const bool aligned = reinterpret_cast<std::uintptr_t>(g.c) % 64 == 0 && g.ldc % 16 == 0 &&
+                       (g.batch <= 1 || g.stride_c % 16 == 0);
+  return g.stream_out && g.beta == 0.0f && g.act == kActNone && aligned &&
+         stream_new_result(4.0 * static_cast<double>(g.m) * static_cast<double>(g.n) * static_cast<double>(g.batch),
+                           threads);
 }
 
 // A B shared by the batch, with A and C rows contiguous across it, is one GEMM
@@ -810,11 +832,12 @@ void run_gemm(const KernelTable& kt, const GemmArgs& in, bool parallel) {
   const bool by_item = g.batch > 1 && pool > 1 && item_flops * g.batch >= min_flops &&
                        (item_flops < 2.0 * min_flops || g.batch % pool == 0 ||
                         g.batch >= 4L * pool);
+  const bool stream = streams_result(g, pool);
   if (by_item) {
-    parallel_for(g.batch, [&](long t) { gemm_one(kt, problem_of(g, t), false); });
+    parallel_for(g.batch, [&](long t) { gemm_one(kt, problem_of(g, t, nullptr, stream), false); });
     return;
   }
-  for (long t = 0; t < g.batch; ++t) gemm_one(kt, problem_of(g, t), parallel);
+  for (long t = 0; t < g.batch; ++t) gemm_one(kt, problem_of(g, t, nullptr, stream), parallel);
 }
 
 // Value `which` of "mc,kc,nc[,ncl2]" in the environment variable `name`, or
@@ -980,7 +1003,8 @@ void sgemm_with_packed(const GemmArgs& in, const PackedMatrix& pm) {
   if (in.batch <= 0) return;
   const FlushDenormals fp;
   const GemmArgs g = merge_batch(in, true);
-  for (long t = 0; t < g.batch; ++t) gemm_one(*pm.kt, problem_of(g, t, &pm), true, &pm);
+  const bool stream = streams_result(g, ThreadPool::global().size());
+  for (long t = 0; t < g.batch; ++t) gemm_one(*pm.kt, problem_of(g, t, &pm, stream), true, &pm);
 }
 
 void sgemm_serial(const KernelTable& kt, const GemmArgs& g) {

@@ -27,6 +27,10 @@ struct GemmArgs {
   // Applied last, in the micro-kernel's stores: C = act(alpha A B + beta C +
   // bias). An Activation (kernel_table.h).
   int act = kActNone;
+  // C is a new result nobody has read yet: a large one (see
+  // stream_new_result) is written past the caches where the product allows
+  // (beta == 0, no activation, C's rows 64-byte aligned). The same values.
+  bool stream_out = false;
 };
 
 // Cache blocking of the blocked (packing) path: rows of A, depth, and columns

@@ -22,6 +22,12 @@ enum Activation : int {
   kActGeluTanh = 3,  // x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2
 };
 constexpr int kActivationCount = 4;
+// Added to the micro-kernels' act: a tile's full-width rows go past the
+// caches (C is a new result nobody has read: ordinary stores would read each
+// line first) and C is not prefetched. Only with beta == 0, no activation,
+// and C's rows kStreamAlign-aligned at every tile (the caller checks); the
+// caller then orders the stores with fence().
+constexpr int kStoreStream = 1 << 4;
 
 
 // Unpacked GEMM on a sub-range of C: C[i0:i1, j0:j1] = alpha * A B + beta * C.
@@ -71,8 +77,8 @@ struct KernelTable {
   // Packed GEMM micro-kernel: an m x n tile of C (m <= mr, n <= nr) from kc
   // steps of packed A (mr floats per step, the first m used) and packed B (nr
   // floats per step): C = act(alpha * acc + beta * C (+ bias[0:n] when bias
-  // is not null)), act an Activation (kActNone: none); C is not read when
-  // beta == 0. A row's result does not depend on m.
+  // is not null)), act an Activation (kActNone: none; or kStoreStream); C is
+  // not read when beta == 0. A row's result does not depend on m.
   int mr, nr;
   // Keys per block of the fused attention kernel (a multiple of nr): the row
   // stride of its score tile.

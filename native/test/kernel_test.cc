@@ -1243,6 +1243,84 @@ void test_threads(const KernelTable& kt) {
   ThreadPool::global().resize(before);
 }
 
+// A new result (stream_out) larger than half of any L2, its tiles written past
+// the caches where the product allows (one depth block, beta 0, no
+// activation, C's rows 64-byte aligned): the same bits as ordinary stores on
+// 1 and 3 threads, nothing written past C; with B unpacked, packed
+// beforehand, batched, and where streaming does not apply (ldc off the
+// alignment, deeper than a block, beta 1).
+void test_gemm_stream(const KernelTable& kt) {
+  struct Case {
+    long m, n, k, batch;
+    bool bias, packed;
+    float alpha, beta;
+  };
+  const Case cases[] = {
+      {1531, 1024, 24, 1, false, false, 1.0f, 0.0f}, {1531, 1040, 24, 1, true, false, 0.5f, 0.0f},
+      {700, 1024, 40, 3, false, false, 1.0f, 0.0f},  {1531, 1024, 40, 1, true, true, 1.0f, 0.0f},
+      {1500, 1000, 24, 1, false, false, 1.0f, 0.0f}, {64, 1024, 1500, 1, false, true, 1.0f, 0.0f},
+      {1531, 1024, 24, 1, false, false, 1.0f, 1.0f},
+  };
+  const int before = ThreadPool::global().size();
+  Rng rng(77);
+  for (const Case& c : cases) {
+    std::vector<float> A(static_cast<std::size_t>(c.m * c.k * c.batch)), Bm(static_cast<std::size_t>(c.k * c.n * c.batch)),
+        bias(static_cast<std::size_t>(c.n));
+    rng.fill(A);
+    rng.fill(Bm);
+    rng.fill(bias);
+    const std::size_t size = static_cast<std::size_t>(c.m * c.n * c.batch);
+    std::unique_ptr<PackedMatrix> packed;
+    if (c.packed) packed = pack_matrix(kt, Bm.data(), c.n, false, c.k, c.n);
+    // Into a 64-byte aligned C with guard floats after it, all 0.25 first
+    // (beta 1 reads it).
+    auto run = [&](bool stream, int threads, std::vector<float>& buf) {
+      buf.assign(size + 64, 0.25f);
+      float* C = at_skew(buf, 0);
+      GemmArgs g;
+      g.m = c.m;
+      g.n = c.n;
+      g.k = c.k;
+      g.a = A.data();
+      g.lda = c.k;
+      g.stride_a = c.m * c.k;
+      g.b = Bm.data();
+      g.ldb = c.n;
+      g.stride_b = c.k * c.n;
+      g.c = C;
+      g.ldc = c.n;
+      g.stride_c = c.m * c.n;
+      g.batch = c.batch;
+      g.alpha = c.alpha;
+      g.beta = c.beta;
+      g.bias = c.bias ? bias.data() : nullptr;
+      g.stream_out = stream;
+      ThreadPool::global().resize(threads);
+      if (packed) {
+        sgemm_with_packed(g, *packed);
+      } else {
+        sgemm(kt, g);
+      }
+      long outside = 0;
+      for (const float* q = buf.data(); q < buf.data() + buf.size(); ++q)
+        if (q < C || q >= C + size) outside += *q != 0.25f;
+      return std::make_pair(C, outside);
+    };
+    std::vector<float> want_buf, got_buf;
+    const float* want = run(false, 1, want_buf).first;
+    std::vector<float> ref(want, want + size);
+    bool same = true;
+    for (int threads : {1, 3}) {
+      const auto [got, outside] = run(true, threads, got_buf);
+      same = same && outside == 0 && std::memcmp(got, ref.data(), size * sizeof(float)) == 0;
+    }
+    check(same, std::string(kt.name) + " gemm new result (stream_out) equals ordinary stores on 1 and 3 threads m=" +
+                    std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
+                    " batch=" + std::to_string(c.batch) + (c.packed ? " packed" : "") + " beta=" + std::to_string(c.beta));
+  }
+  ThreadPool::global().resize(before);
+}
+
 // Subnormals are zeros inside every kernel, on every thread that runs it, and
 // the caller's floating-point control word is the same afterwards: whether or
 // not the caller flushes already.
@@ -2139,6 +2217,7 @@ int main(int argc, char** argv) {
     test_softmax_driver(*kt);
     test_gemm(*kt);
     test_threads(*kt);
+    test_gemm_stream(*kt);
     {
       // The other loop order and blocking (ATTN_GEMM_BLOCKING=mc,kc,nc,ncl2).
       const char* saved = std::getenv("ATTN_GEMM_BLOCKING");
@@ -2148,6 +2227,7 @@ int main(int argc, char** argv) {
         std::printf("  blocking %s\n", blocking);
         test_gemm(*kt);
         test_threads(*kt);
+        test_gemm_stream(*kt);
       }
       if (saved) setenv("ATTN_GEMM_BLOCKING", keep.c_str(), 1); else unsetenv("ATTN_GEMM_BLOCKING");
     }
