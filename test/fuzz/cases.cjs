@@ -791,9 +791,10 @@ function rawGemm(R) {
   const bias = withBias ? arena.f32(offBias + n) : null;
   const alpha = R.pick([1, 1, 0.5, -1, 0]);
   const beta = R.pick([0, 0, 1, 0.5]);
-  const fields = { m, n, k, transA: +transA, transB: +transB, lda, ldb, ldc, aBatchStride: sA, bBatchStride: packed ? 0 : sB, cBatchStride: sC, batch, alpha, beta, aOffset: offA, bOffset: offB, cOffset: offC, biasOffset: offBias };
+  const streamOut = +R.chance(0.5);
+  const fields = { m, n, k, transA: +transA, transB: +transB, lda, ldb, ldc, aBatchStride: sA, bBatchStride: packed ? 0 : sB, cBatchStride: sC, batch, alpha, beta, streamOut, aOffset: offA, bOffset: offB, cOffset: offC, biasOffset: offBias };
   let block = packed
-    ? P.gemmWithPackedParams({ m, transA: +transA, lda, ldc, aBatchStride: sA, cBatchStride: sC, batch, alpha, beta, aOffset: offA, cOffset: offC, biasOffset: offBias })
+    ? P.gemmWithPackedParams({ m, transA: +transA, lda, ldc, aBatchStride: sA, cBatchStride: sC, batch, alpha, beta, streamOut, aOffset: offA, cOffset: offC, biasOffset: offBias })
     : P.gemmParams(fields);
   let valid = true;
   const args = [a, b, c, bias];
