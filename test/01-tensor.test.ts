@@ -148,6 +148,41 @@ describe('views', () => {
     expect(Array.from(u8.contiguous().data)).toEqual([1, 4, 2, 5, 3, 6]);
   });
 
+  test('permutes made contiguous, large and awkward (copied in tiles), float32 and uint8, into views off the alignment', () => {
+    const index = (shape: number[]) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      return new Tensor(Float32Array.from({ length: n }, (_, i) => i), shape);
+    };
+    // Element i of the contiguous result holds the source's flat index at the same multi-index.
+    const mismatches = (got: ArrayLike<number>, t: Tensor, map: (v: number) => number) => {
+      let bad = 0;
+      const idx = new Array<number>(t.rank).fill(0);
+      for (let i = 0; i < t.size; ++i) {
+        let off = t.offset;
+        for (let d = 0; d < t.rank; ++d) off += idx[d] * t.strides[d];
+        if (got[i] !== map(off)) bad++;
+        for (let d = t.rank - 1; d >= 0 && ++idx[d] === t.shape[d]; --d) idx[d] = 0;
+      }
+      return bad;
+    };
+    for (const [shape, perm] of [
+      [[700, 900], [1, 0]],
+      [[3, 37, 70], [0, 2, 1]],
+      [[5, 130, 17], [2, 0, 1]],
+      [[2, 200, 300], [2, 1, 0]],
+      [[4, 33, 8, 65], [0, 2, 3, 1]],
+    ] as const) {
+      const t = index([...shape]).permute([...perm]);
+      expect(mismatches(t.contiguous().data, t, (v) => v)).toBe(0);
+      const store = new Float32Array(t.size + 3);
+      const dst = new Tensor(store.subarray(1, 1 + t.size), t.shape); // 4 bytes past the 16-byte alignment
+      dst.assign(t);
+      expect(mismatches(dst.data, t, (v) => v)).toBe(0);
+      const u8 = new Tensor(Uint8Array.from(index([...shape]).data, (v) => v % 251), [...shape]).permute([...perm]);
+      expect(mismatches(u8.contiguous().data, u8, (v) => v % 251)).toBe(0);
+    }
+  });
+
   test('reshape is a view of contiguous data and infers -1', () => {
     const t = base();
     const r = t.reshape([6, -1]);

@@ -2056,6 +2056,54 @@ void test_tensor_ops() {
       for (long c = 0; c < 2; ++c) ok = ok && dst[static_cast<std::size_t>(a * 6 + b * 2 + c)] == src[static_cast<std::size_t>(c * 12 + b * 4 + a)];
   check(ok, "copy_strided permute");
 
+  // Permutes whose source runs along another axis than the destination's last
+  // (the tiled copy), uint8 too: every element where a plain loop puts it,
+  // nothing written outside, on 1 and 3 threads; large enough to stream, and
+  // into a destination off the 16-byte alignment.
+  {
+    struct Perm {
+      long s0, s1, s2;  // the source's contiguous shape
+      int p0, p1, p2;   // the destination's axes, as axes of the source
+      long skew;        // floats before the destination
+    };
+    const Perm perms[] = {{3, 37, 70, 0, 2, 1, 0}, {5, 130, 17, 2, 0, 1, 1}, {1, 1100, 1500, 0, 2, 1, 0},
+                          {1, 1100, 1500, 0, 2, 1, 3}, {64, 65, 3, 1, 2, 0, 0}, {2, 200, 300, 2, 1, 0, 2}};
+    for (const Perm& q : perms) {
+      const long sh[3] = {q.s0, q.s1, q.s2}, sst[3] = {q.s1 * q.s2, q.s2, 1};
+      const int p[3] = {q.p0, q.p1, q.p2};
+      const long shape3[3] = {sh[p[0]], sh[p[1]], sh[p[2]]}, src_st[3] = {sst[p[0]], sst[p[1]], sst[p[2]]};
+      const long n = q.s0 * q.s1 * q.s2, dst_st[3] = {shape3[1] * shape3[2], shape3[2], 1};
+      std::vector<float> sf(static_cast<std::size_t>(n));
+      std::vector<std::uint8_t> su(static_cast<std::size_t>(n));
+      for (long i = 0; i < n; ++i) {
+        sf[static_cast<std::size_t>(i)] = static_cast<float>(i) * 0.5f;
+        su[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i * 7);
+      }
+      for (int threads : {1, 3}) {
+        std::vector<float> df(static_cast<std::size_t>(n + 8), -1.0f);
+        std::vector<std::uint8_t> du(static_cast<std::size_t>(n + 8), 9);
+        on_threads(threads, [&] {
+          copy_strided_f32(3, shape3, sf.data(), src_st, df.data() + q.skew, dst_st);
+          copy_strided_u8(3, shape3, su.data(), src_st, du.data() + q.skew, dst_st);
+        });
+        bool same = true;
+        long at = 0;
+        for (long a = 0; a < shape3[0]; ++a)
+          for (long b = 0; b < shape3[1]; ++b)
+            for (long c = 0; c < shape3[2]; ++c, ++at) {
+              const long from = a * src_st[0] + b * src_st[1] + c * src_st[2];
+              same = same && df[static_cast<std::size_t>(q.skew + at)] == sf[static_cast<std::size_t>(from)] &&
+                     du[static_cast<std::size_t>(q.skew + at)] == su[static_cast<std::size_t>(from)];
+            }
+        for (long i = 0; i < q.skew; ++i) same = same && df[static_cast<std::size_t>(i)] == -1.0f && du[static_cast<std::size_t>(i)] == 9;
+        for (long i = q.skew + n; i < n + 8; ++i) same = same && df[static_cast<std::size_t>(i)] == -1.0f && du[static_cast<std::size_t>(i)] == 9;
+        check(same, "copy_strided tiled permute " + std::to_string(q.s0) + "x" + std::to_string(q.s1) + "x" +
+                        std::to_string(q.s2) + " -> axes " + std::to_string(q.p0) + std::to_string(q.p1) +
+                        std::to_string(q.p2) + " threads " + std::to_string(threads));
+      }
+    }
+  }
+
   std::vector<float> n1(300001), n2(300001);
   on_threads(1, [&] { fill_normal(n1.data(), static_cast<long>(n1.size()), 42, 0.0, 1.0); });
   on_threads(3, [&] { fill_normal(n2.data(), static_cast<long>(n2.size()), 42, 0.0, 1.0); });
