@@ -1,7 +1,5 @@
 #include "layers.h"
 
-#include <algorithm>
-
 #include "../runtime/fp_env.h"
 #include "../runtime/thread_pool.h"
 #include "scratch.h"
@@ -16,8 +14,7 @@ thread_local Scratch tl_stage;
 
 // Whether `tasks` tasks write a new result of `elems` floats past the caches.
 bool streams(bool stream_out, long elems, long tasks) {
-  const long threads = tasks > 1 ? std::min<long>(tasks, ThreadPool::global().size()) : 1;
-  return stream_out && stream_new_result(4.0 * static_cast<double>(elems), threads);
+  return stream_out && stream_new_result(4.0 * static_cast<double>(elems), threads_for_tasks(tasks));
 }
 
 // The number of rows before the last axis.

@@ -42,7 +42,7 @@ void softmax(const KernelTable& kt, const SoftmaxArgs& s, bool parallel) {
   // one thread, best of 5 interleaved runs: 64 x 4096 with them 134 us,
   // without 117; 16 x 4096 28 and 26 us; 1024 x 4096, 16 MiB out, about 7%
   // faster with them).
-  const long threads = tasks > 1 ? std::min<long>(tasks, ThreadPool::global().size()) : 1;
+  const long threads = threads_for_tasks(tasks);
   const double y_bytes = 4.0 * static_cast<double>(rows) * static_cast<double>(cols);
   const bool prefetch_y = y_bytes / static_cast<double>(threads) > static_cast<double>(cpu_info().cache_used.l2);
 

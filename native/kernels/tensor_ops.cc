@@ -1,6 +1,5 @@
 #include "tensor_ops.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -77,7 +76,7 @@ void copy_tiled(int rank, const long* shape, const T* src, const long* ss, T* ds
   const long sj = ss[last], di = ds[a];  // src's stride along i is 1, dst's along j is 1
   const long bands = (ni + kTile - 1) / kTile;
   const long tasks = task_count(outer * bands, outer * ni * nj, kCopyPerTask);
-  const long threads = tasks > 1 ? std::min<long>(tasks, ThreadPool::global().size()) : 1;
+  const long threads = threads_for_tasks(tasks);
   const bool stream = stream_new_result(static_cast<double>(sizeof(T)) * static_cast<double>(outer * ni * nj), threads);
   parallel_ranges(outer * bands, tasks, [&](long u0, long u1) {
     T tile[kTile * kTile];

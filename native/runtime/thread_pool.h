@@ -104,6 +104,12 @@ inline long task_count(long n, long work, long per_task) {
   return t < 1 ? 1 : (t > n ? n : t);
 }
 
+// Threads that run `tasks` tasks of parallel_ranges: at most the pool's.
+inline long threads_for_tasks(long tasks) {
+  const long pool = ThreadPool::global().size();
+  return tasks > 1 ? (tasks < pool ? tasks : pool) : 1;
+}
+
 // Runs f(begin, end) over [0, n) cut into `tasks` contiguous ranges (range t
 // is [n t / tasks, n (t + 1) / tasks)): on the pool when tasks > 1, else on
 // the calling thread. The ranges depend on n and tasks only.
