@@ -317,7 +317,7 @@ export class Tensor {
   /** A contiguous copy. */
   clone(): Tensor {
     const out = newTensor(this.shape, this.dtype, false);
-    copyElements(this, out);
+    copyElements(this, out, true);
     return out;
   }
 
@@ -560,8 +560,12 @@ export function sharesMemory(a: Tensor, b: Tensor): boolean {
   return a.data.buffer === b.data.buffer && a.size > 0 && b.size > 0 && rangesOverlap(a, b);
 }
 
-/** dst = src element by element (same shape and dtype); dst's elements must be distinct. */
-export function copyElements(src: Tensor, dst: Tensor): void {
+/**
+ * dst = src element by element (same shape and dtype); dst's elements must be
+ * distinct. `fresh`: dst is a new result nobody has read yet (a large one is
+ * then written past the caches).
+ */
+export function copyElements(src: Tensor, dst: Tensor, fresh = false): void {
   if (src.size === 0) return;
   if (src.data.buffer === dst.data.buffer && rangesOverlap(src, dst)) {
     // Overlapping views of one buffer: go through a private copy.
@@ -570,15 +574,16 @@ export function copyElements(src: Tensor, dst: Tensor): void {
     copyElements(tmp, dst);
     return;
   }
-  native.copyStrided(src.data, dst.data, copyParams(src, dst));
+  native.copyStrided(src.data, dst.data, copyParams(src, dst, fresh));
 }
 
-/** The copyStrided parameter block for dst = src (same shape). */
-export function copyParams(src: Tensor, dst: Tensor): Float64Array {
+/** The copyStrided parameter block for dst = src (same shape); `fresh` as for copyElements. */
+export function copyParams(src: Tensor, dst: Tensor, fresh = false): Float64Array {
   return copyStridedParams({
     rank: src.rank,
     srcOffset: src.offset,
     dstOffset: dst.offset,
+    streamOut: fresh ? 1 : 0,
     shape: src.shape,
     srcStrides: src.strides,
     dstStrides: dst.strides,

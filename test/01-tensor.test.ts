@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { Tensor } from '../src';
+import { Tensor, getNumThreads, setNumThreads } from '../src';
 import { hasDistinctElements } from '../src/tensor';
 import { values } from './support/reference';
 
@@ -180,6 +180,32 @@ describe('views', () => {
       expect(mismatches(dst.data, t, (v) => v)).toBe(0);
       const u8 = new Tensor(Uint8Array.from(index([...shape]).data, (v) => v % 251), [...shape]).permute([...perm]);
       expect(mismatches(u8.contiguous().data, u8, (v) => v % 251)).toBe(0);
+    }
+  });
+
+  test('clones of large tensors and of narrowed views (new results, written past the caches) hold every element, on 1 and 2 threads', () => {
+    const before = getNumThreads();
+    try {
+      for (const threads of [1, 2]) {
+        setNumThreads(threads);
+        // Contiguous (one run), a narrowed view (a copy per row), uint8, and a small one.
+        const big = Tensor.randn([1031, 1027], { seed: 3 });
+        const c = big.clone();
+        expect(c.data).not.toBe(big.data);
+        expect(Buffer.compare(Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength), Buffer.from(big.data.buffer, big.data.byteOffset, big.data.byteLength))).toBe(0);
+        const narrow = big.narrow(1, 3, 1001);
+        const nc = narrow.contiguous();
+        let bad = 0;
+        for (let r = 0; r < 1031; ++r) for (let j = 0; j < 1001; ++j) if (!Object.is(nc.data[r * 1001 + j], big.data[r * 1027 + 3 + j])) bad++;
+        expect(bad).toBe(0);
+        const u8 = new Tensor(Uint8Array.from({ length: 3 * 1024 * 1024 + 5 }, (_, i) => (i * 7) % 256), [3 * 1024 * 1024 + 5]);
+        const uc = u8.clone();
+        expect(Buffer.compare(Buffer.from(uc.data.buffer, uc.data.byteOffset, uc.data.byteLength), Buffer.from(u8.data.buffer, u8.data.byteOffset, u8.data.byteLength))).toBe(0);
+        const small = Tensor.randn([3, 5], { seed: 4 });
+        expect(Array.from(small.clone().data)).toEqual(Array.from(small.data));
+      }
+    } finally {
+      setNumThreads(before);
     }
   });
 

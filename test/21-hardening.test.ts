@@ -137,7 +137,7 @@ describe('outputs whose elements share memory are refused', () => {
     expect(() => native.softmax(x, new Float32Array(9), null, sp([2, 1]))).toThrow(`out: ${OVERLAP}`);
     const ap = attentionFields({ outStrides: [0, 12, 4] });
     expect(() => native.attention(new Float32Array(48), new Float32Array(80), new Float32Array(80), new Float32Array(48), null, null, null, null, null, attentionParams(ap))).toThrow(`out: ${OVERLAP}`);
-    const cp = copyStridedParams({ rank: 2, srcOffset: 0, dstOffset: 0, shape: [2, 3], srcStrides: [3, 1], dstStrides: [1, 1] });
+    const cp = copyStridedParams({ rank: 2, srcOffset: 0, dstOffset: 0, streamOut: 0, shape: [2, 3], srcStrides: [3, 1], dstStrides: [1, 1] });
     expect(() => native.copyStrided(new Float32Array(6), new Float32Array(6), cp)).toThrow(`dst: ${OVERLAP}`);
   });
 });
@@ -174,7 +174,7 @@ describe('bounds computed with checked arithmetic', () => {
     expect(() => native.gemm(c, c, new Float32Array(16), null, g({ m: 2 ** 30, lda: 2 ** 30, ldc: 2 ** 30, k: 2 ** 30, n: 2 ** 30 }))).toThrow(RangeError);
     const sp = softmaxParams({ rank: 2, scale: 1, causal: 0, streamOut: 0, maskKind: 0, xOffset: 0, outOffset: 0, maskOffset: 0, shape: [2 ** 40, 2 ** 30], xStrides: [0, 1], outStrides: [2 ** 40, 1], maskStrides: [] });
     expect(() => native.softmax(c, new Float32Array(16), null, sp)).toThrow(RangeError);
-    const cp = copyStridedParams({ rank: 3, srcOffset: 0, dstOffset: 0, shape: [2 ** 20, 2 ** 20, 2 ** 20], srcStrides: [0, 0, 0], dstStrides: [2 ** 40, 2 ** 20, 1] });
+    const cp = copyStridedParams({ rank: 3, srcOffset: 0, dstOffset: 0, streamOut: 0, shape: [2 ** 20, 2 ** 20, 2 ** 20], srcStrides: [0, 0, 0], dstStrides: [2 ** 40, 2 ** 20, 1] });
     expect(() => native.copyStrided(c, new Float32Array(16), cp)).toThrow(RangeError);
   });
 });

@@ -333,6 +333,7 @@ Napi::Value copy_strided_impl(const Napi::CallbackInfo& info, bool async) {
   const int rank = static_cast<int>(p.integer(P::kRank, 0, kMaxRank, "rank"));
   const long off_s = p.integer(P::kSrcOffset, 0, kMaxIndex, "offset of src");
   const long off_d = p.integer(P::kDstOffset, 0, kMaxIndex, "offset of dst");
+  const bool stream_out = p.flag(P::kStreamOut, "streamOut");
   long shape[kMaxRank], ss[kMaxRank], ds[kMaxRank];
   for (int d = 0; d < rank; ++d) {
     shape[d] = p.integer(P::kShape, d, 0, kMaxIndex, "shape");
@@ -377,13 +378,17 @@ Napi::Value copy_strided_impl(const Napi::CallbackInfo& info, bool async) {
     std::uint8_t* d = static_cast<std::uint8_t*>(dst);
     call.read(0, s, es);
     call.write(1, d, ed, view, "dst");
-    return call.run([rank, sh, sst, dst_st, s, d] { copy_strided_u8(rank, sh.data(), s, sst.data(), d, dst_st.data()); });
+    return call.run([rank, sh, sst, dst_st, s, d, stream_out] {
+      copy_strided_u8(rank, sh.data(), s, sst.data(), d, dst_st.data(), stream_out);
+    });
   }
   const float* s = static_cast<const float*>(src);
   float* d = static_cast<float*>(dst);
   call.read(0, s, es);
   call.write(1, d, ed, view, "dst");
-  return call.run([rank, sh, sst, dst_st, s, d] { copy_strided_f32(rank, sh.data(), s, sst.data(), d, dst_st.data()); });
+  return call.run([rank, sh, sst, dst_st, s, d, stream_out] {
+    copy_strided_f32(rank, sh.data(), s, sst.data(), d, dst_st.data(), stream_out);
+  });
 }
 
 // ------------------------------------------------------------ random fills

@@ -9,10 +9,12 @@
 namespace attn {
 
 // dst = src, each read or written through its own strides (float32 or uint8).
+// stream_out: dst is a new result nobody has read yet; a large one is then
+// written past the caches (stream_new_result). Same values either way.
 void copy_strided_f32(int rank, const long* shape, const float* src, const long* src_strides,
-                      float* dst, const long* dst_strides);
+                      float* dst, const long* dst_strides, bool stream_out = false);
 void copy_strided_u8(int rank, const long* shape, const std::uint8_t* src, const long* src_strides,
-                     std::uint8_t* dst, const long* dst_strides);
+                     std::uint8_t* dst, const long* dst_strides, bool stream_out = false);
 
 // Little-endian F16 (kind 0), BF16 (1) or F64 (2) values to float32; src may
 // have any alignment.

@@ -2057,9 +2057,10 @@ void test_tensor_ops() {
   check(ok, "copy_strided permute");
 
   // Permutes whose source runs along another axis than the destination's last
-  // (the tiled copy), uint8 too: every element where a plain loop puts it,
-  // nothing written outside, on 1 and 3 threads; large enough to stream, and
-  // into a destination off the 16-byte alignment.
+  // (the tiled copy), and identities (one run: the flat copy), uint8 too:
+  // every element where a plain loop puts it, nothing written outside, on 1
+  // and 3 threads, as a new result (large ones streamed) and not; into a
+  // destination off the 16-byte alignment.
   {
     struct Perm {
       long s0, s1, s2;  // the source's contiguous shape
@@ -2067,7 +2068,9 @@ void test_tensor_ops() {
       long skew;        // floats before the destination
     };
     const Perm perms[] = {{3, 37, 70, 0, 2, 1, 0}, {5, 130, 17, 2, 0, 1, 1}, {1, 1100, 1500, 0, 2, 1, 0},
-                          {1, 1100, 1500, 0, 2, 1, 3}, {64, 65, 3, 1, 2, 0, 0}, {2, 200, 300, 2, 1, 0, 2}};
+                          {1, 1100, 1500, 0, 2, 1, 3}, {64, 65, 3, 1, 2, 0, 0}, {2, 200, 300, 2, 1, 0, 2},
+                          {1, 1100, 1501, 0, 1, 2, 0}, {2, 700, 1003, 0, 1, 2, 3}, {3, 37, 70, 0, 1, 2, 1},
+                          {1, 1, 13, 0, 1, 2, 2}};
     for (const Perm& q : perms) {
       const long sh[3] = {q.s0, q.s1, q.s2}, sst[3] = {q.s1 * q.s2, q.s2, 1};
       const int p[3] = {q.p0, q.p1, q.p2};
@@ -2080,27 +2083,71 @@ void test_tensor_ops() {
         su[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i * 7);
       }
       for (int threads : {1, 3}) {
-        std::vector<float> df(static_cast<std::size_t>(n + 8), -1.0f);
-        std::vector<std::uint8_t> du(static_cast<std::size_t>(n + 8), 9);
-        on_threads(threads, [&] {
-          copy_strided_f32(3, shape3, sf.data(), src_st, df.data() + q.skew, dst_st);
-          copy_strided_u8(3, shape3, su.data(), src_st, du.data() + q.skew, dst_st);
-        });
-        bool same = true;
-        long at = 0;
-        for (long a = 0; a < shape3[0]; ++a)
-          for (long b = 0; b < shape3[1]; ++b)
-            for (long c = 0; c < shape3[2]; ++c, ++at) {
-              const long from = a * src_st[0] + b * src_st[1] + c * src_st[2];
-              same = same && df[static_cast<std::size_t>(q.skew + at)] == sf[static_cast<std::size_t>(from)] &&
-                     du[static_cast<std::size_t>(q.skew + at)] == su[static_cast<std::size_t>(from)];
-            }
-        for (long i = 0; i < q.skew; ++i) same = same && df[static_cast<std::size_t>(i)] == -1.0f && du[static_cast<std::size_t>(i)] == 9;
-        for (long i = q.skew + n; i < n + 8; ++i) same = same && df[static_cast<std::size_t>(i)] == -1.0f && du[static_cast<std::size_t>(i)] == 9;
-        check(same, "copy_strided tiled permute " + std::to_string(q.s0) + "x" + std::to_string(q.s1) + "x" +
-                        std::to_string(q.s2) + " -> axes " + std::to_string(q.p0) + std::to_string(q.p1) +
-                        std::to_string(q.p2) + " threads " + std::to_string(threads));
+        for (bool fresh : {false, true}) {
+          std::vector<float> df(static_cast<std::size_t>(n + 8), -1.0f);
+          std::vector<std::uint8_t> du(static_cast<std::size_t>(n + 8), 9);
+          on_threads(threads, [&] {
+            copy_strided_f32(3, shape3, sf.data(), src_st, df.data() + q.skew, dst_st, fresh);
+            copy_strided_u8(3, shape3, su.data(), src_st, du.data() + q.skew, dst_st, fresh);
+          });
+          bool same = true;
+          long at = 0;
+          for (long a = 0; a < shape3[0]; ++a)
+            for (long b = 0; b < shape3[1]; ++b)
+              for (long c = 0; c < shape3[2]; ++c, ++at) {
+                const long from = a * src_st[0] + b * src_st[1] + c * src_st[2];
+                same = same && df[static_cast<std::size_t>(q.skew + at)] == sf[static_cast<std::size_t>(from)] &&
+                       du[static_cast<std::size_t>(q.skew + at)] == su[static_cast<std::size_t>(from)];
+              }
+          for (long i = 0; i < q.skew; ++i) same = same && df[static_cast<std::size_t>(i)] == -1.0f && du[static_cast<std::size_t>(i)] == 9;
+          for (long i = q.skew + n; i < n + 8; ++i) same = same && df[static_cast<std::size_t>(i)] == -1.0f && du[static_cast<std::size_t>(i)] == 9;
+          check(same, "copy_strided permute " + std::to_string(q.s0) + "x" + std::to_string(q.s1) + "x" +
+                          std::to_string(q.s2) + " -> axes " + std::to_string(q.p0) + std::to_string(q.p1) +
+                          std::to_string(q.p2) + " threads " + std::to_string(threads) + (fresh ? " new result" : ""));
+        }
       }
+    }
+  }
+
+  // Rows of a wider source (a narrowed view) into a contiguous destination,
+  // both off the 16-byte alignment: a copy per row, streamed when a large new
+  // result; every element in place and nothing outside, on 1 and 3 threads.
+  {
+    struct Rows {
+      long rows, cols, ld, src_skew, dst_skew;
+    };
+    const Rows cases[] = {{900, 1001, 1024, 1, 3}, {700, 1100, 1103, 0, 0}, {5, 7, 9, 2, 1}, {3000, 64, 80, 3, 2}};
+    for (const Rows& q : cases) {
+      const long n = q.rows * q.cols, ext = q.src_skew + (q.rows - 1) * q.ld + q.cols;
+      std::vector<float> sf(static_cast<std::size_t>(ext));
+      std::vector<std::uint8_t> su(static_cast<std::size_t>(ext));
+      for (long i = 0; i < ext; ++i) {
+        sf[static_cast<std::size_t>(i)] = static_cast<float>(i) * 0.25f - 3.0f;
+        su[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i * 13 + 1);
+      }
+      const long shape2[2] = {q.rows, q.cols}, src_st[2] = {q.ld, 1}, dst_st[2] = {q.cols, 1};
+      for (int threads : {1, 3})
+        for (bool fresh : {false, true}) {
+          std::vector<float> df(static_cast<std::size_t>(n + 8), -1.0f);
+          std::vector<std::uint8_t> du(static_cast<std::size_t>(n + 8), 9);
+          on_threads(threads, [&] {
+            copy_strided_f32(2, shape2, sf.data() + q.src_skew, src_st, df.data() + q.dst_skew, dst_st, fresh);
+            copy_strided_u8(2, shape2, su.data() + q.src_skew, src_st, du.data() + q.dst_skew, dst_st, fresh);
+          });
+          bool same = true;
+          for (long r = 0; r < q.rows; ++r)
+            for (long c = 0; c < q.cols; ++c) {
+              const std::size_t from = static_cast<std::size_t>(q.src_skew + r * q.ld + c);
+              const std::size_t to = static_cast<std::size_t>(q.dst_skew + r * q.cols + c);
+              same = same && df[to] == sf[from] && du[to] == su[from];
+            }
+          for (long i = 0; i < q.dst_skew; ++i)
+            same = same && df[static_cast<std::size_t>(i)] == -1.0f && du[static_cast<std::size_t>(i)] == 9;
+          for (long i = q.dst_skew + n; i < n + 8; ++i)
+            same = same && df[static_cast<std::size_t>(i)] == -1.0f && du[static_cast<std::size_t>(i)] == 9;
+          check(same, "copy_strided rows " + std::to_string(q.rows) + "x" + std::to_string(q.cols) + " ld " +
+                          std::to_string(q.ld) + " threads " + std::to_string(threads) + (fresh ? " new result" : ""));
+        }
     }
   }
 

@@ -1049,14 +1049,15 @@ function rawSmall(R) {
     const [os, od] = [R.int(0, 3), R.int(0, 3)];
     const src = u8 ? arena.u8(os + ext(ss)) : arena.f32(os + ext(ss));
     const dst = u8 ? arena.u8(od + ext(ds)) : arena.f32(od + ext(ds));
-    let block = Float64Array.from(P.copyStridedParams({ rank, srcOffset: os, dstOffset: od, shape, srcStrides: ss, dstStrides: ds }));
+    const streamOut = R.int(0, 1);
+    let block = Float64Array.from(P.copyStridedParams({ rank, srcOffset: os, dstOffset: od, streamOut, shape, srcStrides: ss, dstStrides: ds }));
     const args = [src, dst];
     if (!valid) {
       if (R.chance(0.5)) block = perturbBlock(R, block, R.int(1, 3));
       else if (R.chance(0.5)) args[R.int(0, 1)] = wrongArray(R, src);
       else args[1] = src; // dst over src
     }
-    what = `copyStrided ${JSON.stringify({ rank, shape, ss, ds, os, od, u8 })}${valid ? '' : ` perturbed: ${Array.from(block).join(',')}`}`;
+    what = `copyStrided ${JSON.stringify({ rank, shape, ss, ds, os, od, u8, streamOut })}${valid ? '' : ` perturbed: ${Array.from(block).join(',')}`}`;
     call = () => (isAsync ? native.copyStridedAsync : native.copyStrided)(args[0], args[1], block);
     written = () => {
       const s = (name) => slot('copyStrided', block, name);
