@@ -43,6 +43,15 @@ inline void put_row(T* dr, const T* tile, long stride, long w, bool stream) {
   for (long j = 0; j < w; ++j) dr[j] = tile[j * stride];
 }
 
+// Orders a task's streamed stores (put_row, copy_run) before the task counts
+// as done; nothing when it streamed none.
+inline void fence_streamed(bool stream) {
+#if defined(__SSE2__)
+  if (stream) _mm_sfence();
+#endif
+  (void)stream;
+}
+
 // A copy whose source runs along another axis `a` than the destination's
 // last one (a transpose or a permute, made contiguous). Row by row, each
 // element read would be a cache line of its own, and for a large source its
@@ -54,11 +63,10 @@ inline void put_row(T* dr, const T* tile, long stride, long w, bool stream) {
 // lines would otherwise each be read first: 64 rows a tile, pages apart,
 // whose reads the prefetchers do not cover; ordinary stores took x.assign of
 // a transposed 2048 x 2048 view from 2.3-3.6 to 7.1-7.2 ms on one Zen 4
-// thread). Zen 4, x.transpose().contiguous() in turns
-// of the event loop, interleaved: 2048 x 2048 25-26 -> 3.3-4.4 ms on one
-// thread (a plain copy takes 1.2-1.8), 14.5-15.3 -> 3.6-3.8 on two; 512 x 768
-// 0.40-0.52 -> 0.22-0.24; [8, 128, 8, 64] permuted to (0, 2, 3, 1)
-// 0.78-0.91 -> 0.28-0.31.
+// thread). Zen 4, x.transpose().contiguous() in turns of the event loop,
+// interleaved: 2048 x 2048 25-26 -> 3.3-4.4 ms on one thread (a plain copy
+// takes 1.2-1.8), 14.5-15.3 -> 3.6-3.8 on two; 512 x 768 0.40-0.52 ->
+// 0.22-0.24; [8, 128, 8, 64] permuted to (0, 2, 3, 1) 0.78-0.91 -> 0.28-0.31.
 template <class T>
 void copy_tiled(int rank, const long* shape, const T* src, const long* ss, T* dst, const long* ds, int a) {
   constexpr long kTile = sizeof(T) == 1 ? 128 : 64;
@@ -103,9 +111,7 @@ void copy_tiled(int rank, const long* shape, const T* src, const long* ss, T* ds
         for (long i = 0; i < h; ++i) put_row(d + i * di + j0, tile + i, kTile, w, stream);
       }
     }
-#if defined(__SSE2__)
-    if (stream) _mm_sfence();  // the streamed stores, before the task counts as done
-#endif
+    fence_streamed(stream);
   });
 }
 
@@ -204,17 +210,11 @@ void copy_strided(int rank, const long* shape, const T* src, const long* ss, T* 
   const long tasks = flat ? task_count(lines, n, kCopyPerTask) : task_count(rows, n, kCopyPerTask);
   const bool stream = stream_out && scs == 1 && dcs == 1 &&
                       stream_new_result(static_cast<double>(sizeof(T)) * static_cast<double>(n), threads_for_tasks(tasks));
-  auto fence = [stream] {
-#if defined(__SSE2__)
-    if (stream) _mm_sfence();  // the streamed stores, before the task counts as done
-#endif
-    (void)stream;
-  };
   if (flat) {
     parallel_ranges(lines, tasks, [&](long l0, long l1) {
       const long e0 = l0 * kLine, e1 = l1 * kLine < n ? l1 * kLine : n;
       copy_run(dst + e0, src + e0, e1 - e0, stream);
-      fence();
+      fence_streamed(stream);
     });
     return;
   }
@@ -230,7 +230,7 @@ void copy_strided(int rank, const long* shape, const T* src, const long* ss, T* 
         for (long j = 0; j < cols; ++j) d[j * dcs] = s[j * scs];
       }
     }
-    fence();
+    fence_streamed(stream);
   });
 }
 
