@@ -94,6 +94,28 @@ describe('fused attention agrees with the explicit path', () => {
     const out = values(attention(q, rand([1, 1, 20, 8]), rand([1, 1, 20, 8]), { causal: true }).output);
     for (let i = 0; i < 20; ++i) expect(out.subarray(i * 8, i * 8 + 8).some(Number.isNaN)).toBe(i === 3);
   });
+
+  test('a batch item with every key padded writes zeros over what out held; the others see several key blocks', () => {
+    for (const threads of [1, 2]) {
+      setNumThreads(threads);
+      const [B, H, L, d] = [2, 3, 300, 64];
+      const q = rand([B, H, L, d]);
+      const k = rand([B, H, L, d]);
+      const v = rand([B, H, L, d]);
+      const kpm = Tensor.zeros([B, L], 'uint8');
+      kpm.data.fill(1, 290, L); // batch 0: 290 keys, three key blocks
+      kpm.data.fill(1, L, 2 * L); // batch 1: none
+      const out = Tensor.full([B, H, L, d], NaN);
+      attention(q, k, v, { keyPaddingMask: kpm, out });
+      const half = out.size / 2;
+      expect(out.data.subarray(half).every((x) => x === 0)).toBe(true);
+      const explicit = values(attention(q, k, v, { keyPaddingMask: kpm, needWeights: true }).output);
+      let err = 0;
+      for (let i = 0; i < half; ++i) err = Math.max(err, Math.abs(out.data[i] - explicit[i]));
+      expect(err).toBeLessThanOrEqual(1e-5);
+    }
+    setNumThreads(initial);
+  });
 });
 
 describe('fused attention determinism and async', () => {

@@ -362,11 +362,12 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
     float* tile = tl_tile.get(static_cast<std::size_t>(bq * bk_max));
     float* o = tl_out.get(static_cast<std::size_t>(bq * a.dv));
     const long w = kt.vector_width;
-    float* stats = tl_stats.get(static_cast<std::size_t>((3 + w) * bq));
+    float* stats = tl_stats.get(static_cast<std::size_t>((4 + w) * bq));
     float* m = stats;
     float* rescale = stats + bq;
     float* bmax = stats + 2 * bq;
-    float* l = stats + 3 * bq;  // w partial sums per row
+    float* inv = stats + 3 * bq;
+    float* l = stats + 4 * bq;  // w partial sums per row
     std::vector<long> valid(static_cast<std::size_t>(bq));
 
     for (long i0 = i_begin; i0 < i_end; i0 += bq) {
@@ -420,16 +421,21 @@ void fused_flash(const KernelTable& kt, const AttentionArgs& a, const std::vecto
         const long vstride = v_in_place ? nr : kend_task * nr, ldv = v_in_place ? vs : nr;
         if (one_block) {
           inverse_sums(l, w, rows, rescale);  // out = P V / sum
-          kt.attn_pv_block(bk, tile, vb, vstride, ldv, rows, a.dv, dst, a.out_strides[2], rescale, true);
-        } else {
+          kt.attn_pv_block(bk, tile, vb, vstride, ldv, rows, a.dv, dst, a.out_strides[2], rescale, true, nullptr, 0,
+                           nullptr);
+        } else if (j0 + bk < kend) {
           // O = O * rescale + P V.
-          kt.attn_pv_block(bk, tile, vb, vstride, ldv, rows, a.dv, o, a.dv, rescale, false);
+          kt.attn_pv_block(bk, tile, vb, vstride, ldv, rows, a.dv, o, a.dv, rescale, false, nullptr, 0, nullptr);
+        } else {
+          // The last block: out = (O * rescale + P V) / sum, O not stored.
+          inverse_sums(l, w, rows, inv);
+          kt.attn_pv_block(bk, tile, vb, vstride, ldv, rows, a.dv, o, a.dv, rescale, false, dst, a.out_strides[2],
+                           inv);
         }
       }
-      if (!one_block) {
-        inverse_sums(l, w, rows, rescale);
-        kt.attn_finish(a.dv, o, a.dv, rescale, rows, dst, a.out_strides[2]);
-      }
+      // No visible key (a key padding length of 0): zero weights, zero output.
+      if (kend <= 0)
+        for (long r = 0; r < rows; ++r) std::fill(dst + r * a.out_strides[2], dst + r * a.out_strides[2] + a.dv, 0.0f);
     }
   };
   parallel_for(static_cast<long>(tasks.size()), run);

@@ -174,7 +174,8 @@ struct KernelTable {
   // panels, with each row's maximum. attn_pv_block: O = O * rescale[r]
   // + P V for the block, V in nr-wide panels vstride floats apart, ldv
   // floats from one key to the next (packed: nr; in place: the row stride)
-  // (direct: O = P V * rescale[r], O not read).
+  // (direct: O = P V * rescale[r], O not read; with `out`, the rows' last
+  // block: out row r = (O * rescale[r] + P V) * inv[r], O left as it was).
   // attn_online_softmax: one key block of the online softmax (block_max, when
   // given, is each row's maximum and every entry is live); l holds
   // vector_width partial sums per row. attn_mask_row: add fscale * a float
@@ -182,17 +183,14 @@ struct KernelTable {
   void (*attn_scores)(long dk, const float* qp, long ldq, const float* ktp, long rows, long bk, float* tile,
                       float* rowmax);
   void (*attn_pv_block)(long bk, const float* tile, const float* vpk, long vstride, long ldv, long rows, long dv,
-                        float* o, long ldo, const float* rescale, bool direct);
+                        float* o, long ldo, const float* rescale, bool direct, float* out, long out_stride,
+                        const float* inv);
   void (*attn_online_softmax)(float* s, long lds, long rows, long cols, const long* valid,
                               const float* block_max, float* m, float* l, float* rescale);
   void (*attn_mask_row)(float* s, long n, const float* fmask, long fstride, float fscale,
                         const std::uint8_t* umask, long ustride);
   // x[0:n] *= s.
   void (*scale)(float* x, long n, float s);
-  // out row r (out_stride apart) = o row r (ldo apart, dv entries) * inv[r]
-  // (the fused kernel's 1 / sum of the row's weights).
-  void (*attn_finish)(long dv, const float* o, long ldo, const float* inv, long rows, float* out,
-                      long out_stride);
 
   // Runs `iterations` rounds of independent FMAs and returns the flop count;
   // the benchmark divides by the elapsed time to get this core's FMA peak.
