@@ -43,6 +43,7 @@ struct Ops {
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V min(V a, V b) { return _mm256_min_ps(a, b); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static constexpr bool kHasReduce = false;  // no one-step x - round(x): see vexp2_nonpos
   // To the nearest integer, ties to even (|x| < 2^22 in every use).
   static V round_nearest(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static V abs(V x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }

@@ -37,6 +37,10 @@ struct Ops {
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  // x - round(x) (to nearest, ties to even) in one instruction, exact; 0
+  // for infinities, NaN for NaN. vexp2_nonpos takes n = x - r from it.
+  static constexpr bool kHasReduce = true;
+  static V reduce_nearest(V x) { return _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // To the nearest integer, ties to even (|x| < 2^22 in every use).
   static V round_nearest(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static V abs(V x) { return _mm512_abs_ps(x); }

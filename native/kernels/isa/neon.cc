@@ -49,6 +49,7 @@ struct Ops {
   static V mul(V a, V b) { return vmulq_f32(a, b); }
   static V min(V a, V b) { return vminq_f32(a, b); }  // NaN-propagating
   static V max(V a, V b) { return vmaxq_f32(a, b); }
+  static constexpr bool kHasReduce = false;  // no one-step x - round(x): see vexp2_nonpos
   // To the nearest integer, ties to even (|x| < 2^22 in every use).
   static V round_nearest(V x) { return vrndnq_f32(x); }
   static V abs(V x) { return vabsq_f32(x); }

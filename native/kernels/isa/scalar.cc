@@ -39,6 +39,7 @@ struct Ops {
   static V mul(V a, V b) { return a * b; }
   static V min(V a, V b) { return a < b ? a : b; }  // b when unordered
   static V max(V a, V b) { return a > b ? a : b; }
+  static constexpr bool kHasReduce = false;  // no one-step x - round(x): see vexp2_nonpos
   // To the nearest integer, ties to even, for |x| < 2^22: adding 1.5 * 2^23
   // leaves no fraction bits.
   static V round_nearest(V x) { return (x + 12582912.0f) - 12582912.0f; }
