@@ -6,7 +6,7 @@
 import { native, type NativeBinding } from './native';
 import { matmul, matmulAsync, maskKind } from './ops';
 import { additiveScoresParams, attentionParams, l2NormalizeParams } from './params';
-import { NOW, Staging, type Prep } from './staging';
+import { NOW, Staging, writesOwned, type Prep, type Queued } from './staging';
 import { Tensor, checkTensor, checkWritable, sharesMemory, dims } from './tensor';
 import { broadcastsTo, checkBoolean, checkFinite, checkOptions, checkSequenceLengths, expected, sameShape, shapeString } from './validate';
 
@@ -491,6 +491,28 @@ export async function attentionAsyncWith(
     if (hasWork(plan)) await native.attentionAsync(...attentionArgs(plan, inputs));
   });
   return resultOf(plan);
+}
+
+/**
+ * @internal attentionAsyncWith's call made now, for a chain (see runAsync in
+ * multihead.ts); undefined, having called nothing, for the scores that take
+ * kernels of their own (cosine, additive), or when the call needs copies
+ * made first or writes memory the addon does not own.
+ */
+export function attentionQueued(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions | undefined,
+  causalAlways: number,
+): Queued<AttentionResult> | undefined {
+  const staging = new Staging('attentionAsync');
+  const plan = planAttention(q, k, v, options, 'attentionAsync', staging, causalAlways);
+  const value = resultOf(plan);
+  const writes = value.weights ? [value.output, value.weights] : [value.output];
+  if (!staging.direct || plan.score === 'cosine' || plan.additive || !writesOwned(writes)) return undefined;
+  const done = hasWork(plan) ? native.attentionAsync(...attentionArgs(plan, { q: plan.q4, k: plan.k4, scores: null })) : Promise.resolve();
+  return { value, done, writes };
 }
 
 /**

@@ -4,6 +4,7 @@
 import { native } from './native';
 import { PackedMatrix } from './ops';
 import { activationParams, layerNormParams, linearParams } from './params';
+import { type Queued, writesOwned } from './staging';
 import { Tensor, checkTensor, dims, newResult } from './tensor';
 import { broadcastsTo, checkFinite, checkOptions, describe, expected, sameShape, shapeString } from './validate';
 
@@ -103,6 +104,8 @@ interface NativeCall {
   out: Tensor;
   run(): void;
   runAsync(): Promise<void>;
+  /** What the kernel writes (out, and sumOut when given): the writes of a queued call. */
+  writes?: Tensor[];
 }
 
 type F32 = Float32Array;
@@ -117,6 +120,13 @@ function now(call: NativeCall): Tensor {
 async function later(call: NativeCall): Promise<Tensor> {
   await call.runAsync();
   return call.out;
+}
+
+/** Makes a checked call's async kernel call now, for a chain (see runAsync in multihead.ts); undefined, having called nothing, when it writes memory the addon does not own. */
+function queued(call: NativeCall): Queued<Tensor> | undefined {
+  const writes = call.writes ?? [call.out];
+  if (!writesOwned(writes)) return undefined;
+  return { value: call.out, done: call.runAsync(), writes };
 }
 
 function prepareLayerNorm(x: unknown, options: unknown, fn: string): NativeCall {
@@ -159,7 +169,7 @@ function prepareLayerNorm(x: unknown, options: unknown, fn: string): NativeCall 
   });
   const data = (t: Tensor | null) => (t ? (t.data as F32) : null);
   const args = [X.data as F32, data(residual), data(shift), data(weight), data(bias), out.data as F32, data(sum), params] as const;
-  return { out, run: () => native.layerNorm(...args), runAsync: () => native.layerNormAsync(...args) };
+  return { out, run: () => native.layerNorm(...args), runAsync: () => native.layerNormAsync(...args), writes: sum ? [out, sum] : [out] };
 }
 
 /**
@@ -175,6 +185,11 @@ export function layerNorm(x: Tensor, options?: LayerNormOptions): Tensor {
 /** layerNorm off the main thread; resolves with the result. Inputs must not change until it settles. */
 export async function layerNormAsync(x: Tensor, options?: LayerNormOptions): Promise<Tensor> {
   return later(prepareLayerNorm(x, options, 'layerNormAsync'));
+}
+
+/** @internal layerNormAsync's kernel call made now, for a chain (see runAsync in multihead.ts). */
+export function layerNormQueued(x: Tensor, options?: LayerNormOptions): Queued<Tensor> | undefined {
+  return queued(prepareLayerNorm(x, options, 'layerNormAsync'));
 }
 
 // ------------------------------------------------------------ gelu, relu
@@ -329,4 +344,9 @@ export function linear(x: Tensor, weight: Tensor | PackedMatrix, options?: Linea
 /** linear off the main thread. */
 export async function linearAsync(x: Tensor, weight: Tensor | PackedMatrix, options?: LinearOptions): Promise<Tensor> {
   return later(prepareLinear(x, weight, options, 'linearAsync'));
+}
+
+/** @internal linearAsync's kernel call made now, for a chain (see runAsync in multihead.ts). */
+export function linearQueued(x: Tensor, weight: Tensor | PackedMatrix, options?: LinearOptions): Queued<Tensor> | undefined {
+  return queued(prepareLinear(x, weight, options, 'linearAsync'));
 }

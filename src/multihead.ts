@@ -2,10 +2,11 @@
 // torch.nn.MultiheadAttention with batch_first=True computes it):
 // Q = XW^Q, K = XW^K, V = XW^V; split into h heads of E/h; scaled dot-product
 // attention per head; concatenate; project with W^O.
-import { attentionAsyncWith, attentionRepeated, attentionWith, type AttentionOptions, type AttentionRepeat, type AttentionResult } from './attention';
-import { matmul, matmulAsync, packMatrix, packMatrixAsync, PackedMatrix, type MatmulOptions } from './ops';
-import { copyAsync } from './staging';
-import { type Memory, Tensor, checkTensor, newTensor, dims, resultMemory } from './tensor';
+import { attentionAsyncWith, attentionQueued, attentionRepeated, attentionWith, type AttentionOptions, type AttentionRepeat, type AttentionResult } from './attention';
+import { native } from './native';
+import { matmul, matmulAsync, matmulQueued, packMatrix, packMatrixAsync, PackedMatrix, type MatmulOptions } from './ops';
+import { copyAsync, type Queued } from './staging';
+import { type Memory, ChainHazard, Tensor, chainWrites, checkTensor, newTensor, dims, resultMemory } from './tensor';
 import { checkBoolean, checkInteger, checkOptions, checkSequenceLengths, describe, expected, sameShape, shapeString } from './validate';
 
 export interface MultiHeadAttentionOptions {
@@ -171,7 +172,7 @@ export type Step =
   | { kind: 'attention'; q: Tensor; k: Tensor; v: Tensor; options: AttentionOptions; causalAlways: number; repeat?: AttentionRepeat }
   | { kind: 'copy'; src: Tensor; dst: Tensor }
   | { kind: 'pack'; w: Tensor }
-  | { kind: 'op'; run: () => Tensor; runAsync: () => Promise<Tensor> };
+  | { kind: 'op'; run: () => Tensor; runAsync: () => Promise<Tensor>; queue?: () => Queued<Tensor> | undefined };
 
 /**
  * @internal A forward as a sequence of steps, each resumed with its result: a
@@ -198,18 +199,82 @@ export function runSync<T>(gen: Steps<T>): T {
   return r.value;
 }
 
-/** @internal Carries out the steps off the main thread, one after another. */
+/** The step's async kernel call made now, when its result is known before it runs (see runAsync). */
+function queueStep(s: Step): Queued<unknown> | undefined {
+  if (s.kind === 'matmul') return matmulQueued(s.a, s.b, s.options);
+  if (s.kind === 'attention') return attentionQueued(s.q, s.k, s.v, s.options, s.causalAlways);
+  if (s.kind === 'op') return s.queue?.();
+  return undefined;
+}
+
+/** queueStep, or 'wait' when the step's preparation meets a ChainHazard (it must wait for the chain). */
+function queued(s: Step): Queued<unknown> | 'wait' | undefined {
+  try {
+    return queueStep(s);
+  } catch (e) {
+    if (e instanceof ChainHazard) return 'wait';
+    throw e;
+  }
+}
+
+/** Runs one step off the main thread on its own and resolves with its result. */
+async function runStepAsync(s: Step): Promise<unknown> {
+  if (s.kind === 'matmul') return matmulAsync(s.a, s.b, s.options);
+  if (s.kind === 'attention') return attentionAsyncWith(s.q, s.k, s.v, s.options, s.causalAlways);
+  if (s.kind === 'copy') return copyAsync(s.src.expand(s.dst.shape), s.dst, 'forwardAsync');
+  if (s.kind === 'op') return s.runAsync();
+  return packMatrixAsync(s.w, { transpose: true });
+}
+
+/**
+ * @internal Carries out the steps off the main thread, in order. Each async
+ * kernel call is a round trip through libuv's pool (a worker woken, then the
+ * main thread), tens of microseconds on a virtual machine: as much as a short
+ * request's kernel. So the steps whose results are known before they run
+ * (a matmul, attention, linear or layerNorm into memory the addon owns, with
+ * nothing to copy here first) go to the addon in one chain, run as one job;
+ * the others (copies, packing, the cosine and additive scores) each on their
+ * own, after the chain before them has settled. A step whose preparation
+ * would copy from memory a queued kernel has yet to write (ChainHazard)
+ * waits for the chain, then starts the next one.
+ */
 export async function runAsync<T>(gen: Steps<T>): Promise<T> {
   let r = gen.next();
   while (!r.done) {
-    const s = r.value;
-    let value: unknown;
-    if (s.kind === 'matmul') value = await matmulAsync(s.a, s.b, s.options);
-    else if (s.kind === 'attention') value = await attentionAsyncWith(s.q, s.k, s.v, s.options, s.causalAlways);
-    else if (s.kind === 'copy') await copyAsync(s.src.expand(s.dst.shape), s.dst, 'forwardAsync');
-    else if (s.kind === 'op') value = await s.runAsync();
-    else value = await packMatrixAsync(s.w, { transpose: true });
-    r = gen.next(value);
+    const done: Promise<void>[] = [];
+    let failed = false;
+    let failure: unknown;
+    let wait = false;
+    native.chain(() => {
+      // Inside another chain (a trace callback's forwardAsync): the same chain, the same writes.
+      const outer = chainWrites.arrays;
+      const writes = outer ?? new Set<Tensor['data']>();
+      chainWrites.arrays = writes;
+      try {
+        while (!r.done) {
+          const q = queued(r.value);
+          if (q === 'wait') wait = true;
+          if (!q || q === 'wait') break;
+          done.push(q.done);
+          for (const t of q.writes) writes.add(t.data);
+          r = gen.next(q.value);
+        }
+      } catch (e) {
+        failed = true;
+        failure = e;
+      } finally {
+        chainWrites.arrays = outer;
+      }
+    });
+    // Every queued call settles before the forward goes on or fails: what they use stays alive until then.
+    const settled = await Promise.allSettled(done);
+    if (failed) throw failure;
+    for (const s of settled) if (s.status === 'rejected') throw s.reason;
+    if (r.done) break;
+    // A hazard with calls of its own to wait for: the step starts the next chain. (With none,
+    // the writes were an enclosing chain's, still open: the step runs on its own, after it.)
+    if (wait && done.length > 0) continue;
+    r = gen.next(await runStepAsync(r.value));
   }
   return r.value;
 }

@@ -36,6 +36,8 @@ type Mask = F32 | Uint8Array | null;
 export interface NativeBinding {
   gemm(a: F32, b: F32, c: F32, bias: F32 | null, params: Params): void;
   gemmAsync(a: F32, b: F32, c: F32, bias: F32 | null, params: Params): Promise<void>;
+  /** Calls callback now; the async calls it makes run as one job on the pool, in order. Returns how many. */
+  chain(callback: () => void): number;
   packMatrix(b: F32, params: Params): object;
   packMatrixAsync(b: F32, params: Params): Promise<object>;
   gemmWithPacked(a: F32, packed: object, c: F32, bias: F32 | null, params: Params): void;

@@ -2,7 +2,7 @@
 import { Tensor, checkTensor, checkWritable, sharesMemory, dims } from './tensor';
 import { native, addonPath, type NativeCpuInfo } from './native';
 import { gemmParams, gemmWithPackedParams, packMatrixParams, softmaxParams } from './params';
-import { NOW, Staging, type Prep } from './staging';
+import { NOW, Staging, writesOwned, type Prep, type Queued } from './staging';
 import { broadcastsTo, checkBoolean, checkFinite, checkInteger, checkOptions, expected, sameShape, shapeString } from './validate';
 
 export interface MatmulOptions {
@@ -325,6 +325,21 @@ export async function matmulAsync(a: Tensor, b: Tensor | PackedMatrix, options?:
       : native.gemmAsync(call.a, call.b as Float32Array, call.target, call.bias, call.params),
   );
   return call.out;
+}
+
+/**
+ * @internal matmulAsync's call made now, for a chain (see runAsync in
+ * multihead.ts); undefined, having called nothing, when it needs copies made
+ * first or writes memory the addon does not own.
+ */
+export function matmulQueued(a: Tensor, b: Tensor | PackedMatrix, options?: MatmulOptions): Queued<Tensor> | undefined {
+  const staging = new Staging('matmulAsync');
+  const call = prepareMatmul(a, b, options, 'matmulAsync', staging);
+  if (!staging.direct || !writesOwned([call.out])) return undefined;
+  const done = call.packed
+    ? native.gemmWithPackedAsync(call.a, call.b, call.target, call.bias, call.params)
+    : native.gemmAsync(call.a, call.b as Float32Array, call.target, call.bias, call.params);
+  return { value: call.out, done, writes: [call.out] };
 }
 
 // ------------------------------------------------------------ softmax

@@ -25,6 +25,20 @@
 import { native } from './native';
 import { type DType, Tensor, copyElements, copyParams, extentOf, isOwnedStorage, newTensor, sharesMemory } from './tensor';
 
+/**
+ * @internal An async kernel call made inside the addon's chain(): the result
+ * it will produce (known before it runs), the Promise that settles when it
+ * has run, and the tensors it writes.
+ */
+export interface Queued<T> {
+  value: T;
+  done: Promise<void>;
+  writes: Tensor[];
+}
+
+/** @internal Whether every tensor a queued call writes is in the addon's memory (which a chained call requires). */
+export const writesOwned = (writes: readonly Tensor[]): boolean => writes.every((t) => t.size === 0 || isOwnedStorage(t.data));
+
 /** Memory not owned by the addon, up to this many bytes, is copied by the addon as the call starts. */
 const STAGE_BYTES = 1 << 20;
 /**
@@ -200,6 +214,11 @@ export class Staging implements Prep {
 
   block(params: Float64Array): Float64Array {
     return params.slice();
+  }
+
+  /** Whether the kernel call needs no copy made here (run() then calls it at once). */
+  get direct(): boolean {
+    return this.before.length === 0 && this.after.length === 0;
   }
 
   /** Makes the recorded copies, runs the kernel call, copies the results back. */

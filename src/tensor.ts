@@ -81,8 +81,10 @@ export function extentOf(shape: readonly number[], strides: readonly number[]): 
 //    the system). A synchronous loop soon gets plain memory instead, which
 //    V8 frees as it collects, where the addon's blocks would wait for a turn;
 //  - 'plain': an ordinary typed array, freed by V8's garbage collector alone.
-// Below OWNED_MIN_BYTES every tensor is plain (cheaper to make; async calls
-// copy such small arrays as they start).
+// Below OWNED_MIN_BYTES every tensor but an 'owned' one is plain (cheaper to
+// make; async calls copy such small arrays as they start). 'Owned' ones are
+// the addon's whatever their size: an async module forward chains its
+// kernels through them (runAsync in multihead.ts).
 export type Memory = 'owned' | 'auto' | 'result' | 'plain';
 
 const OWNED_MIN_BYTES = 64 * 1024;
@@ -110,7 +112,8 @@ export function allocateStorage(dtype: DType, n: number, zero: boolean, shape: r
   const bytes = n * ctor.BYTES_PER_ELEMENT;
   try {
     const budget = BUDGET_PER_TURN[memory];
-    if (bytes >= OWNED_MIN_BYTES && budget > 0 && (ownedThisTurn === 0 || ownedThisTurn + bytes <= budget)) {
+    const large = bytes >= OWNED_MIN_BYTES || (memory === 'owned' && bytes > 0);
+    if (large && budget > 0 && (ownedThisTurn === 0 || ownedThisTurn + bytes <= budget)) {
       if (ownedThisTurn === 0) setImmediate(resetTurn).unref();
       ownedThisTurn += bytes;
       const ab = native.allocate(bytes, zero);
@@ -561,12 +564,28 @@ export function sharesMemory(a: Tensor, b: Tensor): boolean {
 }
 
 /**
+ * @internal The arrays that kernels queued in an open chain (runAsync in
+ * multihead.ts) will write, while one is open: a copy made here from one of
+ * them (or into one) would run before those kernels. copyElements throws
+ * ChainHazard instead, and the chain's runner runs that step after the chain.
+ */
+export const chainWrites: { arrays: Set<TensorData> | null } = { arrays: null };
+
+/** @internal See chainWrites. */
+export class ChainHazard extends Error {
+  constructor() {
+    super('a copy from memory that a queued kernel writes');
+  }
+}
+
+/**
  * dst = src element by element (same shape and dtype); dst's elements must be
  * distinct. `fresh`: dst is a new result nobody has read yet (a large one is
  * then written past the caches).
  */
 export function copyElements(src: Tensor, dst: Tensor, fresh = false): void {
   if (src.size === 0) return;
+  if (chainWrites.arrays && (chainWrites.arrays.has(src.data) || chainWrites.arrays.has(dst.data))) throw new ChainHazard();
   if (src.data.buffer === dst.data.buffer && rangesOverlap(src, dst)) {
     // Overlapping views of one buffer: go through a private copy.
     const tmp = newTensor(src.shape, src.dtype, false, 'plain');

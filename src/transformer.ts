@@ -9,9 +9,10 @@
 // adds the bias of the linear layer before it), or into the GEMM that
 // produces the sublayer's output (accumulating into the residual stream);
 // the feed-forward's first GEMM writes activations directly.
-import { activationCode, layerNorm, layerNormAsync, linear, linearAsync, type Activation, type LayerNormOptions, type LinearOptions } from './layers';
+import { activationCode, layerNorm, layerNormAsync, layerNormQueued, linear, linearAsync, linearQueued, type Activation, type LayerNormOptions, type LinearOptions } from './layers';
 import { KVCache, MultiHeadAttention, Workspaces, runAsync, runSync, type ForwardPlan, type Steps } from './multihead';
 import { type MatmulOptions, type PackedMatrix } from './ops';
+import { type Queued } from './staging';
 import { Tensor, checkTensor, dims, newResult, newTensor } from './tensor';
 import { checkBoolean, checkFinite, checkInteger, checkOptions, checkSequenceLengths, describe, expected, sameShape, shapeString } from './validate';
 
@@ -175,13 +176,14 @@ function initialNorm(E: number, bias: boolean): LayerNormParameters {
 
 // ------------------------------------------------------------ steps
 
-/** One operation, in both forms, as a step of a forward. */
-function* op(run: () => Tensor, later: () => Promise<Tensor>): Steps<Tensor> {
-  return (yield { kind: 'op', run, runAsync: later }) as Tensor;
+/** One operation, in its three forms, as a step of a forward. */
+function* op(run: () => Tensor, later: () => Promise<Tensor>, queue: () => Queued<Tensor> | undefined): Steps<Tensor> {
+  return (yield { kind: 'op', run, runAsync: later, queue }) as Tensor;
 }
 
-const normStep = (x: Tensor, o: LayerNormOptions) => op(() => layerNorm(x, o), () => layerNormAsync(x, o));
-const linearStep = (x: Tensor, w: PackedMatrix, o: LinearOptions) => op(() => linear(x, w, o), () => linearAsync(x, w, o));
+const normStep = (x: Tensor, o: LayerNormOptions) => op(() => layerNorm(x, o), () => layerNormAsync(x, o), () => layerNormQueued(x, o));
+const linearStep = (x: Tensor, w: PackedMatrix, o: LinearOptions) =>
+  op(() => linear(x, w, o), () => linearAsync(x, w, o), () => linearQueued(x, w, o));
 
 function* matmulStep(a: Tensor, b: PackedMatrix, options: MatmulOptions): Steps<Tensor> {
   return (yield { kind: 'matmul', a, b, options }) as Tensor;

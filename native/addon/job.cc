@@ -77,6 +77,17 @@ struct Job {
 
 namespace {
 
+// The async calls of a chain's callback, in order; owned here until queued,
+// then by the chain's work.
+struct Chain {
+  std::vector<Job*> jobs;
+  napi_async_work work = nullptr;
+};
+
+// The chain whose callback is running on this thread (each environment runs
+// its JavaScript on a thread of its own).
+thread_local Chain* tl_chain = nullptr;
+
 void execute(napi_env, void* data) {
   Job* job = static_cast<Job*>(data);
   try {
@@ -154,7 +165,79 @@ void complete(napi_env env, napi_status status, void* data) {
   job->release(env);
 }
 
+void chain_execute(napi_env env, void* data) {
+  Chain* chain = static_cast<Chain*>(data);
+  bool failed = false;
+  for (Job* job : chain->jobs) {
+    if (failed) {
+      job->fail(Job::Failure::kError, job->fn + ": not run, as an earlier kernel of the same call failed");
+      continue;
+    }
+    execute(env, job);
+    failed = job->failure != Job::Failure::kNone;
+  }
+}
+
+// Settles every call of the chain, in order, and frees the chain.
+void chain_complete(napi_env env, napi_status status, void* data) {
+  std::unique_ptr<Chain> chain(static_cast<Chain*>(data));
+  if (chain->work) napi_delete_async_work(env, chain->work);
+  chain->work = nullptr;
+  for (Job* job : chain->jobs) complete(env, status, job);
+  chain->jobs.clear();
+}
+
+// Queues a chain's calls as one work item; when that cannot be done, every
+// call rejects. Never throws.
+std::size_t queue_chain(napi_env env, std::unique_ptr<Chain> chain) {
+  const std::size_t n = chain->jobs.size();
+  if (n == 0) return 0;
+  napi_value name;
+  if (napi_create_string_utf8(env, "attention-kernels", NAPI_AUTO_LENGTH, &name) == napi_ok &&
+      napi_create_async_work(env, nullptr, name, chain_execute, chain_complete, chain.get(), &chain->work) == napi_ok &&
+      napi_queue_async_work(env, chain->work) == napi_ok) {
+    chain.release();  // chain_complete owns it now
+    return n;
+  }
+  for (Job* job : chain->jobs) {
+    try {
+      job->fail(Job::Failure::kError, job->fn + ": cannot start the async work");
+    } catch (...) {
+      // no memory for the message: the Promise stays pending, as in complete()
+    }
+  }
+  chain_complete(env, napi_ok, chain.release());
+  return 0;
+}
+
 }  // namespace
+
+bool KernelCall::chaining() { return tl_chain != nullptr; }
+
+Napi::Value chain_impl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    throw Napi::TypeError::New(env, "chain: callback must be a function; received " + describe(info[0]));
+  }
+  if (tl_chain) {
+    // Inside another chain's callback: the calls join that chain, which queues them.
+    info[0].As<Napi::Function>().Call(env.Undefined(), {});
+    return Napi::Number::New(env, 0);
+  }
+  std::unique_ptr<Chain> chain = std::make_unique<Chain>();
+  // Whatever the callback does, the chain closes and what it holds is queued.
+  tl_chain = chain.get();
+  std::exception_ptr thrown;
+  try {
+    info[0].As<Napi::Function>().Call(env.Undefined(), {});
+  } catch (...) {
+    thrown = std::current_exception();
+  }
+  tl_chain = nullptr;
+  const std::size_t queued = queue_chain(env, std::move(chain));
+  if (thrown) std::rethrow_exception(thrown);
+  return Napi::Number::New(env, static_cast<double>(queued));
+}
 
 KernelCall::KernelCall(const Napi::CallbackInfo& info, bool async, const char* fn) : info_(info) {
   if (async) {
@@ -185,6 +268,11 @@ void KernelCall::stage(std::size_t arg, void*& p, long extent, std::size_t elem,
     owned->retain();
     job_->blocks.push_back(owned);
     return;
+  }
+  if (view && tl_chain) {
+    throw Napi::TypeError::New(env, std::string(job_->fn) + ": " + what +
+                                        ": a call inside chain() writes only the addon's memory (from allocate); received " +
+                                        describe(Napi::Value(env, array)));
   }
   // Not the addon's memory: work on a private copy.
   const std::size_t bytes = static_cast<std::size_t>(extent) * elem;
@@ -218,6 +306,15 @@ Napi::Value KernelCall::run(std::function<void()> kernel) {
     return env.Undefined();
   }
   job_->kernel = std::move(kernel);
+  if (tl_chain) {
+    napi_value promise;
+    tl_chain->jobs.reserve(tl_chain->jobs.size() + 1);
+    if (napi_create_promise(env, &job_->deferred, &promise) != napi_ok) {
+      throw Napi::Error::New(env, job_->fn + ": cannot start the async work");
+    }
+    tl_chain->jobs.push_back(job_.release());  // the chain owns it now
+    return Napi::Value(env, promise);
+  }
   napi_value promise, name;
   if (napi_create_promise(env, &job_->deferred, &promise) != napi_ok ||
       napi_create_string_utf8(env, "attention-kernels", NAPI_AUTO_LENGTH, &name) != napi_ok ||

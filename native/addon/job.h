@@ -25,6 +25,19 @@
 //   call.read(0, g.a, extent_a);                          // pointers into info[0]'s array
 //   call.write(2, g.c, extent_c, Layout::strided(...), "out", g.beta != 0);
 //   return call.run([kt, g] { sgemm(*kt, g); });          // capture the pointers after registering
+//
+// A chain (the addon's `chain(callback)`) runs the async kernel calls made
+// while its callback runs as one piece of work on libuv's pool, in the order
+// they were made: one round trip through the pool for several kernels, where
+// each on its own pays for a worker's wake and the main thread's. Each call
+// still returns its own Promise, settled when the chain has run (in order);
+// a call whose kernel fails rejects, and the calls after it in the chain
+// reject without running. Registration is as for any async call (memory held
+// until the chain settles), so a later call in the chain may read what an
+// earlier one writes only in the addon's memory: an output staged in a
+// private copy is copied back after the whole chain, and an input copied as
+// the call is made. chain() refuses (Error) an output outside the addon's
+// memory, so a chain cannot read such stale data.
 #pragma once
 
 #include <napi.h>
@@ -91,6 +104,8 @@ class KernelCall {
   Napi::Value run(std::function<void()> kernel);
 
   bool async() const { return job_ != nullptr; }
+  // True while a chain's callback runs on this thread.
+  static bool chaining();
 
  private:
   void stage(std::size_t arg, void*& p, long extent, std::size_t elem, const Layout* view, const char* what,
@@ -99,6 +114,12 @@ class KernelCall {
   const Napi::CallbackInfo& info_;
   std::unique_ptr<Job> job_;  // async only
 };
+
+// chain(callback): calls callback() now; the async kernel calls it makes run
+// as one job (above). Returns the number of calls queued; callback's
+// exception, if any, after queuing the calls made before it. Called inside
+// another chain's callback, its calls join that chain (and it returns 0).
+Napi::Value chain_impl(const Napi::CallbackInfo& info);
 
 }  // namespace addon
 }  // namespace attn

@@ -1120,6 +1120,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   fn("activationAsync",      [](const Napi::CallbackInfo& i) { return activation_impl(i, true); });
   fn("linear",               [](const Napi::CallbackInfo& i) { return linear_impl(i, false); });
   fn("linearAsync",          [](const Napi::CallbackInfo& i) { return linear_impl(i, true); });
+  fn("chain",                chain_impl);
   fn("toFloat32",            to_float32_impl);
   fn("fill",                 fill_impl);
   fn("allocate",             allocate_impl);

@@ -1215,6 +1215,72 @@ function rawSmall(R) {
   return { name: `raw-${op}`, what: `${isAsync ? 'async ' : ''}${what}`, run: () => rawOutcome(R, arena, valid, isAsync, call, written, check) };
 }
 
+/**
+ * chain(callback): a run of contiguous copies, each reading what the one
+ * before wrote (src -> owned 1 -> owned 2 ...), made inside one callback; at
+ * random one call is invalid, the callback throws, a copy writes memory the
+ * addon does not own (refused), or chain gets no function; or one copy is
+ * made inside a nested chain (it joins the outer one). Every Promise made
+ * must settle; the calls queued before a failure resolve, in order, with the
+ * values the copies carry along.
+ */
+function rawChain(R) {
+  const n = R.int(1, 40);
+  const steps = R.int(1, 5);
+  const src = new Float32Array(n).map(() => R.normal());
+  const owned = Array.from({ length: steps }, () => new Float32Array(native.allocate(n * 4, false)));
+  const fault = R.pick(['none', 'none', 'none', 'badParams', 'throws', 'plainOut', 'nested', 'notFunction']);
+  const at = R.int(0, steps - 1);
+  const block = () => Float64Array.from(P.copyStridedParams({ rank: 1, srcOffset: 0, dstOffset: 0, streamOut: 0, shape: [n], srcStrides: [1], dstStrides: [1] }));
+  const what = `chain of ${steps} copies of ${n} elements, fault ${fault} at ${at}`;
+  const run = async () => {
+    const made = [];
+    let thrown = null;
+    try {
+      native.chain(
+        fault === 'notFunction'
+          ? R.pick([undefined, 1, {}])
+          : () => {
+              for (let i = 0; i < steps; ++i) {
+                const from = i === 0 ? src : owned[i - 1];
+                if (i === at && fault === 'badParams') made.push(native.copyStridedAsync(from, owned[i], Float64Array.from([1, 2])));
+                if (i === at && fault === 'throws') throw new RangeError('thrown by the callback');
+                if (i === at && fault === 'plainOut') made.push(native.copyStridedAsync(from, new Float32Array(n), block()));
+                if (i === at && fault === 'nested') {
+                  if (native.chain(() => made.push(native.copyStridedAsync(from, owned[i], block()))) !== 0) throw new Error('a nested chain queued its calls itself');
+                  continue;
+                }
+                made.push(native.copyStridedAsync(from, owned[i], block()));
+              }
+            },
+      );
+    } catch (e) {
+      thrown = e;
+    }
+    const settled = await Promise.allSettled(made);
+    if (fault === 'none' || fault === 'nested') {
+      if (thrown) return `a valid chain threw ${describeError(thrown)}`;
+      const bad = settled.find((s) => s.status === 'rejected');
+      if (bad) return `a valid chained call rejected: ${describeError(bad.reason)}`;
+      for (let i = 0; i < n; ++i) if (!Object.is(owned[steps - 1][i], src[i])) return `element ${i} is ${owned[steps - 1][i]} after the chain, want ${src[i]}`;
+      return null;
+    }
+    if (!thrown) return `a chain with fault ${fault} did not throw`;
+    if (fault === 'throws' ? thrown.message !== 'thrown by the callback' : !(thrown instanceof Error) || !thrown.message) {
+      return `a chain with fault ${fault} threw ${describeError(thrown)}`;
+    }
+    if (fault === 'notFunction' && !(thrown instanceof TypeError)) return `chain(not a function) threw ${describeError(thrown)}, expected a TypeError`;
+    // What was queued before the fault ran and resolved.
+    const want = fault === 'notFunction' ? 0 : at;
+    if (made.length !== want || settled.some((s) => s.status === 'rejected')) return `calls queued before the fault: ${made.length} made, want ${want}, states ${settled.map((s) => s.status)}`;
+    for (let j = 0; j < want; ++j) {
+      for (let i = 0; i < n; ++i) if (!Object.is(owned[j][i], src[i])) return `copy ${j} element ${i} is ${owned[j][i]}, want ${src[i]}`;
+    }
+    return null;
+  };
+  return { name: 'raw-chain', what, run };
+}
+
 // ------------------------------------------------------------ the mix
 
 const GENERATORS = [
@@ -1230,6 +1296,7 @@ const GENERATORS = [
   [rawSoftmax, 10],
   [rawAttention, 12],
   [rawSmall, 12],
+  [rawChain, 4],
 ];
 const TOTAL = GENERATORS.reduce((s, [, w]) => s + w, 0);
 
