@@ -228,9 +228,9 @@ async function runStepAsync(s: Step): Promise<unknown> {
 
 /**
  * @internal Carries out the steps off the main thread, in order. Each async
- * kernel call is a round trip through libuv's pool (a worker woken, then the
- * main thread), tens of microseconds on a virtual machine: as much as a short
- * request's kernel. So the steps whose results are known before they run
+ * kernel call is a round trip to another thread and back to the main one
+ * (tens of microseconds on a virtual machine when the other thread slept: as
+ * much as a short request's kernel). So the steps whose results are known before they run
  * (a matmul, attention, linear or layerNorm into memory the addon owns, with
  * nothing to copy here first) go to the addon in one chain, run as one job;
  * the others (copies, packing, the cosine and additive scores) each on their

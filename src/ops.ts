@@ -474,8 +474,9 @@ export const MAX_IDLE_SPIN = 1_000_000;
  * they sleep, process-wide. Requests that come closer together than this get
  * every thread at once; on a virtual machine a thread that went to sleep
  * often runs late or slowly for a while after it wakes (a call soon after can
- * take longer on two threads than on one). 0 saves the CPU time between
- * infrequent requests. Has no effect with one thread.
+ * take longer on two threads than on one). The thread that runs async calls
+ * polls for as long. 0 saves the CPU time between infrequent requests (async
+ * calls then run on libuv's pool).
  */
 export function setIdleSpin(microseconds: number): void {
   checkInteger('microseconds', microseconds, 0, MAX_IDLE_SPIN);

@@ -1,14 +1,17 @@
 // A module's forwardAsync sends its kernels to the addon as one chain (one
-// round trip through libuv's pool): the results are the sync forward's, bit
+// round trip to the thread that runs async calls): the results are the sync forward's, bit
 // for bit; a step that cannot be chained (a copy, a packing, a preparation
 // that would copy what a queued kernel has yet to write) runs after the chain
 // before it; errors settle every queued call first.
+import * as path from 'node:path';
 import { afterEach, describe, expect, test, vi } from 'vitest';
-import { MultiHeadAttention, Tensor, TransformerDecoderLayer, TransformerEncoderLayer, layerNorm, matmul, packMatrix } from '../src';
+import { MultiHeadAttention, Tensor, TransformerDecoderLayer, TransformerEncoderLayer, getIdleSpin, layerNorm, matmul, matmulAsync, packMatrix, setIdleSpin } from '../src';
 import { layerNormQueued } from '../src/layers';
 import { runAsync, type Step, type Steps } from '../src/multihead';
 import { native } from '../src/native';
 import { newTensor } from '../src/tensor';
+import { distPath, runChild } from './support/child';
+import { onWidestIsa } from './support/isa';
 import { values } from './support/reference';
 
 let seed = 3300;
@@ -155,5 +158,43 @@ describe('runAsync', () => {
     }
     expect(await chains(() => runAsync(steps()))).toEqual([0]);
     same(plain, matmul(a, b));
+  });
+});
+
+describe("the async calls' thread", () => {
+  test('many calls at once (most find it busy and go to libuv\'s pool), and with setIdleSpin(0) (all go there): every result right', async () => {
+    const spin = getIdleSpin();
+    try {
+      for (const us of [spin, 0]) {
+        setIdleSpin(us);
+        const pairs = Array.from({ length: 40 }, (_, i) => [rand([1 + (i % 7), 9]), rand([9, 2 + (i % 5)])] as const);
+        const got = await Promise.all(pairs.map(([a, b]) => matmulAsync(a, b)));
+        got.forEach((g, i) => same(g, matmul(...pairs[i])));
+      }
+    } finally {
+      setIdleSpin(spin);
+    }
+  });
+
+  test.skipIf(!onWidestIsa)('a process whose async calls have settled exits at once, as does a worker thread, while the thread polls', () => {
+    const r = runChild(`
+      const { Worker } = require('node:worker_threads');
+      const started = Date.now();
+      const m = new ak.MultiHeadAttention({ embedDim: 64, numHeads: 4, seed: 1 });
+      const x = ak.Tensor.randn([1, 5, 64], { seed: 2 });
+      m.forwardAsync(x).then(async (r) => {
+        const w = new Worker(\`
+          const ak = require(\${JSON.stringify(require.resolve(${JSON.stringify(path.join(distPath, 'index.js'))}))});
+          const m = new ak.MultiHeadAttention({ embedDim: 64, numHeads: 4, seed: 1 });
+          m.forwardAsync(ak.Tensor.randn([1, 5, 64], { seed: 2 })).then(() => ak.matmulAsync(ak.Tensor.randn([4, 4]), ak.Tensor.randn([4, 4])));
+        \`, { eval: true });
+        const code = await new Promise((resolve) => w.once('exit', resolve));
+        console.log('output', r.output.shape.join('x'), 'worker exit', code);
+        process.on('exit', () => console.error(Date.now() - started > 5000 ? 'slow exit' : ''));
+      });
+    `, { ATTN_SPIN_US: '1000000' });
+    expect(r.stderr.trim()).toBe('');
+    expect(r.stdout.trim()).toBe('output 1x5x64 worker exit 0');
+    expect(r.status).toBe(0);
   });
 });

@@ -1,5 +1,6 @@
-// How a kernel call runs: now, on the calling thread (the sync forms), or on
-// libuv's thread pool behind a Promise (the async forms).
+// How a kernel call runs: now, on the calling thread (the sync forms), or
+// behind a Promise on the addon's own async thread, or on libuv's thread pool
+// when that one is busy (the async forms; see job.cc).
 //
 // An async job must never touch memory that JavaScript may free, move or
 // shrink while it runs (a typed array's buffer can be transferred, detached or
@@ -27,7 +28,7 @@
 //   return call.run([kt, g] { sgemm(*kt, g); });          // capture the pointers after registering
 //
 // A chain (the addon's `chain(callback)`) runs the async kernel calls made
-// while its callback runs as one piece of work on libuv's pool, in the order
+// while its callback runs as one piece of work off the main thread, in the order
 // they were made: one round trip through the pool for several kernels, where
 // each on its own pays for a worker's wake and the main thread's. Each call
 // still returns its own Promise, settled when the chain has run (in order);
