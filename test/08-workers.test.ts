@@ -89,11 +89,11 @@ describe('worker_threads', () => {
   });
 
   test.skipIf(!onWidestIsa)('terminating workers with sync and async kernels in flight, 30 times, never aborts the process', () => {
-    // Each worker queues async kernels of every kind (over the library's
-    // memory and over its own arrays, large enough to be copied in chunks;
-    // some fail on the thread pool, out of memory, and settle while the worker
-    // is torn down), then runs sync kernels, some of which throw from the
-    // addon, until it is terminated at a varying moment.
+    // Each worker queues async kernels of every kind (small module forwards,
+    // over the library's memory and over its own arrays, large enough to be
+    // copied in chunks; some fail on the thread pool, out of memory, and
+    // settle while the worker is torn down), then runs sync kernels, some of
+    // which throw from the addon, until it is terminated at a varying moment.
     const worker = `
       const ak = require(${JSON.stringify(distPath)});
       const { parentPort, workerData: round } = require('node:worker_threads');
@@ -105,7 +105,14 @@ describe('worker_threads', () => {
       const broadcast = T.zeros([1, 4]).expand([2 ** 40, 4]);
       const huge = T.zeros([1, 4]).expand([2 ** 48, 4]);
       const ignore = () => {};
+      // Small forwards: each one chain on the addon's async thread, which
+      // finishes while this thread spins below (its completion is then
+      // queued for a main thread that never takes it).
+      const small = new ak.MultiHeadAttention({ embedDim: 64, numHeads: 4, seed: round });
+      const sx = T.randn([1, 3, 64]);
+      small.forward(sx);
       for (let i = 0; i < 4; ++i) {
+        small.forwardAsync(sx).catch(ignore);
         ak.matmulAsync(a, a).catch(ignore);
         ak.softmaxAsync(a, { causal: true }).catch(ignore);
         ak.attentionAsync(x, x, x, { needWeights: i % 2 === 0 }).catch(ignore);
