@@ -149,6 +149,30 @@ describe('runAsync', () => {
     same(first, matmul(a, b));
   });
 
+  test('a kernel that fails as it runs rejects the forward; the chained calls after it reject unrun', async () => {
+    // 2^40 keys (a broadcast view): the attention kernel runs out of memory on the pool.
+    const keys = Tensor.zeros([1, 4]).expand([2 ** 40, 4]);
+    const after = owned([4, 6]);
+    after.data.fill(NaN);
+    const a = rand([4, 3]);
+    const b = packMatrix(rand([6, 3]), { transpose: true });
+    function* steps(): Steps<Tensor> {
+      yield { kind: 'attention', q: rand([2, 4]), k: keys, v: keys, options: {}, causalAlways: 0 };
+      return (yield { kind: 'matmul', a, b, options: { out: after } }) as Tensor;
+    }
+    const real = native.chain.bind(native);
+    const counts: number[] = [];
+    vi.spyOn(native, 'chain').mockImplementation((cb: () => void) => {
+      const n = real(cb);
+      counts.push(n);
+      return n;
+    });
+    const run = runAsync(steps());
+    await expect(run).rejects.toThrow(/attentionAsync: out of memory while running the kernel/);
+    expect(counts).toEqual([2]);
+    expect(Array.from(after.data).every(Number.isNaN)).toBe(true); // never written
+  });
+
   test('results outside the addon\'s memory are not chained, and are still right', async () => {
     const a = rand([3, 4]);
     const b = rand([4, 5]);

@@ -102,16 +102,32 @@ struct Chain {
 // its JavaScript on a thread of its own).
 thread_local Chain* tl_chain = nullptr;
 
+// Marks the job failed with message fn + suffix; without the message when
+// there is no memory for it. Never throws (it runs off the main thread).
+void fail_safely(Job* job, Job::Failure kind, const char* suffix) noexcept {
+  try {
+    job->fail(kind, job->fn + suffix);
+  } catch (...) {
+    if (job->failure == Job::Failure::kNone) job->failure = kind;
+  }
+}
+
 void execute(napi_env, void* data) {
   Job* job = static_cast<Job*>(data);
   try {
     job->kernel();
   } catch (const std::bad_alloc&) {
-    job->fail(Job::Failure::kRange, job->fn + ": out of memory while running the kernel");
+    fail_safely(job, Job::Failure::kRange, ": out of memory while running the kernel");
   } catch (const std::exception& e) {
-    job->fail(Job::Failure::kError, job->fn + ": " + e.what());
+    std::string what;
+    try {
+      what = std::string(": ") + e.what();
+    } catch (...) {
+      what.clear();
+    }
+    fail_safely(job, Job::Failure::kError, what.empty() ? ": the kernel failed" : what.c_str());
   } catch (...) {
-    job->fail(Job::Failure::kError, job->fn + ": the kernel failed");
+    fail_safely(job, Job::Failure::kError, ": the kernel failed");
   }
 }
 
@@ -184,7 +200,7 @@ void chain_execute(napi_env env, void* data) {
   bool failed = false;
   for (Job* job : chain->jobs) {
     if (failed) {
-      job->fail(Job::Failure::kError, job->fn + ": not run, as an earlier kernel of the same call failed");
+      fail_safely(job, Job::Failure::kError, ": not run, as an earlier kernel of the same call failed");
       continue;
     }
     execute(env, job);
