@@ -156,12 +156,17 @@ describe('fresh modules', () => {
 
   test('forwardAsync leaves the event loop running and gives the same bits as forward', async () => {
     const enc = new TransformerEncoder({ dModel: 128, numHeads: 4, dimFeedforward: 512, numLayers: 2, activation: 'gelu', seed: 9 });
-    const x = Tensor.randn([4, 200, 128], { seed: 10 });
+    // Long enough (about 20 ms on two threads) for a 1 ms interval to fire on
+    // a busy machine: the forward settles once, its kernels being one chain.
+    const x = Tensor.randn([8, 384, 128], { seed: 10 });
     const sync = enc.forward(x);
     let ticks = 0;
+    let done = false;
     const timer = setInterval(() => ticks++, 0);
     const pending = enc.forwardAsync(x);
+    void pending.then(() => (done = true));
     await new Promise((resolve) => setImmediate(resolve));
+    expect(done).toBe(false);
     const got = await pending;
     clearInterval(timer);
     expect(ticks).toBeGreaterThan(0);
