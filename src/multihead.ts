@@ -230,11 +230,12 @@ async function runStepAsync(s: Step): Promise<unknown> {
  * @internal Carries out the steps off the main thread, in order. Each async
  * kernel call is a round trip to another thread and back to the main one
  * (tens of microseconds on a virtual machine when the other thread slept: as
- * much as a short request's kernel). So the steps whose results are known before they run
- * (a matmul, attention, linear or layerNorm into memory the addon owns, with
- * nothing to copy here first) go to the addon in one chain, run as one job;
- * the others (copies, packing, the cosine and additive scores) each on their
- * own, after the chain before them has settled. A step whose preparation
+ * much as a short request's kernel). So the steps whose results are known
+ * before they run (a matmul, attention, linear or layerNorm into memory the
+ * addon owns, with nothing to copy here first) go to the addon in one chain,
+ * run as one job; the others (copies, packing, the cosine and additive
+ * scores) each on their own, after the chain before them has settled. A step
+ * whose preparation
  * would copy from memory a queued kernel has yet to write (ChainHazard)
  * waits for the chain, then starts the next one.
  */

@@ -195,6 +195,16 @@ void complete(napi_env env, napi_status status, void* data) {
   job->release(env);
 }
 
+// Queues data on libuv's pool (execute there, complete on the main thread),
+// keeping the work's handle in *work; false when that cannot be done.
+bool queue_on_libuv(napi_env env, void* data, napi_async_execute_callback run, napi_async_complete_callback done,
+                    napi_async_work* work) {
+  napi_value name;
+  return napi_create_string_utf8(env, "attention-kernels", NAPI_AUTO_LENGTH, &name) == napi_ok &&
+         napi_create_async_work(env, nullptr, name, run, done, data, work) == napi_ok &&
+         napi_queue_async_work(env, *work) == napi_ok;
+}
+
 void chain_execute(napi_env env, void* data) {
   Chain* chain = static_cast<Chain*>(data);
   bool failed = false;
@@ -228,20 +238,11 @@ std::size_t queue_chain(napi_env env, std::unique_ptr<Chain> chain) {
     chain.release();  // the addon's thread has it
     return n;
   }
-  napi_value name;
-  if (napi_create_string_utf8(env, "attention-kernels", NAPI_AUTO_LENGTH, &name) == napi_ok &&
-      napi_create_async_work(env, nullptr, name, chain_execute, chain_complete, chain.get(), &chain->work) == napi_ok &&
-      napi_queue_async_work(env, chain->work) == napi_ok) {
+  if (queue_on_libuv(env, chain.get(), chain_execute, chain_complete, &chain->work)) {
     chain.release();  // chain_complete owns it now
     return n;
   }
-  for (Job* job : chain->jobs) {
-    try {
-      job->fail(Job::Failure::kError, job->fn + ": cannot start the async work");
-    } catch (...) {
-      // no memory for the message: the Promise stays pending, as in complete()
-    }
-  }
+  for (Job* job : chain->jobs) fail_safely(job, Job::Failure::kError, ": cannot start the async work");
   chain_complete(env, napi_ok, chain.release());
   return 0;
 }
@@ -400,13 +401,10 @@ bool submit(napi_env env, void* data, void (*run)(void*), void (*finish)(napi_en
   std::shared_ptr<Bridge> bridge = bridge_of(env);
   if (!bridge || !bridge->open) return false;
   auto task = std::make_unique<Task>(Task{run, finish, drop, data, bridge});
-  if (bridge->pending == 0 && napi_ref_threadsafe_function(env, bridge->tsfn) != napi_ok) return false;
-  if (!Executor::get().try_submit(task.get())) {
-    if (bridge->pending == 0) napi_unref_threadsafe_function(env, bridge->tsfn);
-    return false;
-  }
-  ++bridge->pending;
+  if (!Executor::get().try_submit(task.get())) return false;
   task.release();
+  // finish_task runs on this thread, so not before this: the loop stays alive while jobs are pending.
+  if (bridge->pending++ == 0) napi_ref_threadsafe_function(env, bridge->tsfn);
   return true;
 }
 
@@ -426,8 +424,6 @@ bool submit_chain(napi_env env, Chain* chain) {
 }
 
 }  // namespace
-
-bool KernelCall::chaining() { return tl_chain != nullptr; }
 
 Napi::Value chain_impl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -521,31 +517,17 @@ Napi::Value KernelCall::run(std::function<void()> kernel) {
     return env.Undefined();
   }
   job_->kernel = std::move(kernel);
-  if (tl_chain) {
-    napi_value promise;
-    tl_chain->jobs.reserve(tl_chain->jobs.size() + 1);
-    if (napi_create_promise(env, &job_->deferred, &promise) != napi_ok) {
-      throw Napi::Error::New(env, job_->fn + ": cannot start the async work");
-    }
-    tl_chain->jobs.push_back(job_.release());  // the chain owns it now
-    return Napi::Value(env, promise);
-  }
-  napi_value promise, name;
+  if (tl_chain) tl_chain->jobs.reserve(tl_chain->jobs.size() + 1);
+  napi_value promise;
   if (napi_create_promise(env, &job_->deferred, &promise) != napi_ok) {
     throw Napi::Error::New(env, job_->fn + ": cannot start the async work");
   }
-  if (submit_job(env, job_.get())) {
-    job_.release();  // the addon's thread has it
-    return Napi::Value(env, promise);
-  }
-  if (napi_create_string_utf8(env, "attention-kernels", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, nullptr, name, execute, complete, job_.get(), &job_->work) != napi_ok) {
+  if (tl_chain) {
+    tl_chain->jobs.push_back(job_.get());  // the chain's callback queues it
+  } else if (!submit_job(env, job_.get()) && !queue_on_libuv(env, job_.get(), execute, complete, &job_->work)) {
     throw Napi::Error::New(env, job_->fn + ": cannot start the async work");
   }
-  if (napi_queue_async_work(env, job_->work) != napi_ok) {
-    throw Napi::Error::New(env, job_->fn + ": cannot queue the async work");
-  }
-  job_.release();  // complete() owns it now
+  job_.release();  // the chain, the addon's thread or complete() owns it now
   return Napi::Value(env, promise);
 }
 

@@ -37,7 +37,7 @@
 // until the chain settles), so a later call in the chain may read what an
 // earlier one writes only in the addon's memory: an output staged in a
 // private copy is copied back after the whole chain, and an input copied as
-// the call is made. chain() refuses (Error) an output outside the addon's
+// the call is made. chain() refuses (TypeError) an output outside the addon's
 // memory, so a chain cannot read such stale data.
 #pragma once
 
@@ -105,8 +105,6 @@ class KernelCall {
   Napi::Value run(std::function<void()> kernel);
 
   bool async() const { return job_ != nullptr; }
-  // True while a chain's callback runs on this thread.
-  static bool chaining();
 
  private:
   void stage(std::size_t arg, void*& p, long extent, std::size_t elem, const Layout* view, const char* what,
