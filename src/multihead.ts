@@ -235,9 +235,8 @@ async function runStepAsync(s: Step): Promise<unknown> {
  * addon owns, with nothing to copy here first) go to the addon in one chain,
  * run as one job; the others (copies, packing, the cosine and additive
  * scores) each on their own, after the chain before them has settled. A step
- * whose preparation
- * would copy from memory a queued kernel has yet to write (ChainHazard)
- * waits for the chain, then starts the next one.
+ * whose preparation would copy from memory a queued kernel has yet to write
+ * (ChainHazard) waits for the chain, then starts the next one.
  */
 export async function runAsync<T>(gen: Steps<T>): Promise<T> {
   let r = gen.next();
